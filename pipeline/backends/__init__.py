@@ -1,0 +1,93 @@
+"""Format backends behind one small interface, found by format name.
+
+A backend module defines one `Backend` subclass and the pydantic options model of each format it
+provides, and registers itself with `@register`. Adding a format family = one new module here plus
+its import at the bottom of this file. Modules must stay cheap to import: heavy libraries are
+imported inside `quantize`, so `plan` and `list-formats` never pay for them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # becomes a directory name: no separators, no '..'
+
+
+class FormatOptions(BaseModel):
+    """Fields every format entry of a recipe has; each format adds its own options."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: str
+    name: str | None = Field(None, pattern=NAME_RE, description="artifact name (directory and manifest label); defaults to the format")
+
+    @property
+    def artifact(self) -> str:
+        return self.name or self.format
+
+
+class Backend:
+    name: ClassVar[str]
+    formats: ClassVar[dict[str, type[FormatOptions]]]
+    modules: ClassVar[tuple[str, ...]] = ()  # import names that must be installed
+    packages: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into the cache key
+    extra: ClassVar[str] = ""  # pip extra of this project that installs them
+
+    def missing(self) -> list[str]:
+        return [m for m in self.modules if importlib.util.find_spec(m) is None]
+
+    def versions(self) -> dict[str, str]:
+        out = {}
+        for dist in self.packages:
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                out[dist] = "missing"
+        return out
+
+    def needs_calibration(self, opts: FormatOptions) -> bool:
+        return False
+
+    def describe(self, opts: FormatOptions) -> str:
+        return opts.format
+
+    def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
+        """(option field, message) for each problem found before any heavy work.
+
+        model_config is the source's config.json (or what its GGUF metadata says) when known offline."""
+        return []
+
+    def quantize(self, opts: FormatOptions, source: Path, out: Path, ctx: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    name: str
+    backend: Backend
+    options: type[FormatOptions]
+
+
+FORMATS: dict[str, FormatInfo] = {}
+
+
+def register(cls: type[Backend]) -> type[Backend]:
+    backend = cls()
+    for fmt, options in cls.formats.items():
+        if fmt in FORMATS:
+            raise RuntimeError(f"format {fmt!r} registered twice")
+        FORMATS[fmt] = FormatInfo(fmt, backend, options)
+    return cls
+
+
+def get_format(name: str) -> FormatInfo:
+    return FORMATS[name]
+
+
+from pipeline.backends import llmcompressor  # noqa: E402,F401  (registration)

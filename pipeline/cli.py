@@ -1,0 +1,114 @@
+"""`python -m pipeline run|plan|list-formats`. Exit codes: 0 ok, 1 a stage failed, 2 bad input."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+from rich.tree import Tree
+
+from pipeline.console import console, out, quiet_libraries
+from pipeline.errors import RecipeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
+STATE = {"verbose": False, "quiet": False}
+
+WorkdirOpt = typer.Option(Path("runs"), "--workdir", "-w", help="where runs live: <workdir>/<recipe name>/")
+
+
+@app.callback()
+def _options(verbose: bool = typer.Option(False, "-v", "--verbose", help="library logs and tracebacks"),
+             quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display")) -> None:
+    STATE.update(verbose=verbose, quiet=quiet)
+    quiet_libraries(verbose)
+
+
+def _load(recipe: Path, workdir: Path):
+    from pipeline.plan import build_plan
+    from pipeline.recipe_loader import load_recipe
+
+    return build_plan(load_recipe(recipe), recipe, workdir)
+
+
+@app.command()
+def plan(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = WorkdirOpt) -> None:
+    """Validate the recipe, check feasibility, and print the stage graph and what is cached. Runs nothing."""
+    p = _load(recipe, workdir)
+    tree = Tree(f"[bold]{p.recipe.name}[/]  [dim]{recipe} → {p.run_dir}[/]")
+    nodes = {}
+    for s in p.stages:
+        state = "[green]cached[/]" if p.cached(s) else "[yellow]to run[/]"
+        label = f"[bold]{escape(s.id)}[/]  {s.describe}  {state} [dim]{s.key[:12]}[/]"
+        nodes[s.id] = (nodes[s.deps[0]] if s.deps else tree).add(label)
+    out.print(tree)
+    for note in p.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+@app.command()
+def run(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = WorkdirOpt,
+        force: Optional[list[str]] = typer.Option(None, "--force", "-f", help="rerun this stage (id, kind or artifact) and what follows")) -> None:
+    """Run every stage of the recipe, reusing finished stages from earlier runs."""
+    from pipeline.runner import execute
+
+    p = _load(recipe, workdir)
+    for note in p.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    manifest = execute(p, force=force or [], quiet=STATE["quiet"], verbose=STATE["verbose"])
+    table = Table(title=f"{p.recipe.name}: {manifest.status}", title_justify="left")
+    for col in ("stage", "status", "seconds", "peak RSS MB", "output"):
+        table.add_column(col)
+    colors = {"done": "green", "cached": "green", "failed": "red", "skipped": "yellow"}
+    for r in manifest.records:
+        table.add_row(escape(r.id), f"[{colors.get(r.status, 'white')}]{r.status}[/]", f"{r.seconds:.1f}" if r.seconds else "",
+                      str(r.peak_rss_mb or ""), r.error or r.path)
+    out.print(table)
+    out.print(f"manifest: {manifest.path}")
+    if manifest.failed():
+        raise typer.Exit(1)
+
+
+@app.command("list-formats")
+def list_formats() -> None:
+    """Formats this installation knows, their backend, and whether the backend is installed."""
+    from pipeline.backends import FORMATS
+
+    table = Table()
+    for col in ("format", "backend", "installed", "options"):
+        table.add_column(col)
+    for name, info in FORMATS.items():
+        missing = info.backend.missing()
+        installed = "[green]yes[/]" if not missing else f"[red]no[/]: pip install 'llm-quant-pipeline[{info.backend.extra}]'"
+        options = ", ".join(f for f in info.options.model_fields if f not in ("format", "name"))
+        table.add_row(name, info.backend.name, installed, options)
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except RecipeError as e:
+        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]: finished stages are kept; rerun to resume")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - click usage errors and the unexpected, as one line
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        if STATE["verbose"]:
+            raise
+        console.print(f"[red]error:[/] {type(e).__name__}: {e} (rerun with -v for the traceback)", soft_wrap=True)
+        sys.exit(1)

@@ -1,0 +1,124 @@
+"""Turn a recipe into the stage graph: each stage with its inputs, config and cache key.
+
+Building the plan checks feasibility (source present, backend installed, options that fit the
+model) and raises RecipeError before anything is written or any heavy work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.backends import FORMATS
+from pipeline.cache import is_finished, stable_hash, stage_dir
+from pipeline.errors import RecipeError
+from pipeline.recipe import Recipe
+from pipeline.recipe_loader import line_of
+from pipeline.stages import quantize, source
+from pipeline.versions import versions
+
+SOURCE_PACKAGES = ("transformers", "torch", "gguf", "huggingface_hub", "safetensors")
+
+
+@dataclass
+class Stage:
+    id: str  # "source", "quantize[fp8]"
+    kind: str  # "source", "quantize"
+    label: str  # output directory prefix
+    describe: str
+    config: dict[str, Any]
+    deps: list[str]
+    versions: dict[str, str]
+    run: Callable[[Path, dict[str, Path], Any], dict[str, Any]]
+    artifact: str | None = None
+    key: str = ""
+    path: Path = field(default_factory=Path)
+
+    def matches(self, name: str) -> bool:
+        return name in (self.id, self.kind, self.artifact)
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    recipe_path: Path
+    run_dir: Path
+    stages: list[Stage]
+    model_config: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)
+
+    def stage(self, stage_id: str) -> Stage:
+        return next(s for s in self.stages if s.id == stage_id)
+
+    def cached(self, stage: Stage) -> bool:
+        return is_finished(stage.path, stage.key)
+
+    def downstream(self, names: list[str]) -> set[str]:
+        """Stage ids matching `names` (id, kind or artifact) and everything that depends on them."""
+        chosen = {s.id for s in self.stages if any(s.matches(n) for n in names)}
+        for s in self.stages:  # stages are in dependency order
+            if any(d in chosen for d in s.deps):
+                chosen.add(s.id)
+        return chosen
+
+
+def build_plan(recipe: Recipe, recipe_path: Path, workdir: Path) -> Plan:
+    try:
+        return _build(recipe, recipe_path, workdir)
+    except RecipeError as e:
+        if e.file is None:
+            e.file, e.line = str(recipe_path), line_of(recipe_path, e.loc)
+            e.args = (str(e),)
+        raise
+
+
+def _build(recipe: Recipe, recipe_path: Path, workdir: Path) -> Plan:
+    source.check(recipe.model)
+    config = source.model_config(recipe.model)
+    src = Stage(
+        id="source", kind="source", label="source", describe=_describe_source(recipe),
+        config={"version": source.VERSION, **source.fingerprint(recipe.model)}, deps=[],
+        versions=versions(SOURCE_PACKAGES), run=lambda out, inputs, ctx: source.run(recipe.model, out, ctx),
+    )
+    stages = [src]
+    for i, opts in enumerate(recipe.formats):
+        info = FORMATS[opts.format]
+        missing = info.backend.missing()
+        if missing:
+            raise RecipeError(f"format {opts.format!r} needs {', '.join(missing)}: pip install 'llm-quant-pipeline[{info.backend.extra}]'", field=("formats", i, "format"))
+        for option, problem in info.backend.problems(opts, config):
+            raise RecipeError(problem, field=("formats", i, option))
+        stages.append(Stage(
+            id=f"quantize[{opts.artifact}]", kind="quantize", label=f"quantize-{opts.artifact}",
+            describe=info.backend.describe(opts), artifact=opts.artifact,
+            config={"version": quantize.VERSION, "backend": info.backend.name, "options": opts.model_dump(mode="json", exclude={"name"})},
+            deps=["source"], versions=info.backend.versions(),
+            run=lambda out, inputs, ctx, o=opts: quantize.run(o, inputs["source"], out, ctx),
+        ))
+    run_dir = workdir / recipe.name
+    keys: dict[str, str] = {}
+    for s in stages:
+        s.key = stable_hash({"stage": s.kind, "config": s.config, "deps": [keys[d] for d in s.deps], "versions": s.versions})
+        s.path = stage_dir(run_dir, s.label, s.key)
+        keys[s.id] = s.key
+    return Plan(recipe, recipe_path, run_dir, stages, config, notes=_unimplemented(recipe))
+
+
+def _describe_source(recipe: Recipe) -> str:
+    m = recipe.model
+    if m.kind == "hub":
+        return f"Hub {m.hub}@{m.revision[:12]}"
+    if m.kind == "path":
+        return f"local {m.path}"
+    g = m.gguf
+    return f"GGUF {g.package}/{g.file}" if hasattr(g, "package") else f"GGUF {g}"
+
+
+def _unimplemented(recipe: Recipe) -> list[str]:
+    """Sections this version validates but cannot run yet: say so instead of silently ignoring them."""
+    notes = []
+    for section in ("evaluation", "package", "publish"):
+        if getattr(recipe, section).enabled:
+            notes.append(f"{section}: not implemented in this version yet; the section is validated and ignored")
+    return notes

@@ -1,0 +1,133 @@
+"""The recipe: pydantic models, `extra="forbid"` everywhere, one section per stage."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+
+from pipeline.backends import FORMATS, NAME_RE
+HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PackageFile(Strict):
+    """A file that an installed Python package ships, e.g. the embedded SmolLM2 GGUF."""
+
+    package: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: str
+
+    @field_validator("file")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        if v.startswith("/") or ".." in Path(v).parts:
+            raise ValueError("must be a path inside the package (no leading '/', no '..')")
+        return v
+
+
+class ModelSource(Strict):
+    """Exactly one of: a Hub repo (with a pinned commit), a local HF directory, or a GGUF file."""
+
+    hub: str | None = Field(None, description="Hub repo id, e.g. meta-llama/Llama-3.1-8B-Instruct")
+    revision: str | None = Field(None, description="full 40-character commit hash of the Hub repo")
+    path: Path | None = Field(None, description="local HF checkpoint directory (relative to the recipe)")
+    gguf: Path | PackageFile | None = Field(None, description="GGUF file, or {package, file} shipped by a package")
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+    @field_validator("hub")
+    @classmethod
+    def _repo_id(cls, v: str | None) -> str | None:
+        if v is not None and not HUB_REPO_RE.match(v):
+            raise ValueError(f"{v!r} is not a Hub repo id of the form 'org/name'")
+        return v
+
+    @field_validator("revision")
+    @classmethod
+    def _pinned(cls, v: str | None) -> str | None:
+        if v is not None and not COMMIT_RE.match(v):
+            raise ValueError(f"{v!r} is not a full 40-character commit hash; pin the revision so reruns get the same weights")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSource":
+        given = [k for k in ("hub", "path", "gguf") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of hub, path, gguf (got {', '.join(given) or 'none'})")
+        if self.hub and not self.revision:
+            raise ValueError("hub needs revision: a full 40-character commit hash")
+        if self.revision and not self.hub:
+            raise ValueError("revision only applies to a hub source")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "hub" if self.hub else "path" if self.path else "gguf"
+
+
+class CalibrationSpec(Strict):
+    """Calibration data shared by every format that needs it."""
+
+    source: str = Field("default", pattern=NAME_RE)
+    samples: PositiveInt = 64
+    seq_len: PositiveInt = 512
+    seed: NonNegativeInt = 0
+
+
+class GatesSpec(Strict):
+    max_kld: float | None = Field(None, ge=0)
+    max_ppl_increase_pct: float | None = Field(None, ge=0)
+    min_top1: float | None = Field(None, ge=0, le=100)
+
+
+class EvaluationSpec(Strict):
+    enabled: bool = False
+    tasks: list[str] = Field(default_factory=list)
+    gates: GatesSpec = Field(default_factory=GatesSpec)
+
+
+class PackageSpec(Strict):
+    enabled: bool = False
+    quantized_by: str | None = None
+
+
+class PublishSpec(Strict):
+    enabled: bool = False
+    repo_template: str = "{org}/{model}-{format}"
+    org: str | None = None
+    private: bool = True
+
+
+def _format_union() -> Any:
+    models = tuple(info.options for info in FORMATS.values())
+    return Annotated[Union[models], Field(discriminator="format")]  # type: ignore[valid-type]
+
+
+FormatEntry = _format_union()
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=NAME_RE, description="run name; the run lives in <workdir>/<name>")
+    model: ModelSource
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    formats: list[FormatEntry] = Field(min_length=1)  # type: ignore[valid-type]
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    package: PackageSpec = Field(default_factory=PackageSpec)
+    publish: PublishSpec = Field(default_factory=PublishSpec)
+
+    @field_validator("formats")
+    @classmethod
+    def _unique_artifacts(cls, v: list[Any]) -> list[Any]:
+        seen: set[str] = set()
+        for entry in v:
+            if entry.artifact in seen:
+                raise ValueError(f"two formats produce the artifact {entry.artifact!r}; give one a distinct 'name'")
+            seen.add(entry.artifact)
+        return v

@@ -1,0 +1,161 @@
+"""Read a recipe file into a `Recipe`, turning every problem into one `RecipeError` line.
+
+Errors name the field path and the YAML line it came from; an unknown key gets a "did you mean".
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pipeline.backends import FORMATS
+from pipeline.errors import RecipeError
+from pipeline.recipe import Recipe
+
+
+def line_of(path: str | Path, loc: tuple) -> int | None:
+    """Line in the recipe file of the field at `loc` (for errors found after parsing, e.g. by plan)."""
+    try:
+        node = yaml.compose(Path(path).read_text(), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return None
+    return _line_of(node, loc, want_key=False) if node is not None and loc else None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    shown = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecipeError("recipe file not found", file=shown) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"cannot read recipe: {e}", file=shown) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        raise RecipeError(f"YAML syntax error: {e.problem or e.context}", file=shown, line=line) from None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"YAML error: {e}", file=shown) from None
+    if node is None or data is None:
+        raise RecipeError("recipe is empty", file=shown)
+    if not isinstance(data, dict):
+        raise RecipeError("a recipe is a mapping of sections (name, model, formats, ...)", file=shown, line=node.start_mark.line + 1)
+    _reject_duplicate_keys(node, shown)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise _to_recipe_error(e, node, shown) from None
+    return _resolve_paths(recipe, path.parent)
+
+
+def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
+    """Local paths in a recipe are relative to the recipe file, not to the current directory."""
+    m = recipe.model
+    if m.path is not None and not m.path.is_absolute():
+        m.path = (base / m.path).resolve()
+    if isinstance(m.gguf, Path) and not m.gguf.is_absolute():
+        m.gguf = (base / m.gguf).resolve()
+    return recipe
+
+
+def _reject_duplicate_keys(node: yaml.Node, file: str, trail: tuple = ()) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            key = k.value
+            if key in seen:
+                raise RecipeError(f"duplicate key {key!r}", file=file, line=k.start_mark.line + 1, field=trail + (key,))
+            seen.add(key)
+            _reject_duplicate_keys(v, file, trail + (key,))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _reject_duplicate_keys(item, file, trail + (i,))
+
+
+def _line_of(node: yaml.Node, loc: tuple, want_key: bool) -> int | None:
+    """Line of the YAML node at `loc`; for an unknown key, the key's own line."""
+    line = node.start_mark.line + 1
+    for i, part in enumerate(loc):
+        if isinstance(node, yaml.MappingNode):
+            hit = next(((k, v) for k, v in node.value if k.value == part), None)
+            if hit is None:
+                continue  # a pydantic-only step (a union tag): stay on this node
+            if want_key and i == len(loc) - 1:
+                return hit[0].start_mark.line + 1
+            node = hit[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the last element of `loc` (for "did you mean" suggestions)."""
+    model: Any = Recipe
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if loc[0] == "formats" and part in FORMATS:
+            model = FORMATS[part].options  # the union tag pydantic puts in the path
+            continue
+        field = model.model_fields.get(part) if model else None
+        model = _inner_model(field.annotation) if field else None
+    return model
+
+
+def _inner_model(tp: Any) -> type[BaseModel] | None:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for arg in typing.get_args(tp):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+_UNION_MISS = {"path_type", "model_type", "model_attributes_type", "dict_type", "is_instance_of", "string_type"}
+
+
+def _to_recipe_error(exc: ValidationError, node: yaml.Node, file: str) -> RecipeError:
+    # Unknown keys first (usually typos behind the rest), union members' type mismatches last.
+    errors = sorted(exc.errors(include_url=False), key=lambda e: 0 if e["type"] == "extra_forbidden" else 2 if e["type"] in _UNION_MISS else 1)
+    err = errors[0]
+    loc = tuple(err["loc"])
+    kind, msg = err["type"], err["msg"]
+    is_tag = len(loc) > 2 and loc[0] == "formats" and loc[2] in FORMATS
+    visible = loc[:2] + loc[3:] if is_tag else loc
+    # pydantic puts union member tags (class names, 'function-after[...]') in the path: not fields.
+    visible = tuple(p for p in visible if isinstance(p, int) or re.match(r"^[a-z_][a-z0-9_]*$", p))
+    if kind == "extra_forbidden":
+        owner = _model_at(loc)
+        known = sorted(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        msg = "unknown key" + (f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(known)}" if known else "")
+    elif kind == "union_tag_invalid":
+        tag = str(err.get("input", {}).get("format", "")) if isinstance(err.get("input"), dict) else ""
+        close = difflib.get_close_matches(tag, list(FORMATS), n=1)
+        msg = f"unknown format {tag!r}" + (f"; did you mean {close[0]!r}?" if close else "") + f" (known: {', '.join(FORMATS)})"
+        visible = visible + ("format",)
+    elif kind == "union_tag_not_found":
+        msg = f"each format entry needs a 'format' key (known: {', '.join(FORMATS)})"
+    elif kind == "missing":
+        msg = "required field is missing"
+    elif kind == "string_pattern_mismatch" and visible[-1:] in (("name",), ("source",)):
+        msg = f"{err['input']!r} must be a plain name (letters, digits, '.', '_', '-'): it becomes a directory name"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    more = f" (+{len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
+    line = _line_of(node, visible, want_key=kind in ("extra_forbidden", "union_tag_invalid"))
+    return RecipeError(msg + more, file=file, line=line, field=visible or ("recipe",))

@@ -1,0 +1,124 @@
+"""Run a plan: skip finished stages, build the rest atomically, keep format branches independent."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+
+import fcntl
+import json
+import logging
+import os
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.cache import atomic_stage, clean_stale_tmp
+from pipeline.console import StageContext, peak_rss, stage_log, stage_progress
+from pipeline.errors import RecipeError, StageError
+from pipeline.manifest import Manifest, StageRecord, relative
+from pipeline.plan import Plan, Stage
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One run per run directory at a time: two runs would race on the same stage outputs."""
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RecipeError(f"another run is using {run_dir} (lock held); wait for it or use another --workdir") from None
+        yield
+
+
+def execute(plan: Plan, force: list[str] | None = None, quiet: bool = False, verbose: bool = False) -> Manifest:
+    unknown = [f for f in force or [] if not any(s.matches(f) for s in plan.stages)]
+    if unknown:
+        raise RecipeError(f"--force {unknown[0]!r} names no stage; stages: {', '.join(s.id for s in plan.stages)}")
+    forced = plan.downstream(force or [])
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(plan.run_dir):
+        clean_stale_tmp(plan.run_dir)
+        manifest = Manifest(plan)
+        broken: set[str] = set()
+        with stage_progress(quiet) as progress:
+            try:
+                for stage in plan.stages:
+                    record = _run_stage(plan, stage, stage.id in forced, broken, progress, verbose)
+                    manifest.add(record)
+                    if record.status in ("failed", "skipped"):
+                        broken.add(stage.id)
+                    else:
+                        _link(plan, stage)
+            except KeyboardInterrupt:
+                manifest.finish("interrupted")
+                raise
+        manifest.finish("failed" if manifest.failed() else "ok")
+    return manifest
+
+
+def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progress, verbose: bool) -> StageRecord:
+    record = StageRecord(stage.id, stage.kind, stage.artifact, stage.key, relative(stage.path, plan.run_dir), "pending")
+    bad_deps = [d for d in stage.deps if d in broken]
+    if bad_deps:
+        record.status, record.error = "skipped", f"needs {', '.join(bad_deps)}, which failed"
+        progress.console.print(f"[yellow]↷ {escape(stage.id)}[/] skipped: {record.error}")
+        return record
+    if not forced and plan.cached(stage):
+        record.status = "cached"
+        record.info = _read_info(stage.path)
+        progress.console.print(f"[green]✓ {escape(stage.id)}[/] cached [dim]{record.path}[/]")
+        return record
+    task = progress.add_task(f"[bold]{escape(stage.id)}[/]  {stage.describe}", total=None)
+    ctx = StageContext(stage.id, progress, task, trust_remote_code=plan.recipe.model.trust_remote_code)
+    log_path = plan.run_dir / "logs" / f"{stage.label}.log"
+    record.log = relative(log_path, plan.run_dir)
+    inputs = {d: plan.stage(d).path for d in stage.deps}
+    start, mem = time.perf_counter(), {}
+    try:
+        with stage_log(log_path, verbose), peak_rss(mem):
+            with atomic_stage(plan.run_dir, stage.label, stage.key, {"stage": stage.id}) as tmp:
+                info = stage.run(tmp, inputs, ctx)
+                (tmp / "stage_info.json").write_text(json.dumps(info, indent=2, default=str))
+        record.status, record.info = "done", info
+    except KeyboardInterrupt:
+        record.status = "interrupted"
+        raise
+    except Exception as e:  # one format failing must not take the others down
+        record.status, record.error = "failed", _one_line(e)
+        with open(log_path, "a") as f:
+            f.write(traceback.format_exc())
+    finally:
+        record.seconds = round(time.perf_counter() - start, 2)
+        record.peak_rss_mb = mem.get("peak_rss_mb")
+        progress.remove_task(task)
+    mark = "[green]✓" if record.status == "done" else "[red]✗"
+    detail = f"{record.seconds:.1f}s, peak {record.peak_rss_mb} MB" if record.status == "done" else f"{escape(record.error or '')} (log: {log_path})"
+    progress.console.print(f"{mark} {escape(stage.id)}[/] {detail}")
+    return record
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    first = text[0] if text else ""
+    return first if isinstance(e, StageError) else f"{type(e).__name__}: {first}"
+
+
+def _read_info(path: Path) -> dict | None:
+    try:
+        return json.loads((path / "stage_info.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _link(plan: Plan, stage: Stage) -> None:
+    """Stable names for the newest outputs: <run>/source and <run>/artifacts/<name>."""
+    link = plan.run_dir / "source" if stage.kind == "source" else plan.run_dir / "artifacts" / (stage.artifact or stage.label)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(stage.path, link.parent))
+    os.replace(tmp, link)

@@ -1,0 +1,17 @@
+"""Quantize stage: hand the source checkpoint to the format's backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.backends import FORMATS, FormatOptions
+
+VERSION = 1
+
+
+def run(opts: FormatOptions, source: Path, out: Path, ctx: Any) -> dict[str, Any]:
+    info = FORMATS[opts.format]
+    result = info.backend.quantize(opts, source, out, ctx)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return {"format": opts.format, "backend": info.backend.name, "size_bytes": size, **result}
