@@ -44,7 +44,7 @@ def plan(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path =
     for s in p.stages:
         state = "[green]cached[/]" if p.cached(s) else "[yellow]to run[/]"
         label = f"[bold]{escape(s.id)}[/]  {s.describe}  {state} [dim]{s.key[:12]}[/]"
-        nodes[s.id] = (nodes[s.deps[0]] if s.deps else tree).add(label)
+        nodes[s.id] = (nodes[s.deps[-1]] if s.deps else tree).add(label)
     out.print(tree)
     for note in p.notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -65,12 +65,13 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = 
         table.add_column(col)
     colors = {"done": "green", "cached": "green", "failed": "red", "skipped": "yellow"}
     for r in manifest.records:
-        table.add_row(escape(r.id), f"[{colors.get(r.status, 'white')}]{r.status}[/]", f"{r.seconds:.1f}" if r.seconds else "",
+        table.add_row(escape(r.id), f"[{colors.get(r.status, 'white')}]{r.status}[/]", f"{r.seconds:.1f}" if r.seconds is not None else "",
                       str(r.peak_rss_mb or ""), r.error or r.path)
     out.print(table)
     out.print(f"manifest: {manifest.path}")
-    if manifest.failed():
-        raise typer.Exit(1)
+    failed = manifest.failed()
+    if failed:
+        raise typer.Exit(2 if all(r.bad_input for r in failed if r.status == "failed") else 1)
 
 
 @app.command("list-formats")

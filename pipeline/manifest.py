@@ -25,6 +25,7 @@ class StageRecord:
     seconds: float | None = None
     peak_rss_mb: float | None = None
     error: str | None = None
+    bad_input: bool = False  # failed because of the recipe or its data (exit 2), not a crash (exit 1)
     log: str | None = None
     info: dict[str, Any] | None = None
 

@@ -15,10 +15,11 @@ from pipeline.cache import is_finished, stable_hash, stage_dir
 from pipeline.errors import RecipeError
 from pipeline.recipe import Recipe
 from pipeline.recipe_loader import line_of
-from pipeline.stages import quantize, source
+from pipeline.stages import calibration, quantize, source
 from pipeline.versions import versions
 
 SOURCE_PACKAGES = ("transformers", "torch", "gguf", "huggingface_hub", "safetensors")
+CALIBRATION_PACKAGES = ("transformers", "tokenizers", "datasets", "torch")
 
 
 @dataclass
@@ -63,9 +64,10 @@ class Plan:
         return chosen
 
 
-def build_plan(recipe: Recipe, recipe_path: Path, workdir: Path) -> Plan:
+def build_plan(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool = False) -> Plan:
+    """The stage graph. Calibration is a stage only when a format needs it (or `with_calibration`)."""
     try:
-        return _build(recipe, recipe_path, workdir)
+        return _build(recipe, recipe_path, workdir, with_calibration)
     except RecipeError as e:
         if e.file is None:
             e.file, e.line = str(recipe_path), line_of(recipe_path, e.loc)
@@ -73,15 +75,14 @@ def build_plan(recipe: Recipe, recipe_path: Path, workdir: Path) -> Plan:
         raise
 
 
-def _build(recipe: Recipe, recipe_path: Path, workdir: Path) -> Plan:
+def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool) -> Plan:
     source.check(recipe.model)
     config = source.model_config(recipe.model)
-    src = Stage(
+    stages = [Stage(
         id="source", kind="source", label="source", describe=_describe_source(recipe),
         config={"version": source.VERSION, **source.fingerprint(recipe.model)}, deps=[],
         versions=versions(SOURCE_PACKAGES), run=lambda out, inputs, ctx: source.run(recipe.model, out, ctx),
-    )
-    stages = [src]
+    )]
     for i, opts in enumerate(recipe.formats):
         info = FORMATS[opts.format]
         missing = info.backend.missing()
@@ -89,12 +90,23 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path) -> Plan:
             raise RecipeError(f"format {opts.format!r} needs {', '.join(missing)}: pip install 'llm-quant-pipeline[{info.backend.extra}]'", field=("formats", i, "format"))
         for option, problem in info.backend.problems(opts, config):
             raise RecipeError(problem, field=("formats", i, option))
+    needs = [o for o in recipe.formats if FORMATS[o.format].backend.needs_calibration(o)]
+    if needs or with_calibration:
+        spec, base = recipe.calibration, recipe_path.parent
+        calibration.check(spec, base, config)
+        stages.append(Stage(
+            id="calibration", kind="calibration", label="calibration", describe=_describe_calibration(recipe),
+            config=calibration.fingerprint(spec, base), deps=["source"], versions=versions(CALIBRATION_PACKAGES),
+            run=lambda out, inputs, ctx: calibration.run(spec, base, inputs["source"], out, ctx),
+        ))
+    for opts in recipe.formats:
+        info = FORMATS[opts.format]
         stages.append(Stage(
             id=f"quantize[{opts.artifact}]", kind="quantize", label=f"quantize-{opts.artifact}",
             describe=info.backend.describe(opts), artifact=opts.artifact,
             config={"version": quantize.VERSION, "backend": info.backend.name, "options": opts.model_dump(mode="json", exclude={"name"})},
-            deps=["source"], versions=info.backend.versions(),
-            run=lambda out, inputs, ctx, o=opts: quantize.run(o, inputs["source"], out, ctx),
+            deps=["source", "calibration"] if opts in needs else ["source"], versions=info.backend.versions(),
+            run=lambda out, inputs, ctx, o=opts: quantize.run(o, inputs["source"], inputs.get("calibration"), out, ctx),
         ))
     run_dir = workdir / recipe.name
     keys: dict[str, str] = {}
@@ -113,6 +125,12 @@ def _describe_source(recipe: Recipe) -> str:
         return f"local {m.path}"
     g = m.gguf
     return f"GGUF {g.package}/{g.file}" if hasattr(g, "package") else f"GGUF {g}"
+
+
+def _describe_calibration(recipe: Recipe) -> str:
+    c = recipe.calibration
+    name = c.source if isinstance(c.source, str) else f"inline {c.source.kind}"
+    return f"{name}: {c.samples} samples x {c.seq_len} tokens, seed {c.seed}"
 
 
 def _unimplemented(recipe: Recipe) -> list[str]:

@@ -72,13 +72,50 @@ class ModelSource(Strict):
         return "hub" if self.hub else "path" if self.path else "gguf"
 
 
-class CalibrationSpec(Strict):
-    """Calibration data shared by every format that needs it."""
+class CalibrationSource(Strict):
+    """Where calibration text comes from. Named sources in calibration/datasets.yaml use this schema too."""
 
-    source: str = Field("default", pattern=NAME_RE)
+    kind: Literal["hub", "local", "package", "self"]
+    description: str | None = None
+    path: str | None = Field(None, description="hub: dataset id")
+    name: str | None = Field(None, description="hub: dataset config name")
+    split: str = "train"
+    revision: str | None = None
+    files: list[str] = Field(default_factory=list, description="local: files or globs, relative to the recipe")
+    package: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: str | None = Field(None, description="package: data file inside the package")
+    text_field: str | None = None
+    messages_field: str | None = None
+    prompts: list[str] = Field(default_factory=list, description="self: seed prompts (default: start from BOS)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "CalibrationSource":
+        need = {"hub": ["path"], "local": ["files"], "package": ["package", "file"], "self": []}[self.kind]
+        missing = [f for f in need if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"a {self.kind} source needs {', '.join(missing)}")
+        if self.kind != "self" and bool(self.text_field) == bool(self.messages_field):
+            raise ValueError("give exactly one of text_field (plain text) or messages_field (chat messages)")
+        if self.file and (self.file.startswith("/") or ".." in Path(self.file).parts):
+            raise ValueError("file must be a path inside the package (no leading '/', no '..')")
+        return self
+
+
+class CalibrationSpec(Strict):
+    """Calibration data shared by every format that needs it (built once per run)."""
+
+    source: str | CalibrationSource = Field("default", description="a name from calibration/datasets.yaml, or an inline source")
     samples: PositiveInt = 64
     seq_len: PositiveInt = 512
     seed: NonNegativeInt = 0
+    packing: bool | None = Field(None, description="pack plain text into seq_len windows (default: yes for text, no for chat)")
+
+    @field_validator("source")
+    @classmethod
+    def _name(cls, v: Any) -> Any:
+        if isinstance(v, str) and not re.match(NAME_RE, v):
+            raise ValueError(f"{v!r} is not a source name")
+        return v
 
 
 class GatesSpec(Strict):

@@ -65,6 +65,10 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
         m.path = (base / m.path).resolve()
     if isinstance(m.gguf, Path) and not m.gguf.is_absolute():
         m.gguf = (base / m.gguf).resolve()
+    for entry in recipe.formats:
+        for name, value in entry:
+            if isinstance(value, Path) and not value.is_absolute():
+                setattr(entry, name, (base / value).resolve())
     return recipe
 
 

@@ -88,7 +88,7 @@ def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progres
         record.status = "interrupted"
         raise
     except Exception as e:  # one format failing must not take the others down
-        record.status, record.error = "failed", _one_line(e)
+        record.status, record.error, record.bad_input = "failed", _one_line(e), isinstance(e, RecipeError)
         with open(log_path, "a") as f:
             f.write(traceback.format_exc())
     finally:
@@ -102,9 +102,9 @@ def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progres
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    first = text[0] if text else ""
-    return first if isinstance(e, StageError) else f"{type(e).__name__}: {first}"
+    text = " ".join(str(e).split())  # the whole message on one line; the log has the traceback
+    text = text if len(text) <= 400 else text[:400] + "..."
+    return text if isinstance(e, (StageError, RecipeError)) else f"{type(e).__name__}: {text}"
 
 
 def _read_info(path: Path) -> dict | None:

@@ -63,7 +63,10 @@ class Backend:
         model_config is the source's config.json (or what its GGUF metadata says) when known offline."""
         return []
 
-    def quantize(self, opts: FormatOptions, source: Path, out: Path, ctx: Any) -> dict[str, Any]:
+    def quantize(self, opts: FormatOptions, source: Path, calibration: Path | None, out: Path, ctx: Any) -> dict[str, Any]:
+        """Write the artifact into `out` (an empty temp dir); return facts for the manifest.
+
+        `calibration` is the run's calibration stage output when needs_calibration(opts)."""
         raise NotImplementedError
 
 

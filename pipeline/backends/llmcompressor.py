@@ -1,4 +1,6 @@
-"""llm-compressor formats: compressed-tensors checkpoints that vLLM serves and transformers loads."""
+"""llm-compressor formats: compressed-tensors checkpoints that vLLM serves and transformers loads.
+
+Each format maps its recipe options onto llm-compressor modifiers; `oneshot` does the numerics."""
 
 from __future__ import annotations
 
@@ -11,40 +13,117 @@ from pydantic import Field, PositiveInt
 from pipeline.backends import Backend, FormatOptions, register
 
 log = logging.getLogger(__name__)
+GROUP_SIZES = (32, 64, 128, 256)
 
 
 class _LcOptions(FormatOptions):
     ignore: list[str] = Field(default_factory=lambda: ["lm_head"], description="modules left unquantized")
 
 
+class AwqOptions(_LcOptions):
+    """AWQ W4A16: activation-aware scales searched on calibration data, then 4-bit weights."""
+
+    format: Literal["awq"]
+    group_size: PositiveInt = 128
+    symmetric: bool = False
+    duo_scaling: bool = True
+    n_grid: PositiveInt = 20
+
+
+class GptqOptions(_LcOptions):
+    """GPTQ: weights rounded one column block at a time, correcting the error with second-order data."""
+
+    format: Literal["gptq"]
+    bits: Literal[4, 8] = 4
+    group_size: PositiveInt | None = 128
+    symmetric: bool = True
+    actorder: Literal["static", "group", "weight"] | None = "static"
+    dampening: float = Field(0.01, gt=0, lt=1)
+    block_size: PositiveInt = 128
+
+
+class W8A8Int8Options(_LcOptions):
+    """INT8 weights (GPTQ, per channel) and INT8 activations per token, after SmoothQuant."""
+
+    format: Literal["w8a8-int8"]
+    smoothing_strength: float | None = Field(0.8, gt=0, lt=1, description="SmoothQuant alpha; null = no smoothing")
+    dampening: float = Field(0.01, gt=0, lt=1)
+
+
 class Fp8Options(_LcOptions):
-    """FP8 weights (per channel) and FP8 activations quantized per token at run time: no calibration."""
+    """FP8 weights per channel; activations FP8 per token at run time (dynamic) or per tensor from calibration (static)."""
 
     format: Literal["fp8"]
-    scheme: Literal["dynamic"] = "dynamic"
+    scheme: Literal["dynamic", "static"] = "dynamic"
 
 
 class W8A16Options(_LcOptions):
     """INT8 weights, 16-bit activations; round-to-nearest, data-free."""
 
     format: Literal["w8a16"]
-    group_size: PositiveInt | None = Field(None, description="None = one scale per output channel")
+    group_size: PositiveInt | None = Field(None, description="null = one scale per output channel")
     symmetric: bool = True
 
 
-def _weights(num_bits: int, typ: str, group_size: int | None, symmetric: bool = True) -> dict[str, Any]:
+class RecipeFileOptions(FormatOptions):
+    """For experts: any llm-compressor recipe YAML, run as it is (relative paths start at the recipe)."""
+
+    format: Literal["llmcompressor-recipe"]
+    recipe: Path
+    calibration: bool = True
+
+
+def _weights(bits: int, typ: str, group_size: int | None, symmetric: bool, actorder: str | None = None) -> dict[str, Any]:
+    w: dict[str, Any] = {"num_bits": bits, "type": typ, "symmetric": symmetric, "strategy": "group" if group_size else "channel"}
     if group_size:
-        return {"num_bits": num_bits, "type": typ, "symmetric": symmetric, "strategy": "group", "group_size": group_size}
-    return {"num_bits": num_bits, "type": typ, "symmetric": symmetric, "strategy": "channel"}
+        w["group_size"] = group_size
+    if actorder:
+        w["actorder"] = actorder
+    return w
 
 
-def grouped_layers(model_config: dict[str, Any]) -> dict[str, int]:
-    """Input widths of the Linear layers of a decoder block, from config.json (no weights needed)."""
-    hidden = model_config.get("hidden_size")
-    inter = model_config.get("intermediate_size")
-    if not hidden:
-        return {}
-    widths = {"q_proj/k_proj/v_proj/gate_proj/up_proj": hidden, "o_proj": hidden}
+def scheme(opts: FormatOptions) -> dict[str, Any]:
+    """The compressed-tensors config group a format maps onto."""
+    group: dict[str, Any] = {"targets": ["Linear"]}
+    if isinstance(opts, AwqOptions):
+        group["weights"] = _weights(4, "int", opts.group_size, opts.symmetric)
+    elif isinstance(opts, GptqOptions):
+        group["weights"] = _weights(opts.bits, "int", opts.group_size, opts.symmetric, opts.actorder if opts.group_size else None)
+    elif isinstance(opts, W8A8Int8Options):
+        group["weights"] = _weights(8, "int", None, True)
+        group["input_activations"] = {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True}
+    elif isinstance(opts, Fp8Options):
+        group["weights"] = _weights(8, "float", None, True)
+        dynamic = opts.scheme == "dynamic"
+        group["input_activations"] = {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "token" if dynamic else "tensor", "dynamic": dynamic}
+    elif isinstance(opts, W8A16Options):
+        group["weights"] = _weights(8, "int", opts.group_size, opts.symmetric)
+    return group
+
+
+def modifiers(opts: FormatOptions) -> list[Any]:
+    from llmcompressor.modifiers.gptq import GPTQModifier
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from llmcompressor.modifiers.transform import AWQModifier, SmoothQuantModifier
+
+    groups = {"group_0": scheme(opts)}
+    ignore = list(getattr(opts, "ignore", []))
+    if isinstance(opts, AwqOptions):
+        # AWQ only searches scales; the quantization modifier beside it does the rounding.
+        return [AWQModifier(duo_scaling=opts.duo_scaling, n_grid=opts.n_grid),
+                QuantizationModifier(ignore=ignore, config_groups=groups)]
+    if isinstance(opts, GptqOptions):
+        return [GPTQModifier(ignore=ignore, config_groups=groups, dampening_frac=opts.dampening, block_size=opts.block_size)]
+    if isinstance(opts, W8A8Int8Options):
+        smooth = [SmoothQuantModifier(smoothing_strength=opts.smoothing_strength)] if opts.smoothing_strength else []
+        return smooth + [GPTQModifier(ignore=ignore, config_groups=groups, dampening_frac=opts.dampening)]
+    return [QuantizationModifier(ignore=ignore, config_groups=groups)]
+
+
+def layer_widths(model_config: dict[str, Any]) -> dict[str, int]:
+    """Input widths of a decoder block's Linear layers, from config.json alone (no weights needed)."""
+    hidden, inter = model_config.get("hidden_size"), model_config.get("intermediate_size")
+    widths = {"q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj": hidden} if hidden else {}
     if inter:
         widths["down_proj"] = inter
     return widths
@@ -58,61 +137,85 @@ def _route_loguru() -> None:
     logger.add(lambda message: log.info(message.record["message"]), level="INFO", format="{message}")
 
 
+def _guard_pin_memory() -> None:
+    """llmcompressor 0.14 pins its activation cache for host-to-GPU copies; on a CPU-only torch,
+    pin_memory raises "Cannot access accelerator device". Pinning is pointless there: skip it."""
+    import torch
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    if not torch.accelerator.is_available():
+        IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None
+
+
 @register
 class LlmCompressorBackend(Backend):
     name = "llmcompressor"
-    formats = {"fp8": Fp8Options, "w8a16": W8A16Options}
+    formats = {"awq": AwqOptions, "gptq": GptqOptions, "w8a8-int8": W8A8Int8Options, "fp8": Fp8Options,
+               "w8a16": W8A16Options, "llmcompressor-recipe": RecipeFileOptions}
     modules = ("llmcompressor", "compressed_tensors")
     packages = ("llmcompressor", "compressed-tensors", "transformers", "torch")
     extra = "llmcompressor"
 
+    def needs_calibration(self, opts: FormatOptions) -> bool:
+        if isinstance(opts, RecipeFileOptions):
+            return opts.calibration
+        return isinstance(opts, (AwqOptions, GptqOptions, W8A8Int8Options)) or (isinstance(opts, Fp8Options) and opts.scheme == "static")
+
     def describe(self, opts: FormatOptions) -> str:
-        if isinstance(opts, Fp8Options):
-            return "FP8 W8A8 dynamic (compressed-tensors)"
-        assert isinstance(opts, W8A16Options)
-        g = f"group {opts.group_size}" if opts.group_size else "per-channel"
-        return f"INT8 W8A16 RTN {g} (compressed-tensors)"
+        if isinstance(opts, RecipeFileOptions):
+            return f"llm-compressor recipe {opts.recipe}"
+        w = scheme(opts)["weights"]
+        acts = scheme(opts).get("input_activations")
+        a = f"A{acts['num_bits']} {'dynamic' if acts['dynamic'] else 'static'}" if acts else "A16"
+        g = f"g{w['group_size']}" if "group_size" in w else "per-channel"
+        return f"{opts.format}: {w['type'].upper()}{w['num_bits']} {g} / {a} (compressed-tensors)"
 
     def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
         group = getattr(opts, "group_size", None)
         if not group or not model_config:
             return []
-        widths = grouped_layers(model_config)
+        widths = layer_widths(model_config)
         bad = {name: w for name, w in widths.items() if w % group}
         if not bad:
             return []
-        fits = [g for g in (32, 64, 128, 256) if all(w % g == 0 for w in widths.values())]
-        layers = ", ".join(f"{n} (in {w})" for n, w in bad.items())
-        hint = f"group sizes that divide every layer: {fits}" if fits else "no power-of-two group size fits; use per-channel (group_size: null)"
-        return [("group_size", f"{group} does not divide the input width of {layers}; {hint}")]
+        fits = [g for g in GROUP_SIZES if all(w % g == 0 for w in widths.values())]
+        layers = ", ".join(f"{n} (input width {w})" for n, w in bad.items())
+        hint = f"group sizes that fit every layer: {', '.join(map(str, fits))}" if fits else "no power-of-two group size fits"
+        return [("group_size", f"{group} does not divide {layers}; {hint}")]
 
-    def scheme(self, opts: FormatOptions) -> dict[str, Any]:
-        """The compressed-tensors config group this format maps onto."""
-        if isinstance(opts, Fp8Options):
-            return {
-                "targets": ["Linear"],
-                "weights": _weights(8, "float", None),
-                "input_activations": {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "token", "dynamic": True},
-            }
-        assert isinstance(opts, W8A16Options)
-        return {"targets": ["Linear"], "weights": _weights(8, "int", opts.group_size, opts.symmetric)}
-
-    def quantize(self, opts: FormatOptions, source: Path, out: Path, ctx: Any) -> dict[str, Any]:
+    def quantize(self, opts: FormatOptions, source: Path, calibration: Path | None, out: Path, ctx: Any) -> dict[str, Any]:
         import torch
         from llmcompressor import oneshot
-        from llmcompressor.modifiers.quantization import QuantizationModifier
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _route_loguru()
+        _guard_pin_memory()
         ctx.status("loading model")
         # fp32 for the math: bf16 matmuls are 5-17x slower on CPUs without native bf16.
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, trust_remote_code=ctx.trust_remote_code)
+        saved_dtype = getattr(model.config, "dtype", None) or torch.bfloat16
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=ctx.trust_remote_code)
-        modifier = QuantizationModifier(targets=["Linear"], ignore=list(opts.ignore), config_groups={"group_0": self.scheme(opts)})
-        ctx.status("quantizing (llmcompressor oneshot)")
-        oneshot(model=model, recipe=[modifier])
+        recipe = str(opts.recipe) if isinstance(opts, RecipeFileOptions) else modifiers(opts)
+        kwargs: dict[str, Any] = {}
+        if calibration is not None:
+            kwargs = _calibration_kwargs(calibration)
+            ctx.status(f"calibrating on {kwargs['num_calibration_samples']} samples (llmcompressor oneshot)")
+        else:
+            ctx.status("quantizing (llmcompressor oneshot, data-free)")
+        oneshot(model=model, recipe=recipe, tokenizer=tokenizer, **kwargs)
         ctx.status("saving compressed-tensors checkpoint")
-        model.to(torch.bfloat16)
+        model.to(saved_dtype if isinstance(saved_dtype, torch.dtype) else torch.bfloat16)
         model.save_pretrained(out, save_compressed=True)
         tokenizer.save_pretrained(out)
-        return {"scheme": self.scheme(opts), "ignore": list(opts.ignore)}
+        return {"scheme": None if isinstance(opts, RecipeFileOptions) else scheme(opts), "modifiers": [type(m).__name__ for m in recipe] if isinstance(recipe, list) else recipe}
+
+
+def _calibration_kwargs(calibration: Path) -> dict[str, Any]:
+    from datasets import Dataset
+
+    from pipeline.stages.calibration import load
+
+    samples = load(calibration)
+    ids = [s["input_ids"] for s in samples]
+    ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]})
+    return {"dataset": ds, "num_calibration_samples": len(ids), "max_seq_length": max(map(len, ids)), "shuffle_calibration_samples": False}

@@ -36,7 +36,7 @@ def test_quantize_reload_close(tiny_model, tmp_path, entry, compression, weights
     out.mkdir()
     with stage_progress(quiet=True) as progress:
         ctx = StageContext("quantize", progress, progress.add_task("q"))
-        FORMATS[opts.format].backend.quantize(opts, tiny_model, out, ctx)
+        FORMATS[opts.format].backend.quantize(opts, tiny_model, None, out, ctx)
 
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
     assert qc["quant_method"] == "compressed-tensors"

@@ -1,0 +1,153 @@
+"""Calibration sources: the named ones in calibration/datasets.yaml, or inline in a recipe.
+
+Every kind ends as a `datasets.Dataset` of records; problems become one-line RecipeErrors."""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from pipeline.cache import file_sha256, stable_hash
+from pipeline.errors import RecipeError
+from pipeline.recipe import CalibrationSource, CalibrationSpec
+from pipeline.stages.source import package_file
+
+PROJECT = Path(__file__).resolve().parents[2]
+SOURCES_FILE = PROJECT / "calibration" / "datasets.yaml"
+LOADERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
+FIELD = ("calibration", "source")
+
+
+def named_sources() -> dict[str, CalibrationSource]:
+    from pipeline.recipe_loader import line_of
+
+    raw = yaml.safe_load(SOURCES_FILE.read_text()) or {}
+    out = {}
+    for name, body in raw.items():
+        try:
+            out[name] = CalibrationSource.model_validate(body)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise RecipeError(err["msg"], file=str(SOURCES_FILE), line=line_of(SOURCES_FILE, (name,)), field=(name, *err["loc"])) from None
+    return out
+
+
+def resolve(spec: CalibrationSpec, recipe_dir: Path) -> tuple[str, CalibrationSource, Path]:
+    """(display name, source, directory its relative paths start from)."""
+    if isinstance(spec.source, CalibrationSource):
+        return "inline", spec.source, recipe_dir
+    sources = named_sources()
+    if spec.source not in sources:
+        close = difflib.get_close_matches(spec.source, list(sources), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise RecipeError(f"unknown calibration source {spec.source!r}; {hint}known: {', '.join(sources)}", field=FIELD)
+    return spec.source, sources[spec.source], SOURCES_FILE.parent
+
+
+def local_files(src: CalibrationSource, base: Path) -> list[Path]:
+    files: list[Path] = []
+    for pattern in src.files:
+        full = pattern if Path(pattern).is_absolute() else str(base / pattern)
+        matched = sorted(Path(p) for p in glob.glob(full, recursive=True) if Path(p).is_file())
+        if not matched:
+            raise RecipeError(f"no file matches {pattern!r} (looked in {base})", field=(*FIELD, "files"))
+        files += matched
+    suffixes = {LOADERS.get(f.suffix) for f in files}
+    if None in suffixes or len(suffixes) > 1:
+        raise RecipeError(f"files must all be one of {', '.join(LOADERS)} (got {', '.join(sorted({f.suffix for f in files}))})", field=(*FIELD, "files"))
+    return files
+
+
+def check(src: CalibrationSource, base: Path) -> None:
+    if src.kind == "local":
+        local_files(src, base)
+    elif src.kind == "package":
+        package_file(src)  # type: ignore[arg-type]  (same package/file fields)
+
+
+def fingerprint(src: CalibrationSource, base: Path) -> dict[str, Any]:
+    body = src.model_dump(mode="json", exclude={"description", "files"})
+    if src.kind == "local":
+        body["content"] = stable_hash([file_sha256(f) for f in local_files(src, base)])
+    elif src.kind == "package":
+        body["content"] = file_sha256(package_file(src))  # type: ignore[arg-type]
+    return body
+
+
+def load_records(src: CalibrationSource, base: Path) -> tuple[Any, dict[str, Any]]:
+    """The source's records as a datasets.Dataset, plus notes for the stats (e.g. records dropped)."""
+    import datasets
+
+    notes: dict[str, Any] = {}
+    if src.kind == "local":
+        files = local_files(src, base)
+        try:
+            ds = datasets.load_dataset(LOADERS[files[0].suffix], data_files=[str(f) for f in files], split="train")
+        except Exception as e:  # noqa: BLE001 - datasets raises many types for unreadable files
+            raise RecipeError(f"cannot read {files[0].name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", field=(*FIELD, "files")) from None
+    elif src.kind == "package":
+        records, dropped = read_json_records(package_file(src))  # type: ignore[arg-type]
+        notes["dropped_incomplete_records"] = dropped
+        field = src.text_field or src.messages_field
+        ds = datasets.Dataset.from_list([{field: r.get(field)} for r in records if isinstance(r, dict)])
+    else:
+        ds = _load_hub(src)
+    field = src.text_field or src.messages_field
+    if field not in ds.column_names:
+        which = "text_field" if src.text_field else "messages_field"
+        raise RecipeError(f"{which} {field!r} is not in the data; fields: {', '.join(ds.column_names)}", field=(*FIELD, which))
+    if len(ds) == 0:
+        raise RecipeError("the source holds no records", field=FIELD)
+    return ds, notes
+
+
+def _load_hub(src: CalibrationSource) -> Any:
+    import datasets
+
+    try:
+        return datasets.load_dataset(src.path, src.name, split=src.split, revision=src.revision)
+    except Exception as e:  # noqa: BLE001 - offline, missing, gated: all one line for the user
+        text = str(e).splitlines()[0] if str(e) else ""
+        offline = "offline" in text.lower() or "connect" in text.lower() or type(e).__name__ in ("OfflineModeIsEnabled", "ConnectionError")
+        if offline:
+            raise RecipeError(f"cannot reach the Hub for dataset {src.path!r}; use a local or package source, or data-free (source: self)", field=FIELD) from None
+        raise RecipeError(f"dataset {src.path!r}: {type(e).__name__}: {text}", field=FIELD) from None
+
+
+def read_json_records(path: Path) -> tuple[list[Any], int]:
+    """Records of a JSON list or JSON-lines file, keeping every complete record of a cut-off file.
+
+    Returns (records, number of incomplete records dropped)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    stripped = text.lstrip()
+    if not stripped.startswith("["):
+        return _json_lines(text)
+    decoder = json.JSONDecoder()
+    pos, records = len(text) - len(stripped) + 1, []
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            return records, 0
+        try:
+            record, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return records, 1  # a cut-off list: what follows the last complete record is one partial record
+        records.append(record)
+
+
+def _json_lines(text: str) -> tuple[list[Any], int]:
+    records, dropped = [], 0
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                dropped += 1
+    return records, dropped
