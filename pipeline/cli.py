@@ -28,11 +28,11 @@ def _options(verbose: bool = typer.Option(False, "-v", "--verbose", help="librar
     quiet_libraries(verbose)
 
 
-def _load(recipe: Path, workdir: Path):
+def _load(recipe: Path, workdir: Path, with_calibration: bool = False):
     from pipeline.plan import build_plan
     from pipeline.recipe_loader import load_recipe
 
-    return build_plan(load_recipe(recipe), recipe, workdir)
+    return build_plan(load_recipe(recipe), recipe, workdir, with_calibration)
 
 
 @app.command()
@@ -74,6 +74,37 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = 
         raise typer.Exit(2 if all(r.bad_input for r in failed if r.status == "failed") else 1)
 
 
+calib = typer.Typer(help="Calibration data.", no_args_is_help=True)
+app.add_typer(calib, name="calib")
+
+
+@calib.command("show")
+def calib_show(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = WorkdirOpt,
+               count: int = typer.Option(2, "--samples", "-n", help="decoded samples to print")) -> None:
+    """Build (or reuse) the recipe's calibration set; print its stats and a few decoded samples."""
+    import json
+
+    from pipeline.runner import execute
+    from pipeline.stages.calibration import load
+
+    p = _load(recipe, workdir, with_calibration=True)
+    manifest = execute(p, quiet=STATE["quiet"], verbose=STATE["verbose"], only={"source", "calibration"}, manifest_name="calib-manifest.json")
+    failed = manifest.failed()
+    if failed:
+        console.print(f"[red]error:[/] {escape(failed[0].id)}: {escape(failed[0].error or 'failed')}", soft_wrap=True)
+        raise typer.Exit(2 if failed[0].bad_input else 1)
+    stage = p.stage("calibration")
+    stats = json.loads((stage.path / "stats.json").read_text())
+    out.print(f"[bold]calibration set[/] {stage.path}")
+    table = Table(show_header=False)
+    for k, v in stats.items():
+        table.add_row(k, str(v))
+    out.print(table)
+    for i, sample in enumerate(load(stage.path)[:count]):
+        out.rule(f"sample {i} ({len(sample['input_ids'])} tokens)")
+        out.print(escape(sample["text"]), soft_wrap=True)
+
+
 @app.command("list-formats")
 def list_formats() -> None:
     """Formats this installation knows, their backend, and whether the backend is installed."""
@@ -92,7 +123,8 @@ def list_formats() -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here
+        sys.exit(code if isinstance(code, int) else 0)
     except RecipeError as e:
         console.print(f"[red]error:[/] {e}", soft_wrap=True)
         sys.exit(2)

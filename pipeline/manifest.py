@@ -31,9 +31,9 @@ class StageRecord:
 
 
 class Manifest:
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, name: str = "manifest.json"):
         self.plan = plan
-        self.path = plan.run_dir / "manifest.json"
+        self.path = plan.run_dir / name
         self.started = time.time()
         self.records: list[StageRecord] = []
         self.status = "running"

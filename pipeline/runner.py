@@ -34,7 +34,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
 
 
-def execute(plan: Plan, force: list[str] | None = None, quiet: bool = False, verbose: bool = False) -> Manifest:
+def execute(plan: Plan, force: list[str] | None = None, quiet: bool = False, verbose: bool = False,
+            only: set[str] | None = None, manifest_name: str = "manifest.json") -> Manifest:
+    """Run the plan's stages in order (or just `only` those); return the run's manifest."""
     unknown = [f for f in force or [] if not any(s.matches(f) for s in plan.stages)]
     if unknown:
         raise RecipeError(f"--force {unknown[0]!r} names no stage; stages: {', '.join(s.id for s in plan.stages)}")
@@ -42,11 +44,13 @@ def execute(plan: Plan, force: list[str] | None = None, quiet: bool = False, ver
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(plan.run_dir):
         clean_stale_tmp(plan.run_dir)
-        manifest = Manifest(plan)
+        manifest = Manifest(plan, manifest_name)
         broken: set[str] = set()
         with stage_progress(quiet) as progress:
             try:
                 for stage in plan.stages:
+                    if only is not None and stage.id not in only:
+                        continue
                     record = _run_stage(plan, stage, stage.id in forced, broken, progress, verbose)
                     manifest.add(record)
                     if record.status in ("failed", "skipped"):
@@ -65,7 +69,7 @@ def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progres
     bad_deps = [d for d in stage.deps if d in broken]
     if bad_deps:
         record.status, record.error = "skipped", f"needs {', '.join(bad_deps)}, which failed"
-        progress.console.print(f"[yellow]↷ {escape(stage.id)}[/] skipped: {record.error}")
+        progress.console.print(f"[yellow]↷ {escape(stage.id)}[/] skipped: {record.error}", soft_wrap=True)
         return record
     if not forced and plan.cached(stage):
         record.status = "cached"
@@ -97,7 +101,7 @@ def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progres
         progress.remove_task(task)
     mark = "[green]✓" if record.status == "done" else "[red]✗"
     detail = f"{record.seconds:.1f}s, peak {record.peak_rss_mb} MB" if record.status == "done" else f"{escape(record.error or '')} (log: {log_path})"
-    progress.console.print(f"{mark} {escape(stage.id)}[/] {detail}")
+    progress.console.print(f"{mark} {escape(stage.id)}[/] {detail}", soft_wrap=True)
     return record
 
 

@@ -64,3 +64,16 @@ def tiny_recipe(model_dir: Path, formats: list[dict], name: str = "tiny", **extr
 def cli(*args: str, cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_calibration(tiny_model, tmp_path_factory) -> Path:
+    """The real calibration stage over the embedded default set, for the tiny model."""
+    from pipeline.recipe import CalibrationSpec
+    from pipeline.stages import calibration
+    from tests.helpers import stage_ctx
+
+    out = tmp_path_factory.mktemp("calibration")
+    with stage_ctx("calibration") as ctx:
+        calibration.run(CalibrationSpec(source="default", samples=4, seq_len=64), ROOT, tiny_model, out, ctx)
+    return out

@@ -93,4 +93,4 @@ def get_format(name: str) -> FormatInfo:
     return FORMATS[name]
 
 
-from pipeline.backends import llmcompressor  # noqa: E402,F401  (registration)
+from pipeline.backends import bitsandbytes, llmcompressor  # noqa: E402,F401  (registration)

@@ -1,0 +1,71 @@
+"""bitsandbytes formats through transformers' BitsAndBytesConfig, saved pre-quantized (vLLM and
+TGI load such checkpoints on GPU; transformers loads them on CPU too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from pipeline.backends import Backend, FormatOptions, register
+
+DTYPES = Literal["bfloat16", "float16", "float32"]
+
+
+class _BnbOptions(FormatOptions):
+    skip_modules: list[str] = Field(default_factory=lambda: ["lm_head"], description="modules kept in 16-bit")
+
+
+class Nf4Options(_BnbOptions):
+    """4-bit NormalFloat weights (QLoRA's format), optionally with double-quantized scales."""
+
+    format: Literal["bnb-nf4"]
+    double_quant: bool = True
+    compute_dtype: DTYPES = "bfloat16"
+
+
+class Int8Options(_BnbOptions):
+    """LLM.int8(): 8-bit weights with 16-bit outlier columns above `threshold`."""
+
+    format: Literal["bnb-int8"]
+    threshold: float = Field(6.0, gt=0)
+
+
+def config(opts: FormatOptions) -> Any:
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if isinstance(opts, Nf4Options):
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=opts.double_quant,
+                                  bnb_4bit_compute_dtype=getattr(torch, opts.compute_dtype), llm_int8_skip_modules=list(opts.skip_modules))
+    assert isinstance(opts, Int8Options)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=opts.threshold, llm_int8_skip_modules=list(opts.skip_modules))
+
+
+@register
+class BitsAndBytesBackend(Backend):
+    name = "bitsandbytes"
+    formats = {"bnb-nf4": Nf4Options, "bnb-int8": Int8Options}
+    modules = ("bitsandbytes",)
+    packages = ("bitsandbytes", "transformers", "torch")
+    extra = "bnb"
+
+    def describe(self, opts: FormatOptions) -> str:
+        if isinstance(opts, Nf4Options):
+            return f"bnb-nf4: NF4 weights{' + double quant' if opts.double_quant else ''}, {opts.compute_dtype} compute"
+        return f"bnb-int8: LLM.int8() weights, outlier threshold {getattr(opts, 'threshold', 6.0)}"
+
+    def quantize(self, opts: FormatOptions, source: Path, calibration: Path | None, out: Path, ctx: Any) -> dict[str, Any]:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        ctx.status("loading and quantizing with bitsandbytes")
+        # bitsandbytes quantizes while the weights load; device_map keeps it on CPU when there is no GPU.
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = AutoModelForCausalLM.from_pretrained(source, quantization_config=config(opts), dtype=torch.bfloat16,
+                                                     device_map=device, trust_remote_code=ctx.trust_remote_code)
+        ctx.status("saving pre-quantized checkpoint")
+        model.save_pretrained(out)
+        AutoTokenizer.from_pretrained(source, trust_remote_code=ctx.trust_remote_code).save_pretrained(out)
+        return {"quantization_config": config(opts).to_dict(), "quantized_on": device}
