@@ -1,0 +1,66 @@
+"""Source stage: local HF dirs, pickle and remote-code refusals, the Hub offline path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import torch
+
+from tests.conftest import cli, tiny_recipe, write_recipe
+
+PIN = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _pickle_only_copy(tiny_model, dest):
+    from safetensors.torch import load_file
+
+    shutil.copytree(tiny_model, dest)
+    state = load_file(dest / "model.safetensors")
+    (dest / "model.safetensors").unlink()
+    torch.save(state, dest / "pytorch_model.bin")
+    return dest
+
+
+def test_local_dir_source_is_copied_and_loads(tiny_model, tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "fp8"}]))
+    assert cli("-q", "run", str(recipe), "-w", str(tmp_path / "runs")).returncode == 0
+    src = tmp_path / "runs" / "tiny" / "source"
+    assert (src / "model.safetensors").read_bytes() == (tiny_model / "model.safetensors").read_bytes()
+    assert {"config.json", "tokenizer.json", "chat_template.jinja"} <= {p.name for p in src.iterdir()}
+
+
+def test_pickle_weights_refused_unless_allowed(tiny_model, tmp_path):
+    model = _pickle_only_copy(tiny_model, tmp_path / "pickled")
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(model, [{"format": "w8a16"}]))
+    proc = cli("-q", "run", str(recipe), "-w", str(tmp_path / "runs"))
+    assert proc.returncode == 2 and "model.path: weights are pickle files" in proc.stderr and "allow_pickle: true" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+    allowed = tiny_recipe(model, [{"format": "w8a16"}])
+    allowed["model"]["allow_pickle"] = True
+    write_recipe(recipe, allowed)
+    proc = cli("-q", "run", str(recipe), "-w", str(tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stderr
+    names = {p.name for p in (tmp_path / "runs" / "tiny" / "source").iterdir()}
+    assert "model.safetensors" in names and "pytorch_model.bin" not in names, "downstream stages get safetensors only"
+
+
+def test_remote_code_refused_unless_trusted(tiny_model, tmp_path):
+    model = tmp_path / "custom"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomModel"}
+    (model / "config.json").write_text(json.dumps(config))
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(model, [{"format": "fp8"}]))
+    proc = cli("plan", str(recipe))
+    assert proc.returncode == 2 and "model.trust_remote_code: this model needs its own Python code" in proc.stderr
+
+
+def test_hub_source_offline_fails_cleanly(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", {"name": "hub", "model": {"hub": "org/some-model", "revision": PIN}, "formats": [{"format": "fp8"}]})
+    assert cli("plan", str(recipe)).returncode == 0, "plan validates a Hub source offline"
+    proc = cli("-q", "run", str(recipe), "-w", str(tmp_path / "runs"))
+    assert proc.returncode == 1
+    assert "cannot download org/some-model from the Hub" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "runs" / "hub").glob("source-*"))
