@@ -76,36 +76,39 @@ def build_plan(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibratio
 
 
 def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool) -> Plan:
+    # Cheap feasibility checks first, so a bad recipe fails before any hashing of big files.
     source.check(recipe.model)
     config = source.model_config(recipe.model)
+    for i, opts in enumerate(recipe.formats):
+        backend = FORMATS[opts.format].backend
+        missing = backend.missing()
+        if missing:
+            raise RecipeError(f"format {opts.format!r} needs {', '.join(missing)}: pip install 'llm-quant-pipeline[{backend.extra}]'", field=("formats", i, "format"))
+        for option, problem in backend.problems(opts, config):
+            raise RecipeError(problem, field=("formats", i, option))
+    needs = [o for o in recipe.formats if FORMATS[o.format].backend.needs_calibration(o)]
+    spec, base = recipe.calibration, recipe_path.parent
+    if needs or with_calibration:
+        calibration.check(spec, base, config)
+
     stages = [Stage(
         id="source", kind="source", label="source", describe=_describe_source(recipe),
         config={"version": source.VERSION, **source.fingerprint(recipe.model)}, deps=[],
         versions=versions(SOURCE_PACKAGES), run=lambda out, inputs, ctx: source.run(recipe.model, out, ctx),
     )]
-    for i, opts in enumerate(recipe.formats):
-        info = FORMATS[opts.format]
-        missing = info.backend.missing()
-        if missing:
-            raise RecipeError(f"format {opts.format!r} needs {', '.join(missing)}: pip install 'llm-quant-pipeline[{info.backend.extra}]'", field=("formats", i, "format"))
-        for option, problem in info.backend.problems(opts, config):
-            raise RecipeError(problem, field=("formats", i, option))
-    needs = [o for o in recipe.formats if FORMATS[o.format].backend.needs_calibration(o)]
     if needs or with_calibration:
-        spec, base = recipe.calibration, recipe_path.parent
-        calibration.check(spec, base, config)
         stages.append(Stage(
             id="calibration", kind="calibration", label="calibration", describe=_describe_calibration(recipe),
             config=calibration.fingerprint(spec, base), deps=["source"], versions=versions(CALIBRATION_PACKAGES),
             run=lambda out, inputs, ctx: calibration.run(spec, base, inputs["source"], out, ctx),
         ))
     for opts in recipe.formats:
-        info = FORMATS[opts.format]
+        backend = FORMATS[opts.format].backend
         stages.append(Stage(
             id=f"quantize[{opts.artifact}]", kind="quantize", label=f"quantize-{opts.artifact}",
-            describe=info.backend.describe(opts), artifact=opts.artifact,
-            config={"version": quantize.VERSION, "backend": info.backend.name, "options": opts.model_dump(mode="json", exclude={"name"})},
-            deps=["source", "calibration"] if opts in needs else ["source"], versions=info.backend.versions(),
+            describe=backend.describe(opts), artifact=opts.artifact,
+            config={"version": quantize.VERSION, "backend": backend.name, "options": opts.model_dump(mode="json", exclude={"name"})},
+            deps=["source", "calibration"] if opts in needs else ["source"], versions=backend.versions(),
             run=lambda out, inputs, ctx, o=opts: quantize.run(o, inputs["source"], inputs.get("calibration"), out, ctx),
         ))
     run_dir = workdir / recipe.name

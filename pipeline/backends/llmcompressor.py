@@ -129,12 +129,19 @@ def layer_widths(model_config: dict[str, Any]) -> dict[str, int]:
     return widths
 
 
-def _route_loguru() -> None:
-    """llmcompressor logs through loguru to the terminal; send it to the stage's log file instead."""
+def _route_loguru(ctx: Any) -> None:
+    """llmcompressor logs through loguru to the terminal: send it to the stage's log file, and show
+    its per-layer messages ("Quantizing model.layers.7.mlp.down_proj") as the stage's progress."""
     from loguru import logger
 
+    def sink(message: Any) -> None:
+        text = message.record["message"]
+        log.info(text)
+        if text.startswith(("Quantizing", "Smoothing", "Calibrating", "Applying", "Compressing")) or "layers." in text:
+            ctx.status(text.replace("1 module(s): ", "")[:100])
+
     logger.remove()
-    logger.add(lambda message: log.info(message.record["message"]), level="INFO", format="{message}")
+    logger.add(sink, level="INFO", format="{message}")
 
 
 def _guard_pin_memory() -> None:
@@ -188,7 +195,6 @@ class LlmCompressorBackend(Backend):
         from llmcompressor import oneshot
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        _route_loguru()
         _guard_pin_memory()
         ctx.status("loading model")
         # fp32 for the math: bf16 matmuls are 5-17x slower on CPUs without native bf16.
@@ -202,6 +208,7 @@ class LlmCompressorBackend(Backend):
             ctx.status(f"calibrating on {kwargs['num_calibration_samples']} samples (llmcompressor oneshot)")
         else:
             ctx.status("quantizing (llmcompressor oneshot, data-free)")
+        _route_loguru(ctx)  # after every import: llmcompressor and compressed-tensors add sinks when imported
         oneshot(model=model, recipe=recipe, tokenizer=tokenizer, **kwargs)
         ctx.status("saving compressed-tensors checkpoint")
         model.to(saved_dtype if isinstance(saved_dtype, torch.dtype) else torch.bfloat16)
