@@ -46,8 +46,10 @@ def plan(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path =
         label = f"[bold]{escape(s.id)}[/]  {s.describe}  {state} [dim]{s.key[:12]}[/]"
         nodes[s.id] = (nodes[s.deps[-1]] if s.deps else tree).add(label)
     out.print(tree)
+    for note in p.serving:
+        out.print(f"[dim]serving:[/] {escape(note)}", soft_wrap=True)
     for note in p.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
 
 
 @app.command()
@@ -58,7 +60,7 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = 
 
     p = _load(recipe, workdir)
     for note in p.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
     manifest = execute(p, force=force or [], quiet=STATE["quiet"], verbose=STATE["verbose"])
     table = Table(title=f"{p.recipe.name}: {manifest.status}", title_justify="left")
     for col in ("stage", "status", "seconds", "peak RSS MB", "output"):
@@ -66,7 +68,7 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = 
     colors = {"done": "green", "cached": "green", "failed": "red", "skipped": "yellow"}
     for r in manifest.records:
         table.add_row(escape(r.id), f"[{colors.get(r.status, 'white')}]{r.status}[/]", f"{r.seconds:.1f}" if r.seconds is not None else "",
-                      str(r.peak_rss_mb or ""), r.error or r.path)
+                      str(r.peak_rss_mb or ""), escape(r.error or r.path))
     out.print(table)
     out.print(f"manifest: {manifest.path}")
     failed = manifest.failed()
@@ -115,7 +117,7 @@ def list_formats() -> None:
         table.add_column(col)
     for name, info in FORMATS.items():
         missing = info.backend.missing()
-        installed = "[green]yes[/]" if not missing else f"[red]no[/]: pip install 'llm-quant-pipeline[{info.backend.extra}]'"
+        installed = "[green]yes[/]" if not missing else "[red]no[/]: " + escape(f"pip install 'llm-quant-pipeline[{info.backend.extra}]'")
         options = ", ".join(f for f in info.options.model_fields if f not in ("format", "name"))
         table.add_row(name, info.backend.name, installed, options)
     out.print(table)
@@ -126,7 +128,7 @@ def main() -> None:
         code = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here
         sys.exit(code if isinstance(code, int) else 0)
     except RecipeError as e:
-        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]: finished stages are kept; rerun to resume")
@@ -143,5 +145,5 @@ def main() -> None:
             sys.exit(130)
         if STATE["verbose"]:
             raise
-        console.print(f"[red]error:[/] {type(e).__name__}: {e} (rerun with -v for the traceback)", soft_wrap=True)
+        console.print(f"[red]error:[/] {type(e).__name__}: {escape(str(e))} (rerun with -v for the traceback)", soft_wrap=True)
         sys.exit(1)

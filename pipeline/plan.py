@@ -47,7 +47,8 @@ class Plan:
     run_dir: Path
     stages: list[Stage]
     model_config: dict[str, Any] | None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # sections validated but not run
+    serving: list[str] = field(default_factory=list)  # where each artifact can be served
 
     def stage(self, stage_id: str) -> Stage:
         return next(s for s in self.stages if s.id == stage_id)
@@ -117,7 +118,8 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
         s.key = stable_hash({"stage": s.kind, "config": s.config, "deps": [keys[d] for d in s.deps], "versions": s.versions})
         s.path = stage_dir(run_dir, s.label, s.key)
         keys[s.id] = s.key
-    return Plan(recipe, recipe_path, run_dir, stages, config, notes=_unimplemented(recipe))
+    serving = [n for o in recipe.formats for n in FORMATS[o.format].backend.serving_notes(o)]
+    return Plan(recipe, recipe_path, run_dir, stages, config, notes=_unimplemented(recipe), serving=serving)
 
 
 def _describe_source(recipe: Recipe) -> str:

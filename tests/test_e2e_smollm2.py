@@ -35,18 +35,30 @@ def _finished_dirs(run_dir: Path) -> list[str]:
     return [p.name for p in run_dir.iterdir() if p.is_dir() and (p / MARKER).exists()]
 
 
-def test_sigkill_mid_stage_then_resume(smollm2_run):
-    tmp, recipe, workdir, run_dir = smollm2_run
+def _start_and_signal(recipe, workdir, run_dir, sig) -> subprocess.CompletedProcess:
+    """Start a run, wait until the source stage is writing, then send `sig`."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "-q", "run", str(recipe), "-w", str(workdir)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list((run_dir / ".tmp").glob("source-*")):
         time.sleep(0.2)
     assert list((run_dir / ".tmp").glob("source-*")), "the source stage never started"
     time.sleep(3)  # well inside the GGUF dequantization (tens of seconds)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_ctrl_c_and_sigkill_mid_stage_then_resume(smollm2_run):
+    tmp, recipe, workdir, run_dir = smollm2_run
+    interrupted = _start_and_signal(recipe, workdir, run_dir, signal.SIGINT)
+    assert interrupted.returncode == 130 and "interrupted" in interrupted.stderr and "Traceback" not in interrupted.stderr
+    assert _finished_dirs(run_dir) == [] and not any((run_dir / ".tmp").iterdir()), "Ctrl-C cleans its temp dir"
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
+
+    killed = _start_and_signal(recipe, workdir, run_dir, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
     assert _finished_dirs(run_dir) == [], "a killed stage must leave nothing marked finished"
     assert not list(run_dir.glob("source-*")), "nothing half-written outside .tmp"
 

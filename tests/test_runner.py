@@ -15,30 +15,31 @@ def _statuses(manifest_path):
 
 
 def test_rerun_is_cached_and_option_change_reruns_only_that_branch(tiny_model, tmp_path):
-    formats = [{"format": "gptq", "group_size": 32}, {"format": "w8a16"}, {"format": "fp8"}]
+    # Three formats that all need calibration data: one calibration set serves them all.
+    formats = [{"format": "gptq", "group_size": 32}, {"format": "w8a8-int8"}, {"format": "fp8", "scheme": "static"}]
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, formats, calibration={"samples": 2, "seq_len": 32}))
     workdir = tmp_path / "runs"
     manifest = workdir / "tiny" / "manifest.json"
 
     assert cli("-q", "run", str(recipe), "-w", str(workdir)).returncode == 0
     first = _statuses(manifest)
-    assert first == {"source": "done", "calibration": "done", "quantize[gptq]": "done", "quantize[w8a16]": "done", "quantize[fp8]": "done"}
+    assert first == {"source": "done", "calibration": "done", "quantize[gptq]": "done", "quantize[w8a8-int8]": "done", "quantize[fp8]": "done"}
 
     assert cli("-q", "run", str(recipe), "-w", str(workdir)).returncode == 0
     assert set(_statuses(manifest).values()) == {"cached"}
 
-    formats[1]["group_size"] = 32  # change one format's options only
+    formats[1]["smoothing_strength"] = 0.5  # change one format's options only
     write_recipe(recipe, tiny_recipe(tiny_model, formats, calibration={"samples": 2, "seq_len": 32}))
     proc = cli("-q", "run", str(recipe), "-w", str(workdir))
     assert proc.returncode == 0, proc.stderr
     assert _statuses(manifest) == {"source": "cached", "calibration": "cached", "quantize[gptq]": "cached",
-                                   "quantize[w8a16]": "done", "quantize[fp8]": "cached"}
+                                   "quantize[w8a8-int8]": "done", "quantize[fp8]": "cached"}
 
     data = json.loads(manifest.read_text())
     assert [s["id"] for s in data["stages"]].count("calibration") == 1
-    assert data["environment"]["llmcompressor"] and data["resolved"]["formats"][1]["group_size"] == 32
+    assert data["environment"]["llmcompressor"] and data["resolved"]["formats"][1]["smoothing_strength"] == 0.5
     assert all(s["key"] and s["path"] for s in data["stages"])
-    for link in ("gptq", "w8a16", "fp8"):
+    for link in ("gptq", "w8a8-int8", "fp8"):
         assert (workdir / "tiny" / "artifacts" / link / "config.json").exists()
 
     proc = cli("-q", "run", str(recipe), "-w", str(workdir), "--force", "fp8")

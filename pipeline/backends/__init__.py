@@ -57,6 +57,10 @@ class Backend:
     def describe(self, opts: FormatOptions) -> str:
         return opts.format
 
+    def serving_notes(self, opts: FormatOptions) -> list[str]:
+        """Where this artifact can run, when that is narrower than "anywhere" (shown by plan)."""
+        return []
+
     def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
         """(option field, message) for each problem found before any heavy work.
 

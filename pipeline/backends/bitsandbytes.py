@@ -56,6 +56,9 @@ class BitsAndBytesBackend(Backend):
             return f"bnb-nf4: NF4 weights{' + double quant' if opts.double_quant else ''}, {opts.compute_dtype} compute"
         return f"bnb-int8: LLM.int8() weights, outlier threshold {getattr(opts, 'threshold', 6.0)}"
 
+    def serving_notes(self, opts: FormatOptions) -> list[str]:
+        return [f"{opts.artifact}: vLLM and TGI serve bitsandbytes checkpoints on GPU only; transformers also runs them on CPU (slowly)"]
+
     def quantize(self, opts: FormatOptions, source: Path, calibration: Path | None, out: Path, ctx: Any) -> dict[str, Any]:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer

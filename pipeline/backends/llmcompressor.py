@@ -177,6 +177,15 @@ class LlmCompressorBackend(Backend):
         g = f"g{w['group_size']}" if "group_size" in w else "per-channel"
         return f"{opts.format}: {w['type'].upper()}{w['num_bits']} {g} / {a} (compressed-tensors)"
 
+    def serving_notes(self, opts: FormatOptions) -> list[str]:
+        cpu = "on CPU, transformers loads it by decompressing (emulation, no speed-up)"
+        if isinstance(opts, Fp8Options):
+            return [f"{opts.artifact}: FP8 W8A8 runs at speed in vLLM on NVIDIA compute capability >= 8.9 (Ada, Hopper, Blackwell); "
+                    f"Ampere (8.0) runs it as weight-only FP8 (Marlin); {cpu}"]
+        if isinstance(opts, W8A8Int8Options):
+            return [f"{opts.artifact}: INT8 W8A8 kernels in vLLM need NVIDIA compute capability >= 7.5; {cpu}"]
+        return [f"{opts.artifact}: served by vLLM on GPU; {cpu}"]
+
     def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
         group = getattr(opts, "group_size", None)
         if not group or not model_config:
@@ -199,7 +208,6 @@ class LlmCompressorBackend(Backend):
         ctx.status("loading model")
         # fp32 for the math: bf16 matmuls are 5-17x slower on CPUs without native bf16.
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, trust_remote_code=ctx.trust_remote_code)
-        saved_dtype = getattr(model.config, "dtype", None) or torch.bfloat16
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=ctx.trust_remote_code)
         recipe = str(opts.recipe) if isinstance(opts, RecipeFileOptions) else modifiers(opts)
         kwargs: dict[str, Any] = {}
@@ -211,10 +219,20 @@ class LlmCompressorBackend(Backend):
         _route_loguru(ctx)  # after every import: llmcompressor and compressed-tensors add sinks when imported
         oneshot(model=model, recipe=recipe, tokenizer=tokenizer, **kwargs)
         ctx.status("saving compressed-tensors checkpoint")
-        model.to(saved_dtype if isinstance(saved_dtype, torch.dtype) else torch.bfloat16)
+        model.to(source_dtype(source))  # unquantized parts (embeddings, norms) keep the source's precision
         model.save_pretrained(out, save_compressed=True)
         tokenizer.save_pretrained(out)
         return {"scheme": None if isinstance(opts, RecipeFileOptions) else scheme(opts), "modifiers": [type(m).__name__ for m in recipe] if isinstance(recipe, list) else recipe}
+
+
+def source_dtype(source: Path) -> Any:
+    import json
+
+    import torch
+
+    config = json.loads((source / "config.json").read_text())
+    name = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
+    return getattr(torch, name) if name in ("bfloat16", "float16", "float32") else torch.bfloat16
 
 
 def _calibration_kwargs(calibration: Path) -> dict[str, Any]:

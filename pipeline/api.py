@@ -1,0 +1,56 @@
+"""Python API: the same plan and run as the CLI, for notebooks and schedulers.
+
+    from pipeline import api
+    result = api.run("recipes/smollm2-demo.yaml", workdir="runs", only_formats=["fp8"])
+    result.artifacts["fp8"]   # Path of the finished artifact
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import RecipeError
+from pipeline.plan import Plan, build_plan
+from pipeline.recipe import Recipe
+from pipeline.recipe_loader import load_recipe
+from pipeline.runner import execute
+
+
+@dataclass
+class RunResult:
+    status: str  # ok | failed
+    run_dir: Path
+    manifest: Path
+    artifacts: dict[str, Path] = field(default_factory=dict)  # artifact name -> finished output dir
+    failures: dict[str, str] = field(default_factory=dict)  # stage id -> one-line reason
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def plan(recipe: str | Path, workdir: str | Path = "runs", only_formats: list[str] | None = None) -> Plan:
+    """Validate the recipe and build its stage graph (raises RecipeError on bad input)."""
+    path = Path(recipe)
+    return build_plan(_only(load_recipe(path), only_formats), path, Path(workdir))
+
+
+def run(recipe: str | Path, workdir: str | Path = "runs", only_formats: list[str] | None = None,
+        force: list[str] | None = None, quiet: bool = True) -> RunResult:
+    """Run the recipe (or only some of its formats), reusing finished stages."""
+    p = plan(recipe, workdir, only_formats)
+    manifest = execute(p, force=force, quiet=quiet)
+    artifacts = {r.artifact: p.run_dir / r.path for r in manifest.records if r.artifact and r.status in ("done", "cached")}
+    failures = {r.id: r.error or r.status for r in manifest.failed()}
+    return RunResult(manifest.status, p.run_dir, manifest.path, artifacts, failures)
+
+
+def _only(recipe: Recipe, names: list[str] | None) -> Recipe:
+    if not names:
+        return recipe
+    known = [f.artifact for f in recipe.formats]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise RecipeError(f"only_formats names {unknown[0]!r}, which the recipe does not produce; it has: {', '.join(known)}", field="formats")
+    return recipe.model_copy(update={"formats": [f for f in recipe.formats if f.artifact in names]})
