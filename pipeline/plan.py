@@ -76,8 +76,8 @@ def build_plan(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibratio
         raise
 
 
-def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool) -> Plan:
-    # Cheap feasibility checks first, so a bad recipe fails before any hashing of big files.
+def _check(recipe: Recipe, base: Path, with_calibration: bool) -> tuple[dict[str, Any] | None, list[Any]]:
+    """Cheap feasibility checks, run before any hashing of big files: (model config, formats needing calibration)."""
     source.check(recipe.model)
     config = source.model_config(recipe.model)
     for i, opts in enumerate(recipe.formats):
@@ -88,10 +88,14 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
         for option, problem in backend.problems(opts, config):
             raise RecipeError(problem, field=("formats", i, option))
     needs = [o for o in recipe.formats if FORMATS[o.format].backend.needs_calibration(o)]
-    spec, base = recipe.calibration, recipe_path.parent
     if needs or with_calibration:
-        calibration.check(spec, base, config)
+        calibration.check(recipe.calibration, base, config)
+    return config, needs
 
+
+def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool) -> Plan:
+    spec, base = recipe.calibration, recipe_path.parent
+    config, needs = _check(recipe, base, with_calibration)
     stages = [Stage(
         id="source", kind="source", label="source", describe=_describe_source(recipe),
         config={"version": source.VERSION, **source.fingerprint(recipe.model)}, deps=[],

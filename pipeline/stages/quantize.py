@@ -7,7 +7,7 @@ from typing import Any
 
 from pipeline.backends import FORMATS, FormatOptions
 
-VERSION = 1
+VERSION = 2  # 2: unquantized parts saved in the source dtype, not float32
 
 
 def run(opts: FormatOptions, source: Path, calibration: Path | None, out: Path, ctx: Any) -> dict[str, Any]:
