@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.markup import escape
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -124,8 +125,13 @@ def list_formats() -> None:
 
 
 def main() -> None:
+    # Ctrl-C must reach us as KeyboardInterrupt (temp dirs cleaned, manifest marked) even when the
+    # parent process started us with SIGINT ignored or defaulted, as background jobs and CI runners do.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here
+        if code == 130:  # typer turns KeyboardInterrupt into Exit(130)
+            console.print("[red]interrupted[/]: finished stages are kept; rerun to resume")
         sys.exit(code if isinstance(code, int) else 0)
     except RecipeError as e:
         console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
@@ -141,7 +147,8 @@ def main() -> None:
         if isinstance(e, click.ClickException):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, click.exceptions.Abort):  # click's form of KeyboardInterrupt
+            console.print("[red]interrupted[/]: finished stages are kept; rerun to resume")
             sys.exit(130)
         if STATE["verbose"]:
             raise
