@@ -108,6 +108,30 @@ def calib_show(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: 
         out.print(escape(sample["text"]), soft_wrap=True)
 
 
+setup_app = typer.Typer(help="Build or install the tools some formats need.", no_args_is_help=True)
+app.add_typer(setup_app, name="setup")
+
+
+@setup_app.command("llama-cpp")
+def setup_llama_cpp(jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="parallel compile jobs (default: CPU count)")) -> None:
+    """Build llama.cpp's tools from the source llama-cpp-python ships (once per machine) and install the bindings."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipeline import llamacpp
+
+    log_path = llamacpp.home().parent / "llama.cpp-setup.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with open(log_path, "w", buffering=1) as log, Progress(*columns, console=console, disable=STATE["quiet"], transient=True) as progress:
+        task = progress.add_task("llama.cpp", total=None)
+        def report(what: str, done: int | None, total: int | None) -> None:
+            counts = {"completed": done, "total": total} if total else {}
+            progress.update(task, description=what, **counts)
+
+        chain = llamacpp.setup(jobs, report, log)
+    out.print(f"llama.cpp toolchain: {chain.root}  [dim](log: {log_path})[/]")
+
+
 @app.command("list-formats")
 def list_formats() -> None:
     """Formats this installation knows, their backend, and whether the backend is installed."""
@@ -118,7 +142,7 @@ def list_formats() -> None:
         table.add_column(col)
     for name, info in FORMATS.items():
         missing = info.backend.missing()
-        installed = "[green]yes[/]" if not missing else "[red]no[/]: " + escape(f"pip install 'llm-quant-pipeline[{info.backend.extra}]'")
+        installed = "[green]yes[/]" if not missing else "[red]no[/]: " + escape(info.backend.install_hint())
         options = ", ".join(f for f in info.options.model_fields if f not in ("format", "name"))
         table.add_row(name, info.backend.name, installed, options)
     out.print(table)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.backends import FORMATS
 from pipeline.cache import is_finished, stable_hash, stage_dir
@@ -16,28 +16,11 @@ from pipeline.errors import RecipeError
 from pipeline.recipe import Recipe
 from pipeline.recipe_loader import line_of
 from pipeline.stages import calibration, quantize, source
+from pipeline.stage import Stage
 from pipeline.versions import versions
 
 SOURCE_PACKAGES = ("transformers", "torch", "gguf", "huggingface_hub", "safetensors")
 CALIBRATION_PACKAGES = ("transformers", "tokenizers", "datasets", "torch")
-
-
-@dataclass
-class Stage:
-    id: str  # "source", "quantize[fp8]"
-    kind: str  # "source", "quantize"
-    label: str  # output directory prefix
-    describe: str
-    config: dict[str, Any]
-    deps: list[str]
-    versions: dict[str, str]
-    run: Callable[[Path, dict[str, Path], Any], dict[str, Any]]
-    artifact: str | None = None
-    key: str = ""
-    path: Path = field(default_factory=Path)
-
-    def matches(self, name: str) -> bool:
-        return name in (self.id, self.kind, self.artifact)
 
 
 @dataclass
@@ -84,7 +67,7 @@ def _check(recipe: Recipe, base: Path, with_calibration: bool) -> tuple[dict[str
         backend = FORMATS[opts.format].backend
         missing = backend.missing()
         if missing:
-            raise RecipeError(f"format {opts.format!r} needs {', '.join(missing)}: pip install 'llm-quant-pipeline[{backend.extra}]'", field=("formats", i, "format"))
+            raise RecipeError(f"format {opts.format!r} needs {', '.join(missing)}: {backend.install_hint()}", field=("formats", i, "format"))
         for option, problem in backend.problems(opts, config):
             raise RecipeError(problem, field=("formats", i, option))
     needs = [o for o in recipe.formats if FORMATS[o.format].backend.needs_calibration(o)]
@@ -109,12 +92,17 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
         ))
     for opts in recipe.formats:
         backend = FORMATS[opts.format].backend
+        shared = backend.prerequisites(opts)  # e.g. one GGUF conversion for every GGUF type
+        for pre in shared:
+            if not any(s.id == pre.id for s in stages):
+                stages.append(pre)
+        deps = ["source"] + (["calibration"] if opts in needs else []) + [pre.id for pre in shared]
         stages.append(Stage(
             id=f"quantize[{opts.artifact}]", kind="quantize", label=f"quantize-{opts.artifact}",
             describe=backend.describe(opts), artifact=opts.artifact,
             config={"version": quantize.VERSION, "backend": backend.name, "options": opts.model_dump(mode="json", exclude={"name"})},
-            deps=["source", "calibration"] if opts in needs else ["source"], versions=backend.versions(),
-            run=lambda out, inputs, ctx, o=opts: quantize.run(o, inputs["source"], inputs.get("calibration"), out, ctx),
+            deps=deps, versions=backend.versions(),
+            run=lambda out, inputs, ctx, o=opts: quantize.run(o, inputs, out, ctx),
         ))
     run_dir = workdir / recipe.name
     keys: dict[str, str] = {}

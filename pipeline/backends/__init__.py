@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.stage import Stage
+
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # becomes a directory name: no separators, no '..'
 
@@ -42,6 +44,9 @@ class Backend:
     def missing(self) -> list[str]:
         return [m for m in self.modules if importlib.util.find_spec(m) is None]
 
+    def install_hint(self) -> str:
+        return f"pip install 'llm-quant-pipeline[{self.extra}]'"
+
     def versions(self) -> dict[str, str]:
         out = {}
         for dist in self.packages:
@@ -67,10 +72,15 @@ class Backend:
         model_config is the source's config.json (or what its GGUF metadata says) when known offline."""
         return []
 
-    def quantize(self, opts: FormatOptions, source: Path, calibration: Path | None, out: Path, ctx: Any) -> dict[str, Any]:
+    def prerequisites(self, opts: FormatOptions) -> list[Stage]:
+        """Stages this format needs before quantizing, shared by every format naming the same stage id."""
+        return []
+
+    def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         """Write the artifact into `out` (an empty temp dir); return facts for the manifest.
 
-        `calibration` is the run's calibration stage output when needs_calibration(opts)."""
+        `inputs` maps stage ids to finished outputs: "source", "calibration" when needs_calibration(opts),
+        and the ids of this format's prerequisites."""
         raise NotImplementedError
 
 
@@ -97,4 +107,4 @@ def get_format(name: str) -> FormatInfo:
     return FORMATS[name]
 
 
-from pipeline.backends import bitsandbytes, llmcompressor  # noqa: E402,F401  (registration)
+from pipeline.backends import bitsandbytes, gguf, llmcompressor  # noqa: E402,F401  (registration)

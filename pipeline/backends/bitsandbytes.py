@@ -59,10 +59,11 @@ class BitsAndBytesBackend(Backend):
     def serving_notes(self, opts: FormatOptions) -> list[str]:
         return [f"{opts.artifact}: vLLM and TGI serve bitsandbytes checkpoints on GPU only; transformers also runs them on CPU (slowly)"]
 
-    def quantize(self, opts: FormatOptions, source: Path, calibration: Path | None, out: Path, ctx: Any) -> dict[str, Any]:
+    def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        source = inputs["source"]
         ctx.status("loading and quantizing with bitsandbytes")
         # bitsandbytes quantizes while the weights load; device_map keeps it on CPU when there is no GPU.
         device = "cuda" if torch.cuda.is_available() else "cpu"

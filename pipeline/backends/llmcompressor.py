@@ -199,11 +199,12 @@ class LlmCompressorBackend(Backend):
         hint = f"group sizes that fit every layer: {', '.join(map(str, fits))}" if fits else "no power-of-two group size fits"
         return [("group_size", f"{group} does not divide {layers}; {hint}")]
 
-    def quantize(self, opts: FormatOptions, source: Path, calibration: Path | None, out: Path, ctx: Any) -> dict[str, Any]:
+    def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         import torch
         from llmcompressor import oneshot
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        source, calibration = inputs["source"], inputs.get("calibration")
         _guard_pin_memory()
         ctx.status("loading model")
         # fp32 for the math: bf16 matmuls are 5-17x slower on CPUs without native bf16.

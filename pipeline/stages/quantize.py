@@ -10,8 +10,8 @@ from pipeline.backends import FORMATS, FormatOptions
 VERSION = 2  # 2: unquantized parts saved in the source dtype, not float32
 
 
-def run(opts: FormatOptions, source: Path, calibration: Path | None, out: Path, ctx: Any) -> dict[str, Any]:
+def run(opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
     info = FORMATS[opts.format]
-    result = info.backend.quantize(opts, source, calibration, out, ctx)
+    result = info.backend.quantize(opts, inputs, out, ctx)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"format": opts.format, "backend": info.backend.name, "size_bytes": size, **result}

@@ -10,11 +10,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pipeline import gguf_tokenizer
 from pipeline.cache import file_sha256, tree_sha256
 from pipeline.errors import RecipeError, StageError
 from pipeline.recipe import ModelSource, PackageFile
 
-VERSION = 1  # bump when the output of this stage changes for the same inputs
+VERSION = 2  # 2: byte-level BPE tokenizer repaired (gguf_tokenizer). Bump when the output of this stage changes for the same inputs
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 KEEP = ("*.json", "*.safetensors", "*.jinja", "*.model", "*.tiktoken", "*.txt", "tokenizer*")
 
@@ -170,7 +171,8 @@ def _from_gguf(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
     model.to(getattr(torch, src.dtype))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return {"gguf": str(path), "sha256": file_sha256(path), "architecture": type(model).__name__}
+    repaired = gguf_tokenizer.repair(out, *gguf_tokenizer.gguf_vocab_kind(path))
+    return {"gguf": str(path), "sha256": file_sha256(path), "architecture": type(model).__name__, "tokenizer_repaired": repaired}
 
 
 def _normalize(src: ModelSource, out: Path, ctx: Any) -> None:

@@ -22,7 +22,7 @@ def test_bnb_quantize_reload_close(tiny_model, tmp_path, entry, expected):
     out = tmp_path / "out"
     out.mkdir()
     with stage_ctx() as ctx:
-        FORMATS[opts.format].backend.quantize(opts, tiny_model, None, out, ctx)
+        FORMATS[opts.format].backend.quantize(opts, {"source": tiny_model}, out, ctx)
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
     assert qc["quant_method"] == "bitsandbytes"
     assert {k: qc[k] for k in expected} == expected

@@ -40,7 +40,7 @@ def test_quantize_reload_close(tiny_model, tiny_calibration, tmp_path, entry, co
     out = tmp_path / "out"
     out.mkdir()
     with stage_ctx() as ctx:
-        backend.quantize(opts, tiny_model, calibration, out, ctx)
+        backend.quantize(opts, {"source": tiny_model, "calibration": calibration}, out, ctx)
 
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
     assert qc["quant_method"] == "compressed-tensors" and qc["format"] == compression
@@ -69,7 +69,7 @@ def test_raw_llmcompressor_recipe(tiny_model, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with stage_ctx() as ctx:
-        FORMATS[opts.format].backend.quantize(opts, tiny_model, None, out, ctx)
+        FORMATS[opts.format].backend.quantize(opts, {"source": tiny_model}, out, ctx)
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
     assert next(iter(qc["config_groups"].values()))["weights"]["num_bits"] == 8
 

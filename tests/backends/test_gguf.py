@@ -1,0 +1,117 @@
+"""GGUF through llama.cpp: options checked before work, and a tiny model converted, importance-matrixed,
+quantized to Q8_0 and Q4_K_M, loaded by llama.cpp (llama-cpp-python) and generating."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.backends.gguf import GgufOptions
+from pipeline.recipe import Recipe
+from tests.conftest import cli, llama_cpp_or_skip, tiny_recipe, write_recipe
+
+FILE_TYPES = {"Q8_0": 7, "Q4_K_M": 15, "Q2_K": 10}  # llama_ftype values llama.cpp writes to general.file_type
+
+
+def _formats(entries: list[dict]) -> list:
+    return Recipe.model_validate({"name": "t", "model": {"path": "/x"}, "formats": entries}).formats
+
+
+def test_options_defaults_and_names():
+    q4, q8 = _formats([{"format": "gguf", "type": "Q4_K_M"}, {"format": "gguf", "type": "Q8_0", "imatrix": False}])
+    assert isinstance(q4, GgufOptions) and q4.imatrix == "auto" and q4.convert_dtype == "f16"
+    assert (q4.artifact, q8.artifact) == ("gguf-q4_k_m", "gguf-q8_0")
+    assert q8.imatrix == "off"  # YAML's bare `off` arrives as False
+
+
+@pytest.mark.parametrize("entry,message", [
+    ({"format": "gguf", "type": "Q4_K_X"}, "formats[0].type"),
+    ({"format": "gguf", "type": "Q4_K_M", "split_max_size": "2 GB"}, "formats[0].split_max_size"),
+])
+def test_bad_options_name_the_field(tmp_path, tiny_model, entry, message):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [entry]))
+    proc = cli("plan", str(recipe))
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_iq2_without_imatrix_rejected_in_plan(tmp_path, tiny_smol_model):
+    llama_cpp_or_skip()
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_smol_model, [{"format": "gguf", "type": "IQ2_XS", "imatrix": "off"}]))
+    proc = cli("plan", str(recipe))
+    assert proc.returncode == 2 and "formats[0].imatrix: llama.cpp refuses IQ2_XS without an importance matrix" in proc.stderr
+
+
+def test_unconvertible_architecture_rejected_in_plan(tmp_path, tiny_smol_model):
+    llama_cpp_or_skip()
+    import shutil
+
+    model = tmp_path / "odd"
+    shutil.copytree(tiny_smol_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config["architectures"] = ["TotallyNewForCausalLM"]
+    (model / "config.json").write_text(json.dumps(config))
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(model, [{"format": "gguf", "type": "Q8_0"}]))
+    proc = cli("plan", str(recipe))
+    assert proc.returncode == 2 and "cannot convert TotallyNewForCausalLM" in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def gguf_run(tmp_path_factory, tiny_smol_model) -> Path:
+    llama_cpp_or_skip()
+    tmp = tmp_path_factory.mktemp("gguf")
+    formats = [{"format": "gguf", "type": "Q8_0", "imatrix": "off"}, {"format": "gguf", "type": "Q4_K_M"},
+               {"format": "gguf", "type": "Q2_K", "split_max_size": "1M"}]
+    recipe = write_recipe(tmp / "r.yaml", tiny_recipe(tiny_smol_model, formats, calibration={"samples": 4, "seq_len": 64}))
+    proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "runs" / "tiny"
+
+
+def test_one_conversion_and_one_imatrix_shared(gguf_run):
+    stages = {s["id"]: s for s in json.loads((gguf_run / "manifest.json").read_text())["stages"]}
+    assert [k for k in stages if k.startswith(("gguf-convert", "imatrix"))] == ["gguf-convert[f16]", "imatrix[f16]"]
+    assert stages["imatrix[f16]"]["info"]["chunks"] == 4
+    assert stages["quantize[gguf-q4_k_m]"]["info"]["imatrix"] == "imatrix.gguf"
+    assert stages["quantize[gguf-q2_k]"]["info"]["imatrix"] == "imatrix.gguf"
+    assert stages["quantize[gguf-q8_0]"]["info"]["imatrix"] is None
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_K_M"])
+def test_gguf_metadata_and_generation(gguf_run, tiny_smol_model, qtype):
+    from llama_cpp import Llama
+
+    art = gguf_run / "artifacts" / f"gguf-{qtype.lower()}"
+    [path] = art.glob("*.gguf")
+    assert path.name.endswith(f"-{qtype}.gguf")
+    info = json.loads((art / "stage_info.json").read_text())
+    assert info["file_type"] == FILE_TYPES[qtype] and info["has_chat_template"] and info["tokenizer_model"] == "gpt2"
+    llm = Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
+    template = json.loads((tiny_smol_model / "tokenizer_config.json").read_text()).get("chat_template") \
+        or (tiny_smol_model / "chat_template.jinja").read_text()
+    assert llm.metadata["tokenizer.chat_template"] == template
+    assert int(llm.metadata["general.file_type"]) == FILE_TYPES[qtype]
+    reply = llm.create_chat_completion([{"role": "user", "content": "Hello"}], max_tokens=8, temperature=0, seed=0)
+    assert reply["usage"]["completion_tokens"] > 0  # random weights: the text is noise, but llama.cpp ran the model
+
+
+def test_split_output_shards_load(gguf_run):
+    from llama_cpp import Llama
+
+    art = gguf_run / "artifacts" / "gguf-q2_k"
+    shards = sorted(art.glob("*.gguf"))
+    assert len(shards) >= 2 and shards[0].name.endswith("-00001-of-%05d.gguf" % len(shards))
+    llm = Llama(model_path=str(shards[0]), n_ctx=128, n_threads=2, verbose=False)  # llama.cpp finds the other shards
+    assert int(llm.metadata["general.file_type"]) == FILE_TYPES["Q2_K"]
+    assert llm("Hello", max_tokens=4, temperature=0)["usage"]["completion_tokens"] > 0
+
+
+def test_rerun_is_cached(gguf_run):
+    recipe = gguf_run.parent.parent / "r.yaml"
+    proc = cli("-q", "run", str(recipe), "-w", str(gguf_run.parent))
+    assert proc.returncode == 0
+    manifest = json.loads((gguf_run / "manifest.json").read_text())
+    assert {s["status"] for s in manifest["stages"]} == {"cached"}
+    assert yaml.safe_load(manifest["recipe_text"])["formats"][1]["type"] == "Q4_K_M"
