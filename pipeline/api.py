@@ -24,6 +24,7 @@ class RunResult:
     manifest: Path
     artifacts: dict[str, Path] = field(default_factory=dict)  # artifact name -> finished output dir
     failures: dict[str, str] = field(default_factory=dict)  # stage id -> one-line reason
+    metrics: dict[str, dict] = field(default_factory=dict)  # "base" and artifact name -> evaluation metrics
 
     @property
     def ok(self) -> bool:
@@ -43,7 +44,13 @@ def run(recipe: str | Path, workdir: str | Path = "runs", only_formats: list[str
     manifest = execute(p, force=force, quiet=quiet)
     artifacts = {r.artifact: p.run_dir / r.path for r in manifest.records if r.artifact and r.status in ("done", "cached")}
     failures = {r.id: r.error or r.status for r in manifest.failed()}
-    return RunResult(manifest.status, p.run_dir, manifest.path, artifacts, failures)
+    metrics = {("base" if r.kind == "reference" else r.id[len("evaluate["):-1]): r.info for r in manifest.records
+               if r.kind in ("reference", "evaluate") and r.info}
+    if p.recipe.evaluation.enabled:
+        from pipeline.evaluation import results
+
+        results.write(p.run_dir)
+    return RunResult(manifest.status, p.run_dir, manifest.path, artifacts, failures, metrics)
 
 
 def _only(recipe: Recipe, names: list[str] | None) -> Recipe:

@@ -66,15 +66,23 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = 
     table = Table(title=f"{p.recipe.name}: {manifest.status}", title_justify="left")
     for col in ("stage", "status", "seconds", "peak RSS MB", "output"):
         table.add_column(col)
-    colors = {"done": "green", "cached": "green", "failed": "red", "skipped": "yellow"}
+    colors = {"done": "green", "cached": "green", "failed": "red", "failed-gates": "red", "skipped": "yellow"}
     for r in manifest.records:
         table.add_row(escape(r.id), f"[{colors.get(r.status, 'white')}]{r.status}[/]", f"{r.seconds:.1f}" if r.seconds is not None else "",
                       str(r.peak_rss_mb or ""), escape(r.error or r.path))
     out.print(table)
+    if p.recipe.evaluation.enabled:
+        from pipeline.evaluation import results
+
+        rows = results.write(p.run_dir)
+        if rows:
+            results.print_table(rows, f"{p.recipe.name}: evaluation (CPU; KLD and top-1 against the base model)")
+            out.print(f"results: {p.run_dir / 'results.md'}, {p.run_dir / 'results.png'}")
     out.print(f"manifest: {manifest.path}")
     failed = manifest.failed()
     if failed:
-        raise typer.Exit(2 if all(r.bad_input for r in failed if r.status == "failed") else 1)
+        broken = [r for r in failed if r.status in ("failed", "failed-gates")]
+        raise typer.Exit(2 if broken and all(r.bad_input for r in broken) else 1)
 
 
 calib = typer.Typer(help="Calibration data.", no_args_is_help=True)
@@ -130,6 +138,38 @@ def setup_llama_cpp(jobs: Optional[int] = typer.Option(None, "--jobs", "-j", hel
 
         chain = llamacpp.setup(jobs, report, log)
     out.print(f"llama.cpp toolchain: {chain.root}  [dim](log: {log_path})[/]")
+
+
+@app.command("prefect")
+def prefect_cmd(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = WorkdirOpt,
+                workers: int = typer.Option(2, "--workers", help="parallel task processes")) -> None:
+    """Run the recipe as a Prefect flow (one task per stage; needs the `prefect` extra)."""
+    from pipeline.integrations.prefect import build_flow
+
+    try:
+        from prefect.task_runners import ProcessPoolTaskRunner
+    except ImportError:
+        ProcessPoolTaskRunner = None  # build_flow names the missing extra
+    runner = ProcessPoolTaskRunner(max_workers=workers) if ProcessPoolTaskRunner else None
+    summary = build_flow(recipe, workdir, task_runner=runner)()
+    out.print(f"prefect flow: {summary['status']}; manifest: {summary['manifest']}")
+    if summary["failed"]:
+        for stage_id, reason in summary["failed"].items():
+            console.print(f"[red]✗ {escape(stage_id)}[/] {escape(reason)}", soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command("results")
+def results_cmd(run_dir: Path = typer.Argument(..., help="a run directory (holds manifest.json)")) -> None:
+    """Rebuild results.md/json/png of a finished run from its manifest, and print the table."""
+    from pipeline.evaluation import results
+
+    if not (run_dir / "manifest.json").is_file():
+        raise RecipeError(f"{run_dir} holds no manifest.json")
+    rows = results.write(run_dir)
+    if not rows:
+        raise RecipeError(f"{run_dir}: the run has no evaluation results (evaluation.enabled was false?)")
+    results.print_table(rows, f"{run_dir.name}: evaluation")
 
 
 @app.command("list-formats")

@@ -7,6 +7,7 @@ from rich.markup import escape
 import logging
 import os
 import resource
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# Piped output (CI logs, files) gets a wide fixed width: tables would otherwise be cut to 80 columns.
+console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def quiet_libraries(verbose: bool) -> None:

@@ -21,7 +21,7 @@ class StageRecord:
     artifact: str | None
     key: str
     path: str
-    status: str  # done | cached | failed | skipped | interrupted
+    status: str  # done | cached | failed | failed-gates | skipped | interrupted
     seconds: float | None = None
     peak_rss_mb: float | None = None
     error: str | None = None
@@ -43,7 +43,7 @@ class Manifest:
         self.write()
 
     def failed(self) -> list[StageRecord]:
-        return [r for r in self.records if r.status in ("failed", "skipped", "interrupted")]
+        return [r for r in self.records if r.status in ("failed", "failed-gates", "skipped", "interrupted")]
 
     def finish(self, status: str) -> None:
         self.status = status

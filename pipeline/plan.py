@@ -15,6 +15,7 @@ from pipeline.cache import is_finished, stable_hash, stage_dir
 from pipeline.errors import RecipeError
 from pipeline.recipe import Recipe
 from pipeline.recipe_loader import line_of
+from pipeline.evaluation.plan import check_evaluation, evaluation_stages
 from pipeline.stages import calibration, quantize, source
 from pipeline.stage import Stage
 from pipeline.versions import versions
@@ -70,6 +71,8 @@ def _check(recipe: Recipe, base: Path, with_calibration: bool) -> tuple[dict[str
             raise RecipeError(f"format {opts.format!r} needs {', '.join(missing)}: {backend.install_hint()}", field=("formats", i, "format"))
         for option, problem in backend.problems(opts, config):
             raise RecipeError(problem, field=("formats", i, option))
+    if recipe.evaluation.enabled:
+        check_evaluation(recipe, base, config)
     needs = [o for o in recipe.formats if FORMATS[o.format].backend.needs_calibration(o)]
     if needs or with_calibration:
         calibration.check(recipe.calibration, base, config)
@@ -82,7 +85,7 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
     stages = [Stage(
         id="source", kind="source", label="source", describe=_describe_source(recipe),
         config={"version": source.VERSION, **source.fingerprint(recipe.model)}, deps=[],
-        versions=versions(SOURCE_PACKAGES), run=lambda out, inputs, ctx: source.run(recipe.model, out, ctx),
+        versions=versions(SOURCE_PACKAGES), run=lambda out, inputs, ctx: source.run(recipe.model, out, ctx), link="source",
     )]
     if needs or with_calibration:
         stages.append(Stage(
@@ -99,11 +102,13 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
         deps = ["source"] + (["calibration"] if opts in needs else []) + [pre.id for pre in shared]
         stages.append(Stage(
             id=f"quantize[{opts.artifact}]", kind="quantize", label=f"quantize-{opts.artifact}",
-            describe=backend.describe(opts), artifact=opts.artifact,
-            config={"version": quantize.VERSION, "backend": backend.name, "options": opts.model_dump(mode="json", exclude={"name"})},
+            describe=backend.describe(opts), artifact=opts.artifact, link=f"artifacts/{opts.artifact}",
+            config={"version": quantize.VERSION, "backend": backend.name, "options": opts.model_dump(mode="json", exclude={"name", "gates"})},
             deps=deps, versions=backend.versions(),
             run=lambda out, inputs, ctx, o=opts: quantize.run(o, inputs, out, ctx),
         ))
+    if recipe.evaluation.enabled:
+        stages += evaluation_stages(recipe, base)
     run_dir = workdir / recipe.name
     keys: dict[str, str] = {}
     for s in stages:
@@ -133,7 +138,7 @@ def _describe_calibration(recipe: Recipe) -> str:
 def _unimplemented(recipe: Recipe) -> list[str]:
     """Sections this version validates but cannot run yet: say so instead of silently ignoring them."""
     notes = []
-    for section in ("evaluation", "package", "publish"):
+    for section in ("package", "publish"):
         if getattr(recipe, section).enabled:
             notes.append(f"{section}: not implemented in this version yet; the section is validated and ignored")
     return notes

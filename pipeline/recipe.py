@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from pipeline.backends import FORMATS, NAME_RE
+from pipeline.gates import GatesSpec
 HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -87,6 +88,7 @@ class CalibrationSource(Strict):
     text_field: str | None = None
     messages_field: str | None = None
     prompts: list[str] = Field(default_factory=list, description="self: seed prompts (default: start from BOS)")
+    records: str | None = Field(None, pattern=r"^-?[0-9]*:-?[0-9]*$", description="Python slice of the records, e.g. ':-2000' or '-2000:'")
 
     @model_validator(mode="after")
     def _complete(self) -> "CalibrationSource":
@@ -118,16 +120,39 @@ class CalibrationSpec(Strict):
         return v
 
 
-class GatesSpec(Strict):
-    max_kld: float | None = Field(None, ge=0)
-    max_ppl_increase_pct: float | None = Field(None, ge=0)
-    min_top1: float | None = Field(None, ge=0, le=100)
+class SpeedSpec(Strict):
+    """Prefill and decode throughput in the artifact's serving engine (llama.cpp for GGUF, else transformers)."""
+
+    enabled: bool = True
+    prompt_tokens: PositiveInt = 128
+    decode_tokens: PositiveInt = 32
+    repeats: PositiveInt = 3
+    warmup: NonNegativeInt = 1
+    threads: PositiveInt | None = Field(None, description="CPU threads (default: all cores)")
 
 
 class EvaluationSpec(Strict):
+    """Quality against the unquantized model on held-out text, lm-eval tasks, speed, gates."""
+
     enabled: bool = False
-    tasks: list[str] = Field(default_factory=list)
+    corpus: str | CalibrationSource = Field("default", description="a name from eval/corpora.yaml, or an inline source")
+    windows: PositiveInt = 8
+    context: PositiveInt = 512
+    seed: NonNegativeInt = 0
+    max_logits_mb: PositiveInt = Field(256, description="keep the base model's full distributions up to this size, else its top-k")
+    top_k: PositiveInt = Field(256, description="log-probs kept per token when the full distributions are too big")
+    tasks: list[str] = Field(default_factory=list, description="lm-eval task names (local YAMLs in eval/tasks work offline)")
+    task_limit: PositiveInt | None = Field(None, description="lm-eval `limit`: items per task")
+    speed: SpeedSpec = Field(default_factory=SpeedSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
+    default_gates: bool = Field(True, description="apply eval/gates.yaml's family defaults where no gate is set")
+
+    @field_validator("corpus")
+    @classmethod
+    def _name(cls, v: Any) -> Any:
+        if isinstance(v, str) and not re.match(NAME_RE, v):
+            raise ValueError(f"{v!r} is not a corpus name")
+        return v
 
 
 class PackageSpec(Strict):

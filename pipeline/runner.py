@@ -24,26 +24,33 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """One run per run directory at a time: two runs would race on the same stage outputs."""
-    with open(run_dir / ".lock", "w") as f:
+def run_lock(run_dir: Path, shared: bool = False) -> Iterator[None]:
+    """One run per run directory at a time: two runs would race on the same stage outputs.
+
+    Orchestrators (Prefect, Airflow) run disjoint stages of one plan in parallel tasks: those take the
+    lock shared, which still keeps a CLI run (exclusive) out while any of them works."""
+    with open(run_dir / ".lock", "a") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RecipeError(f"another run is using {run_dir} (lock held); wait for it or use another --workdir") from None
         yield
 
 
 def execute(plan: Plan, force: list[str] | None = None, quiet: bool = False, verbose: bool = False,
-            only: set[str] | None = None, manifest_name: str = "manifest.json") -> Manifest:
-    """Run the plan's stages in order (or just `only` those); return the run's manifest."""
+            only: set[str] | None = None, manifest_name: str = "manifest.json", shared_lock: bool = False) -> Manifest:
+    """Run the plan's stages in order (or just `only` those); return the run's manifest.
+
+    `shared_lock`: for orchestrator tasks running disjoint stages of the plan side by side (stale
+    temp dirs are then left for the next exclusive run to clear: another task may own them)."""
     unknown = [f for f in force or [] if not any(s.matches(f) for s in plan.stages)]
     if unknown:
         raise RecipeError(f"--force {unknown[0]!r} names no stage; stages: {', '.join(s.id for s in plan.stages)}")
     forced = plan.downstream(force or [])
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(plan.run_dir):
-        clean_stale_tmp(plan.run_dir)
+    with run_lock(plan.run_dir, shared_lock):
+        if not shared_lock:
+            clean_stale_tmp(plan.run_dir)
         manifest = Manifest(plan, manifest_name)
         broken: set[str] = set()
         with stage_progress(quiet) as progress:
@@ -52,11 +59,12 @@ def execute(plan: Plan, force: list[str] | None = None, quiet: bool = False, ver
                     if only is not None and stage.id not in only:
                         continue
                     record = _run_stage(plan, stage, stage.id in forced, broken, progress, verbose)
+                    if stage.link and record.status in ("done", "cached"):
+                        _link(plan, stage)  # a gate-failing artifact keeps its name on disk, marked failed in the manifest
+                    _apply_gates(stage, record, progress)
                     manifest.add(record)
-                    if record.status in ("failed", "skipped"):
+                    if record.status in ("failed", "failed-gates", "skipped"):
                         broken.add(stage.id)
-                    elif stage.kind == "source" or stage.artifact:
-                        _link(plan, stage)
             except KeyboardInterrupt:
                 manifest.finish("interrupted")
                 raise
@@ -118,9 +126,18 @@ def _read_info(path: Path) -> dict | None:
         return None
 
 
+def _apply_gates(stage: Stage, record: StageRecord, progress) -> None:
+    if stage.check is None or record.status not in ("done", "cached") or not record.info:
+        return
+    problems = stage.check(record.info)
+    if problems:
+        record.status, record.error = "failed-gates", "; ".join(problems)
+        progress.console.print(f"[red]✗ {escape(stage.id)}[/] failed its quality gates: {escape(record.error)}", soft_wrap=True)
+
+
 def _link(plan: Plan, stage: Stage) -> None:
-    """Stable names for the newest outputs: <run>/source and <run>/artifacts/<name>."""
-    link = plan.run_dir / "source" if stage.kind == "source" else plan.run_dir / "artifacts" / str(stage.artifact)
+    """Stable names for the newest outputs: <run>/source, <run>/artifacts/<name>, <run>/evaluation/<name>."""
+    link = plan.run_dir / str(stage.link)
     link.parent.mkdir(parents=True, exist_ok=True)
     tmp = link.with_name(f".{link.name}.{os.getpid()}.link")
     tmp.unlink(missing_ok=True)

@@ -18,6 +18,8 @@ class Stage:
     versions: dict[str, str]
     run: Callable[[Path, dict[str, Path], Any], dict[str, Any]]
     artifact: str | None = None
+    link: str | None = None  # stable name under the run dir for the newest output, e.g. "artifacts/awq"
+    check: Callable[[dict[str, Any]], list[str]] | None = None  # gates: problems with a finished output's info
     key: str = ""
     path: Path = field(default_factory=Path)
 

@@ -39,16 +39,21 @@ def demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     recipe = tmp / "smollm2-demo.yaml"
     shutil.copy(ROOT / "recipes" / "smollm2-demo.yaml", recipe)
-    proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"), timeout=1800)
+    proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"), timeout=2400)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (tmp / "runs" / "smollm2-demo" / "run-stdout.txt").write_text(proc.stdout)
     return tmp / "runs" / "smollm2-demo"
+
+
+ARTIFACTS = [*EXPECTED, "gguf-q4_k_m", "gguf-q2_k"]
 
 
 def test_demo_produces_every_format(demo):
     manifest = json.loads((demo / "manifest.json").read_text())
     ids = [s["id"] for s in manifest["stages"]]
     assert ids == ["source", "calibration"] + [f"quantize[{a}]" for a in EXPECTED] + \
-        ["gguf-convert[f16]", "imatrix[f16]", "quantize[gguf-q4_k_m]", "quantize[gguf-q2_k]"]
+        ["gguf-convert[f16]", "imatrix[f16]", "quantize[gguf-q4_k_m]", "quantize[gguf-q2_k]", "eval-corpus", "reference"] + \
+        [f"evaluate[{a}]" for a in ARTIFACTS]  # one reference (base log-probs) for all eight artifacts
     assert all(s["status"] == "done" for s in manifest["stages"])
     calib = json.loads((demo / manifest["stages"][1]["path"] / "stats.json").read_text())
     assert calib["source"] == "sharegpt" and calib["samples"] == 16 and calib["chat_template"]
@@ -84,6 +89,37 @@ def test_demo_gguf_answers_through_llama_cpp(demo, qtype):
     assert reply["usage"]["completion_tokens"] > 0 and answer.strip()
     if qtype == "Q4_K_M":  # Q2_K of a 135M model is too damaged to promise facts (FACTS.md: KLD 0.45)
         assert "Paris" in answer, answer
+
+
+def test_demo_results_table(demo):
+    """Base and every artifact: size, ppl, KLD, top-1, pp and tg tokens/s on CPU, lm-eval accuracy; printed and written."""
+    rows = {r["artifact"]: r for r in json.loads((demo / "results.json").read_text())}
+    assert list(rows) == ["base", *ARTIFACTS]
+    for name, r in rows.items():
+        assert r["size_mb"] > 0 and r["ppl"] > 1 and r["pp_tps"] > 0 and r["tg_tps"] > 0, name
+        assert 0 <= r["kld"] < 1.5 and 45 <= r["top1_pct"] <= 100 and r["gates"] == "ok", name
+        assert 0 <= r["tasks"]["capitals"]["acc,none"] <= 1
+    assert rows["base"]["kld"] == 0 and rows["w8a16"]["kld"] < rows["gguf-q2_k"]["kld"]
+    assert rows["gguf-q4_k_m"]["engine"] == "llama.cpp" and rows["awq"]["engine"] == "transformers"
+    printed = (demo / "run-stdout.txt").read_text()
+    assert "evaluation" in printed and all(a in printed for a in ARTIFACTS)
+    assert (demo / "results.png").stat().st_size > 20_000 and "| gguf-q2_k |" in (demo / "results.md").read_text()
+
+
+@pytest.mark.parametrize("artifact", ["base", "w8a16"])
+def test_demo_lm_eval_matches_direct_call(demo, artifact, tmp_path):
+    """The stage's lm-eval score equals lm-eval called directly with the same arguments (offline, local task)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from pipeline.evaluation.lmeval import hf_model_args, prepare
+
+    ours = json.loads((demo / "evaluation" / artifact / "metrics.json").read_text())["tasks"]["capitals"]
+    path = demo / "source" if artifact == "base" else demo / "artifacts" / artifact
+    direct = simple_evaluate(model="hf", model_args=hf_model_args(path.resolve(), False), tasks=["capitals"], device="cpu", batch_size=1,
+                             task_manager=TaskManager(include_path=str(prepare(tmp_path))), random_seed=0, numpy_random_seed=0,
+                             torch_random_seed=0, fewshot_random_seed=0)["results"]["capitals"]
+    assert direct["acc,none"] == ours["acc,none"] and direct["acc_norm,none"] == ours["acc_norm,none"]
 
 
 def test_demo_rerun_is_cached(demo):

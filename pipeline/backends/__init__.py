@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.gates import GatesSpec
 from pipeline.stage import Stage
 
 
@@ -28,6 +29,7 @@ class FormatOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: str
     name: str | None = Field(None, pattern=NAME_RE, description="artifact name (directory and manifest label); defaults to the format")
+    gates: GatesSpec | None = Field(None, description="quality gates for this artifact (override evaluation.gates)")
 
     @property
     def artifact(self) -> str:
@@ -40,6 +42,7 @@ class Backend:
     modules: ClassVar[tuple[str, ...]] = ()  # import names that must be installed
     packages: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into the cache key
     extra: ClassVar[str] = ""  # pip extra of this project that installs them
+    engine: ClassVar[str] = "transformers"  # what evaluates and serves the artifact on CPU here
 
     def missing(self) -> list[str]:
         return [m for m in self.modules if importlib.util.find_spec(m) is None]

@@ -52,6 +52,7 @@ class GgufBackend(Backend):
     name = "llama.cpp"
     formats = {"gguf": GgufOptions}
     packages = ("transformers", "torch")  # the converter reads the checkpoint through them
+    engine = "llama.cpp"
 
     def missing(self) -> list[str]:
         return [] if llamacpp.find() else ["llama.cpp's tools"]

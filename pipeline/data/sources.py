@@ -24,30 +24,30 @@ LOADERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "cs
 FIELD = ("calibration", "source")
 
 
-def named_sources() -> dict[str, CalibrationSource]:
+def named_sources(catalog: Path = SOURCES_FILE) -> dict[str, CalibrationSource]:
     from pipeline.recipe_loader import line_of
 
-    raw = yaml.safe_load(SOURCES_FILE.read_text()) or {}
+    raw = yaml.safe_load(catalog.read_text()) or {}
     out = {}
     for name, body in raw.items():
         try:
             out[name] = CalibrationSource.model_validate(body)
         except ValidationError as e:
             err = e.errors()[0]
-            raise RecipeError(err["msg"], file=str(SOURCES_FILE), line=line_of(SOURCES_FILE, (name,)), field=(name, *err["loc"])) from None
+            raise RecipeError(err["msg"], file=str(catalog), line=line_of(catalog, (name,)), field=(name, *err["loc"])) from None
     return out
 
 
-def resolve(spec: CalibrationSpec, recipe_dir: Path) -> tuple[str, CalibrationSource, Path]:
+def resolve(spec: CalibrationSpec, recipe_dir: Path, catalog: Path = SOURCES_FILE) -> tuple[str, CalibrationSource, Path]:
     """(display name, source, directory its relative paths start from)."""
     if isinstance(spec.source, CalibrationSource):
         return "inline", spec.source, recipe_dir
-    sources = named_sources()
+    sources = named_sources(catalog)
     if spec.source not in sources:
         close = difflib.get_close_matches(spec.source, list(sources), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise RecipeError(f"unknown calibration source {spec.source!r}; {hint}known: {', '.join(sources)}", field=FIELD)
-    return spec.source, sources[spec.source], SOURCES_FILE.parent
+        raise RecipeError(f"unknown source {spec.source!r}; {hint}known: {', '.join(sources)}", field=FIELD)
+    return spec.source, sources[spec.source], catalog.parent
 
 
 def local_files(src: CalibrationSource, base: Path) -> list[Path]:
@@ -99,6 +99,9 @@ def load_records(src: CalibrationSource, base: Path) -> tuple[Any, dict[str, Any
     else:
         ds = _load_hub(src)
     field = src.text_field or src.messages_field
+    if src.records:  # a fixed slice, e.g. to keep calibration and evaluation records apart
+        start, stop = (int(x) if x else None for x in src.records.split(":"))
+        ds = ds.select(range(len(ds))[start:stop])
     if field not in ds.column_names:
         which = "text_field" if src.text_field else "messages_field"
         raise RecipeError(f"{which} {field!r} is not in the data; fields: {', '.join(ds.column_names)}", field=(*FIELD, which))

@@ -16,23 +16,23 @@ VERSION = 1
 SAMPLES = "samples.jsonl"
 
 
-def check(spec: CalibrationSpec, recipe_dir: Path, model_config: dict[str, Any] | None) -> None:
-    name, src, base = sources.resolve(spec, recipe_dir)
+def check(spec: CalibrationSpec, recipe_dir: Path, model_config: dict[str, Any] | None, catalog: Path = sources.SOURCES_FILE) -> None:
+    name, src, base = sources.resolve(spec, recipe_dir, catalog)
     sources.check(src, base)
     context = (model_config or {}).get("max_position_embeddings")
     if context and spec.seq_len > context:
         raise RecipeError(f"{spec.seq_len} is longer than the model's context ({context} tokens)", field=("calibration", "seq_len"))
 
 
-def fingerprint(spec: CalibrationSpec, recipe_dir: Path) -> dict[str, Any]:
-    name, src, base = sources.resolve(spec, recipe_dir)
+def fingerprint(spec: CalibrationSpec, recipe_dir: Path, catalog: Path = sources.SOURCES_FILE) -> dict[str, Any]:
+    name, src, base = sources.resolve(spec, recipe_dir, catalog)
     return {"version": VERSION, "name": name, "source": sources.fingerprint(src, base), **spec.model_dump(mode="json", exclude={"source"})}
 
 
-def run(spec: CalibrationSpec, recipe_dir: Path, model_dir: Path, out: Path, ctx: Any) -> dict[str, Any]:
+def run(spec: CalibrationSpec, recipe_dir: Path, model_dir: Path, out: Path, ctx: Any, catalog: Path = sources.SOURCES_FILE) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    name, src, base = sources.resolve(spec, recipe_dir)
+    name, src, base = sources.resolve(spec, recipe_dir, catalog)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=ctx.trust_remote_code)
     if src.kind == "self":
         from pipeline.data.selfgen import generate

@@ -5,6 +5,7 @@ tokenizer and the chat template into the GGUF, so llama-server and Ollama need n
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -13,7 +14,20 @@ from typing import Any
 from pipeline import llamacpp
 from pipeline.proc import run_logged
 
-VERSION = 1
+VERSION = 2  # 2: general.name from the source, not the stage directory
+
+
+def model_name(source: Path) -> str:
+    """A readable model name for the GGUF metadata (general.name), from what the source stage recorded."""
+    try:
+        info = json.loads((source / "stage_info.json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    if info.get("repo"):
+        return info["repo"].split("/")[-1]
+    if info.get("gguf"):
+        return re.sub(r"[.-](I?Q\d\w*|F16|BF16|F32)$", "", Path(info["gguf"]).stem, flags=re.IGNORECASE)
+    return Path(info.get("path") or source).name
 
 
 def output(stage_dir: Path) -> Path:
@@ -33,6 +47,7 @@ def run(source: Path, outtype: str, out: Path, ctx: Any) -> dict[str, Any]:
             ctx.status(f"converting to {outtype.upper()} GGUF: {count} tensors")
 
     # NO_LOCAL_GGUF unset: the converter puts its own gguf-py first on sys.path (PyPI's is too old for it).
-    run_logged([sys.executable, chain.converter, source, "--outfile", target, "--outtype", outtype], on_line=progress)
+    run_logged([sys.executable, chain.converter, source, "--outfile", target, "--outtype", outtype, "--model-name", model_name(source)],
+               on_line=progress)
     return {"file": target.name, "outtype": outtype, "tensors": count, "size_bytes": target.stat().st_size,
             "llama_cpp_python_source": llamacpp.VERSION}

@@ -93,6 +93,7 @@ def test_gguf_metadata_and_generation(gguf_run, tiny_smol_model, qtype):
         or (tiny_smol_model / "chat_template.jinja").read_text()
     assert llm.metadata["tokenizer.chat_template"] == template
     assert int(llm.metadata["general.file_type"]) == FILE_TYPES[qtype]
+    assert llm.metadata["general.name"] == tiny_smol_model.name  # from the source, not the stage directory
     reply = llm.create_chat_completion([{"role": "user", "content": "Hello"}], max_tokens=8, temperature=0, seed=0)
     assert reply["usage"]["completion_tokens"] > 0  # random weights: the text is noise, but llama.cpp ran the model
 

@@ -113,7 +113,7 @@ def test_bad_sources_are_one_line_recipe_errors(tiny_model, tmp_path):
         _run(tiny_model, tmp_path, CalibrationSource(kind="local", files=["empty.jsonl"], text_field="body"), samples=2, seq_len=16)
     with pytest.raises(RecipeError, match="longer than the model's context"):
         calibration.check(CalibrationSpec(seq_len=4096), tmp_path, {"max_position_embeddings": 512})
-    with pytest.raises(RecipeError, match="unknown calibration source 'sharegtp'; did you mean 'sharegpt'"):
+    with pytest.raises(RecipeError, match="unknown source 'sharegtp'; did you mean 'sharegpt'"):
         calibration.check(CalibrationSpec(source="sharegtp"), tmp_path, None)
 
 

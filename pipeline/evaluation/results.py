@@ -1,0 +1,139 @@
+"""The run's results: one row per artifact (and the base model) from the manifest, written as
+results.json, results.md and results.png (quality vs size), and printed as a table.
+
+Works from the manifest on disk alone, so `python -m pipeline results RUN_DIR` can redo it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("artifact", "format", "engine", "size MB", "ppl", "Δppl %", "KLD", "KLD p99", "top-1 %", "pp t/s", "tg t/s", "tg % roofline", "gates")
+
+
+def rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    stages = {s["id"]: s for s in manifest["stages"]}
+    formats = {f.get("name") or _default_name(f): f for f in manifest["resolved"]["formats"]}
+    out = []
+    ref = stages.get("reference")
+    if ref and ref.get("info"):
+        out.append(_row("base", "unquantized (float32)", ref["info"], "ok"))
+    for name, fmt in formats.items():
+        ev = stages.get(f"evaluate[{name}]")
+        if not ev:
+            continue
+        status = {"done": "ok", "cached": "ok", "failed-gates": "FAILED: " + (ev.get("error") or "")}.get(ev["status"], ev["status"])
+        out.append(_row(name, _describe(fmt), ev.get("info") or {}, status))
+    return out
+
+
+def _default_name(fmt: dict[str, Any]) -> str:
+    return f"gguf-{fmt['type'].lower()}" if fmt["format"] == "gguf" else fmt["format"]
+
+
+def _describe(fmt: dict[str, Any]) -> str:
+    return f"gguf {fmt['type']}" if fmt["format"] == "gguf" else fmt["format"]
+
+
+def _row(name: str, fmt: str, info: dict[str, Any], gates: str) -> dict[str, Any]:
+    cpu = (info.get("speed") or {}).get("cpu") or {}
+    return {"artifact": name, "format": fmt, "engine": info.get("engine"), "size_mb": _mb(info.get("size_bytes")),
+            "ppl": info.get("ppl"), "ppl_increase_pct": info.get("ppl_increase_pct"), "kld": info.get("kld"), "kld_p99": info.get("kld_p99"),
+            "top1_pct": info.get("top1_pct"), "pp_tps": (cpu.get("pp_tps") or {}).get("median"), "tg_tps": (cpu.get("tg_tps") or {}).get("median"),
+            "roofline_pct": cpu.get("roofline_pct"), "tasks": info.get("tasks"), "gates": gates, "kld_method": info.get("kld_method")}
+
+
+def _mb(n: int | None) -> float | None:
+    return None if n is None else round(n / 1e6, 1)
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    return [r["artifact"], r["format"], r["engine"] or "-", f(r["size_mb"], 1), f(r["ppl"], 3), f(r["ppl_increase_pct"]), f(r["kld"], 4),
+            f(r["kld_p99"], 3), f(r["top1_pct"], 1), f(r["pp_tps"], 1), f(r["tg_tps"], 1), f(r["roofline_pct"], 0), r["gates"]]
+
+
+def task_columns(table: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(task, metric) pairs: each task's first reported metric (acc for multiple choice)."""
+    cols: list[tuple[str, str]] = []
+    for r in table:
+        for task, metrics in (r.get("tasks") or {}).items():
+            metric = next((m for m in metrics if "stderr" not in m and m != "sample_len"), None)
+            if metric and (task, metric) not in cols:
+                cols.append((task, metric))
+    return cols
+
+
+def _task_cells(r: dict[str, Any], cols: list[tuple[str, str]]) -> list[str]:
+    vals = [((r.get("tasks") or {}).get(t) or {}).get(m) for t, m in cols]
+    return ["-" if v is None else f"{v:.3f}" for v in vals]
+
+
+def markdown(table: list[dict[str, Any]]) -> str:
+    tasks = task_columns(table)
+    header = list(COLUMNS[:-1]) + [f"{t} {m.split(',')[0]}" for t, m in tasks] + [COLUMNS[-1]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in table:
+        cells = _cells(r)
+        lines.append("| " + " | ".join(cells[:-1] + _task_cells(r, tasks) + cells[-1:]) + " |")
+    method = next((r["kld_method"] for r in table if r.get("kld_method")), None)
+    note = f"\nKLD: mean KL(base || artifact) per token in nats, over the base model's {method} distribution" if method else ""
+    return "\n".join(lines) + "\n" + (note + (" (top-k tokens plus one bucket for the rest: a lower bound on the full KLD)" if method and method.startswith("top") else "") + "\n" if note else "")
+
+
+def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Quality (mean KLD, log scale) against size, one marker per artifact, decode speed as the label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    markers = "osD^v<>ph*XP"
+    for i, r in enumerate(x for x in table if x["size_mb"] is not None and x["kld"] is not None):
+        y = max(r["kld"], 1e-5)  # the base model sits at KLD 0: drawn at the axis floor
+        ax.scatter(r["size_mb"], y, marker=markers[i % len(markers)], s=70, label=f"{r['artifact']} ({r['format']})",
+                   color="red" if r["gates"].startswith("FAILED") else None)
+        speed = f"{r['tg_tps']:.1f} tok/s" if r["tg_tps"] else ""
+        ax.annotate(speed, (r["size_mb"], y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("size on disk (MB)")
+    ax.set_ylabel("mean KL divergence vs base (nats/token, log)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(run_dir: Path, manifest_name: str = "manifest.json") -> list[dict[str, Any]]:
+    manifest = json.loads((run_dir / manifest_name).read_text())
+    table = rows(manifest)
+    if not table:
+        return table
+    (run_dir / "results.json").write_text(json.dumps(table, indent=2))
+    (run_dir / "results.md").write_text(f"# {manifest['resolved']['name']}: results\n\n" + markdown(table))
+    try:
+        plot(table, run_dir / "results.png", f"{manifest['resolved']['name']}: quality vs size (label: decode tok/s, CPU)")
+    except ImportError:
+        pass  # matplotlib is optional; the table is the result
+    return table
+
+
+def print_table(table: list[dict[str, Any]], title: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pipeline.console import out
+
+    tasks = task_columns(table)
+    t = Table(title=title, title_justify="left")
+    for c in list(COLUMNS[:-1]) + [f"{t_} {m.split(',')[0]}" for t_, m in tasks] + [COLUMNS[-1]]:
+        t.add_column(escape(c), justify="right" if c not in ("artifact", "format", "engine", "gates") else "left")
+    for r in table:
+        cells = [escape(c) for c in _cells(r)]
+        gate = f"[red]{cells[-1]}[/]" if r["gates"].startswith("FAILED") else f"[green]{cells[-1]}[/]"
+        t.add_row(*cells[:-1], *_task_cells(r, tasks), gate)
+    out.print(t)

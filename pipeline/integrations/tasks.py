@@ -1,0 +1,69 @@
+"""What every orchestrator integration runs: one stage of a plan, or the final results.
+
+Plain functions of (recipe path, workdir, stage id) with JSON-able results, so that Prefect, Airflow
+or any distributed worker can call them in another process or on another machine that sees the same
+workdir. The plan is rebuilt in each task (cheap) rather than shipped between processes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import StageError
+from pipeline.plan import Plan
+
+
+def install_hint(extra: str, module: str) -> str:
+    return f"the {extra.capitalize()} integration needs {module}: pip install 'llm-quant-pipeline[{extra}]'"
+
+
+def load_plan(recipe: str | Path, workdir: str | Path) -> Plan:
+    from pipeline import api
+
+    return api.plan(recipe, workdir)
+
+
+def branch_of(stage_id: str) -> str | None:
+    """The format a stage belongs to ("quantize[awq]" -> "awq"), or None for a shared stage."""
+    m = re.fullmatch(r"(?:quantize|evaluate)\[(.+)\]", stage_id)
+    return m.group(1) if m else None
+
+
+def safe_id(stage_id: str) -> str:
+    """A task id orchestrators accept: letters, digits, '-', '_' and '.'."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stage_id).strip("_")
+
+
+def run_stage(recipe: str, workdir: str, stage_id: str) -> dict[str, Any]:
+    """Run (or reuse) one stage; raise if it fails, so the orchestrator marks the task failed."""
+    from pipeline.runner import execute
+
+    plan = load_plan(recipe, workdir)
+    stage = plan.stage(stage_id)
+    (plan.run_dir / "manifests").mkdir(parents=True, exist_ok=True)
+    manifest = execute(plan, quiet=True, only={stage_id}, manifest_name=f"manifests/{safe_id(stage_id)}.json", shared_lock=True)
+    record = manifest.records[0]
+    if record.status not in ("done", "cached"):
+        raise StageError(f"{stage_id}: {record.status}: {record.error or ''}".strip())
+    return {"stage": stage_id, "status": record.status, "key": stage.key, "path": str(stage.path)}
+
+
+def run_branch(recipe: str, workdir: str, artifact: str) -> list[dict[str, Any]]:
+    """A format's branch, stage after stage (quantize, then evaluate when the recipe evaluates)."""
+    plan = load_plan(recipe, workdir)
+    return [run_stage(recipe, workdir, s.id) for s in plan.stages if branch_of(s.id) == artifact]
+
+
+def finish(recipe: str, workdir: str) -> dict[str, Any]:
+    """The run's manifest.json (and results table) over every finished stage, as a CLI run would leave it."""
+    from pipeline.runner import execute
+
+    plan = load_plan(recipe, workdir)
+    manifest = execute(plan, quiet=True, only={s.id for s in plan.stages if plan.cached(s)})
+    if plan.recipe.evaluation.enabled:
+        from pipeline.evaluation import results
+
+        results.write(plan.run_dir)
+    return {"status": "ok" if len(manifest.records) == len(plan.stages) else "incomplete", "manifest": str(manifest.path),
+            "stages": {r.id: r.status for r in manifest.records}}

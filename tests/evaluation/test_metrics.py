@@ -1,0 +1,94 @@
+"""Quality metrics on the tiny model, each checked against a second, independent computation."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.evaluation.engines import HFEngine
+from pipeline.evaluation.metrics import Reference, score
+
+
+@pytest.fixture(scope="module")
+def windows(tiny_model):
+    from transformers import AutoTokenizer
+
+    from tests.conftest import CORPUS
+
+    ids = AutoTokenizer.from_pretrained(tiny_model)(CORPUS)["input_ids"]
+    return [ids[i * 48:(i + 1) * 48] for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def base(tiny_model):
+    return HFEngine(tiny_model)
+
+
+def _reference(engine, windows, full=True, k=16):
+    return Reference.build((engine.logprobs(w) for w in windows), windows, keep_full=full, k=k)
+
+
+def damaged(tiny_model, tmp_path, noise: float):
+    """A copy of the tiny model with Gaussian noise added to every linear weight."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / f"noise-{noise}"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "embed" not in name:
+                p.add_(noise * p.std() * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(out)
+    for f in tiny_model.glob("tokenizer*"):
+        shutil.copy(f, out)
+    return out
+
+
+def test_base_against_itself(base, windows):
+    m = score(base, windows, _reference(base, windows))
+    assert m["kld"] == pytest.approx(0, abs=1e-6) and m["top1_pct"] == 100.0
+    assert m["ppl"] == pytest.approx(m["base_ppl"], rel=1e-6) and m["tokens"] == 4 * 47
+
+
+def test_perplexity_matches_transformers_loss(base, windows):
+    """Our perplexity = exp of the mean of transformers' own cross-entropy loss over the same windows."""
+    ref = _reference(base, windows)
+    with torch.no_grad():
+        losses = [base.model(torch.tensor([w]), labels=torch.tensor([w])).loss.item() for w in windows]
+    assert np.exp(-np.mean(ref.target_lp)) == pytest.approx(np.exp(np.mean(losses)), rel=1e-4)
+
+
+def test_kld_matches_torch_kl_div_and_damage_ranks(base, windows, tiny_model, tmp_path):
+    ref = _reference(base, windows)
+    mild, bad = HFEngine(damaged(tiny_model, tmp_path, 0.05)), HFEngine(damaged(tiny_model, tmp_path, 0.5))
+    m_mild, m_bad = score(mild, windows, ref), score(bad, windows, ref)
+    p = torch.cat([torch.from_numpy(base.logprobs(w)[:-1]) for w in windows])
+    q = torch.cat([torch.from_numpy(bad.logprobs(w)[:-1]) for w in windows])
+    direct = torch.nn.functional.kl_div(q, p, log_target=True, reduction="none").sum(-1)
+    assert m_bad["kld"] == pytest.approx(direct.mean().item(), rel=1e-4)
+    assert m_bad["kld_p99"] == pytest.approx(np.percentile(direct.numpy(), 99), rel=1e-3)
+    assert 0 < m_mild["kld"] < m_bad["kld"]
+    assert m_bad["top1_pct"] < m_mild["top1_pct"] <= 100
+    assert abs(m_bad["ppl_increase_pct"]) > abs(m_mild["ppl_increase_pct"])
+
+
+def test_top_k_is_a_lower_bound_and_exact_at_full_vocab(base, windows, tiny_model, tmp_path):
+    bad = HFEngine(damaged(tiny_model, tmp_path, 0.5))
+    full = score(bad, windows, _reference(base, windows))
+    vocab = base.model.config.vocab_size
+    approx = score(bad, windows, _reference(base, windows, full=False, k=64))
+    exact = score(bad, windows, _reference(base, windows, full=False, k=vocab))
+    assert approx["kld"] <= full["kld"] + 1e-6 and approx["kld_method"] == "top-64"
+    assert exact["kld"] == pytest.approx(full["kld"], rel=1e-4)
+    assert approx["top1_pct"] == full["top1_pct"] and approx["ppl"] == pytest.approx(full["ppl"])
+
+
+def test_reference_roundtrip(base, windows, tmp_path):
+    ref = _reference(base, windows, full=False, k=8)
+    ref.save(tmp_path)
+    again = Reference.load(tmp_path)
+    assert again.method == "top-8" and np.array_equal(again.top_idx, ref.top_idx) and again.full is None
