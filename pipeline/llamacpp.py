@@ -138,8 +138,9 @@ def _build(sdist: Path, tmp: Path, jobs: int, report: Report, log) -> None:
     src = next(tmp.glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
     build = tmp / "build"
     report("configuring llama.cpp", None, None)
-    _run(["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", *CMAKE_FLAGS], log)
-    proc = subprocess.Popen(["ninja", "-C", str(build), f"-j{jobs}", *TOOLS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmake, ninja = _build_tool("cmake"), _build_tool("ninja")
+    _run([cmake, "-S", str(src), "-B", str(build), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}", *CMAKE_FLAGS], log)
+    proc = subprocess.Popen([ninja, "-C", str(build), f"-j{jobs}", *TOOLS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:  # ninja prints "[done/total] ..." per compile step: drives the progress bar
         log.write(line)
         m = re.match(r"\[(\d+)/(\d+)\]", line)
@@ -164,6 +165,15 @@ def collect(src: Path, build: Path, out: Path) -> None:
         shutil.copytree(src / folder, out / "convert" / folder)
     shutil.copy2(src / "LICENSE", out / "LICENSE")
     (out / MARKER).write_text(json.dumps({"llama_cpp_python": VERSION, "cmake": CMAKE_FLAGS, "tools": TOOLS}, indent=2))
+
+
+def _build_tool(name: str) -> str:
+    """cmake/ninja from this environment (the `gguf` extra installs them from PyPI), else from PATH."""
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.is_file() else shutil.which(name)
+    if not found:
+        raise RuntimeError(f"building llama.cpp needs {name} and a C++ compiler: pip install 'llm-quant-pipeline[gguf]' (cmake, ninja)")
+    return found
 
 
 def _install_bindings(chain: Toolchain, report: Report, log) -> None:
