@@ -103,6 +103,13 @@ class CalibrationSource(Strict):
         return self
 
 
+def _catalog_name(v: Any, what: str) -> Any:
+    """A name looked up in a YAML catalogue (calibration/datasets.yaml, eval/corpora.yaml), or an inline source."""
+    if isinstance(v, str) and not re.match(NAME_RE, v):
+        raise ValueError(f"{v!r} is not a {what} name")
+    return v
+
+
 class CalibrationSpec(Strict):
     """Calibration data shared by every format that needs it (built once per run)."""
 
@@ -115,9 +122,7 @@ class CalibrationSpec(Strict):
     @field_validator("source")
     @classmethod
     def _name(cls, v: Any) -> Any:
-        if isinstance(v, str) and not re.match(NAME_RE, v):
-            raise ValueError(f"{v!r} is not a source name")
-        return v
+        return _catalog_name(v, "source")
 
 
 class SpeedSpec(Strict):
@@ -150,9 +155,7 @@ class EvaluationSpec(Strict):
     @field_validator("corpus")
     @classmethod
     def _name(cls, v: Any) -> Any:
-        if isinstance(v, str) and not re.match(NAME_RE, v):
-            raise ValueError(f"{v!r} is not a corpus name")
-        return v
+        return _catalog_name(v, "corpus")
 
 
 class PackageSpec(Strict):

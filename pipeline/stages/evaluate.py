@@ -4,6 +4,7 @@ lm-eval tasks, all in the artifact's serving engine (llama.cpp for GGUF, transfo
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,6 @@ def run(ev: EvaluationSpec, engine_name: str, artifact: Path, corpus: Path, refe
         s = ev.speed
         ctx.status(f"speed ({engine_name}, CPU)")
         if engine_name == "llama.cpp":
-            import os
-
             result = speed.llama_bench(llamacpp.require().tool("llama-bench"), gguf_file(artifact), s.prompt_tokens, s.decode_tokens,
                                        s.repeats, s.threads or os.cpu_count() or 1)
         else:
