@@ -3,6 +3,7 @@
     from pipeline import api
     result = api.run("recipes/smollm2-demo.yaml", workdir="runs", only_formats=["fp8"])
     result.artifacts["fp8"]   # Path of the finished artifact
+    result.packages["fp8"]    # its package: model card, serving/, manifest.json
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class RunResult:
     artifacts: dict[str, Path] = field(default_factory=dict)  # artifact name -> finished output dir
     failures: dict[str, str] = field(default_factory=dict)  # stage id -> one-line reason
     metrics: dict[str, dict] = field(default_factory=dict)  # "base" and artifact name -> evaluation metrics
+    packages: dict[str, Path] = field(default_factory=dict)  # artifact name -> package dir (card, serving/, manifest.json)
 
     @property
     def ok(self) -> bool:
@@ -42,15 +44,15 @@ def run(recipe: str | Path, workdir: str | Path = "runs", only_formats: list[str
     """Run the recipe (or only some of its formats), reusing finished stages."""
     p = plan(recipe, workdir, only_formats)
     manifest = execute(p, force=force, quiet=quiet)
-    artifacts = {r.artifact: p.run_dir / r.path for r in manifest.records if r.artifact and r.status in ("done", "cached")}
+    artifacts = {r.artifact: p.run_dir / r.path for r in manifest.records if r.kind == "quantize" and r.status in ("done", "cached")}
+    packages = {r.artifact: p.run_dir / r.path for r in manifest.records if r.kind == "package" and r.status in ("done", "cached")}
     failures = {r.id: r.error or r.status for r in manifest.failed()}
     metrics = {("base" if r.kind == "reference" else r.id[len("evaluate["):-1]): r.info for r in manifest.records
                if r.kind in ("reference", "evaluate") and r.info}
-    if p.recipe.evaluation.enabled:
-        from pipeline.evaluation import results
+    from pipeline.report import report
 
-        results.write(p.run_dir)
-    return RunResult(manifest.status, p.run_dir, manifest.path, artifacts, failures, metrics)
+    report.write(p.run_dir)
+    return RunResult(manifest.status, p.run_dir, manifest.path, artifacts, failures, metrics, packages)
 
 
 def _only(recipe: Recipe, names: list[str] | None) -> Recipe:

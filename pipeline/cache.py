@@ -44,6 +44,15 @@ def tree_sha256(root: Path) -> str:
     return h.hexdigest()
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link where the filesystem allows (a 70B checkpoint must not be stored twice), copy otherwise."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def stage_dir(run_dir: Path, label: str, key: str) -> Path:
     return run_dir / f"{label}-{key[:16]}"
 

@@ -29,11 +29,11 @@ def _options(verbose: bool = typer.Option(False, "-v", "--verbose", help="librar
     quiet_libraries(verbose)
 
 
-def _load(recipe: Path, workdir: Path, with_calibration: bool = False):
+def _load(recipe: Path, workdir: Path, with_calibration: bool = False, with_publish: bool | None = None):
     from pipeline.plan import build_plan
     from pipeline.recipe_loader import load_recipe
 
-    return build_plan(load_recipe(recipe), recipe, workdir, with_calibration)
+    return build_plan(load_recipe(recipe), recipe, workdir, with_calibration, with_publish)
 
 
 @app.command()
@@ -49,8 +49,6 @@ def plan(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path =
     out.print(tree)
     for note in p.serving:
         out.print(f"[dim]serving:[/] {escape(note)}", soft_wrap=True)
-    for note in p.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}")
 
 
 @app.command()
@@ -60,8 +58,6 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = 
     from pipeline.runner import execute
 
     p = _load(recipe, workdir)
-    for note in p.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}")
     manifest = execute(p, force=force or [], quiet=STATE["quiet"], verbose=STATE["verbose"])
     table = Table(title=f"{p.recipe.name}: {manifest.status}", title_justify="left")
     for col in ("stage", "status", "seconds", "peak RSS MB", "output"):
@@ -71,18 +67,29 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = 
         table.add_row(escape(r.id), f"[{colors.get(r.status, 'white')}]{r.status}[/]", f"{r.seconds:.1f}" if r.seconds is not None else "",
                       str(r.peak_rss_mb or ""), escape(r.error or r.path))
     out.print(table)
-    if p.recipe.evaluation.enabled:
-        from pipeline.evaluation import results
-
-        rows = results.write(p.run_dir)
-        if rows:
-            results.print_table(rows, f"{p.recipe.name}: evaluation (CPU; KLD and top-1 against the base model)")
-            out.print(f"results: {p.run_dir / 'results.md'}, {p.run_dir / 'results.png'}")
+    _report(p.run_dir, f"{p.recipe.name}: evaluation (CPU; KLD and top-1 against the base model)")
     out.print(f"manifest: {manifest.path}")
+    _exit_for(manifest)
+
+
+def _exit_for(manifest) -> None:
     failed = manifest.failed()
     if failed:
         broken = [r for r in failed if r.status in ("failed", "failed-gates")]
         raise typer.Exit(2 if broken and all(r.bad_input for r in broken) else 1)
+
+
+def _report(run_dir: Path, title: str) -> None:
+    from pipeline.evaluation import results
+    from pipeline.report import report
+
+    rows = report.write(run_dir)
+    if rows:
+        results.print_table(rows, title)
+    packages = sorted(p.name for p in (run_dir / "packages").iterdir()) if (run_dir / "packages").is_dir() else []
+    if packages:
+        out.print(f"packages (model card, serving/, manifest.json): {run_dir / 'packages'}/{{{','.join(packages)}}}")
+    out.print(f"report: {run_dir / 'report.md'}, {run_dir / 'report.html'}" + (f", {run_dir / 'results.png'}" if rows else ""))
 
 
 calib = typer.Typer(help="Calibration data.", no_args_is_help=True)
@@ -159,17 +166,54 @@ def prefect_cmd(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir:
         raise typer.Exit(1)
 
 
-@app.command("results")
-def results_cmd(run_dir: Path = typer.Argument(..., help="a run directory (holds manifest.json)")) -> None:
-    """Rebuild results.md/json/png of a finished run from its manifest, and print the table."""
-    from pipeline.evaluation import results
-
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="a run directory (holds manifest.json)")) -> None:
+    """Rebuild report.md/html and results.json/md/png of a run from its manifest, and print the table."""
     if not (run_dir / "manifest.json").is_file():
-        raise RecipeError(f"{run_dir} holds no manifest.json")
-    rows = results.write(run_dir)
-    if not rows:
-        raise RecipeError(f"{run_dir}: the run has no evaluation results (evaluation.enabled was false?)")
-    results.print_table(rows, f"{run_dir.name}: evaluation")
+        raise RecipeError(f"{run_dir} holds no manifest.json (not a run directory)")
+    _report(run_dir, f"{run_dir.name}: evaluation")
+
+
+app.command("results", hidden=True, help="Same as `report`.")(report_cmd)
+
+
+@app.command("publish")
+def publish_cmd(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = WorkdirOpt,
+                dry_run: bool = typer.Option(False, "--dry-run", help="list the files, sizes and repos; upload nothing")) -> None:
+    """Push every artifact's package to the Hub (builds or reuses the run's stages first).
+
+    The token comes from HF_TOKEN or `hf auth login`; repos are named by publish.repo_template."""
+    from pipeline.runner import execute
+    from pipeline.stages import publish
+
+    p = _load(recipe, workdir, with_publish=True)
+    if not dry_run and not publish.has_token():
+        console.print(f"[red]error:[/] {publish.NO_TOKEN}", soft_wrap=True)
+        raise typer.Exit(1)
+    only = {s.id for s in p.stages if dry_run is False or s.kind != "publish"}
+    manifest = execute(p, quiet=STATE["quiet"], verbose=STATE["verbose"], only=only, manifest_name="publish-manifest.json")
+    for r in manifest.failed():
+        console.print(f"[red]error:[/] {escape(r.id)}: {escape(r.error or r.status)}", soft_wrap=True)
+    if dry_run:
+        _print_dry_run(p)
+    _exit_for(manifest)
+
+
+def _print_dry_run(p) -> None:
+    from pipeline.stages import publish
+
+    visibility = "private" if p.recipe.publish.private else "public"
+    for s in p.stages:
+        if s.kind != "publish" or not p.cached(p.stage(s.deps[0])):
+            continue
+        files = publish.listing(p.stage(s.deps[0]).path)
+        table = Table(title=f"{s.config['repo']} ({visibility}): {len(files)} files, {sum(n for _, n in files) / 1e6:.1f} MB", title_justify="left")
+        table.add_column("file")
+        table.add_column("bytes", justify="right")
+        for name, size in files:
+            table.add_row(escape(name), f"{size:,}")
+        out.print(table)
+    out.print("dry run: nothing was uploaded")
 
 
 @app.command("list-formats")

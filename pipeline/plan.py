@@ -16,6 +16,7 @@ from pipeline.errors import RecipeError
 from pipeline.recipe import Recipe
 from pipeline.recipe_loader import line_of
 from pipeline.evaluation.plan import check_evaluation, evaluation_stages
+from pipeline.packaging import package_stages
 from pipeline.stages import calibration, quantize, source
 from pipeline.stage import Stage
 from pipeline.versions import versions
@@ -31,7 +32,6 @@ class Plan:
     run_dir: Path
     stages: list[Stage]
     model_config: dict[str, Any] | None
-    notes: list[str] = field(default_factory=list)  # sections validated but not run
     serving: list[str] = field(default_factory=list)  # where each artifact can be served
 
     def stage(self, stage_id: str) -> Stage:
@@ -49,10 +49,11 @@ class Plan:
         return chosen
 
 
-def build_plan(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool = False) -> Plan:
-    """The stage graph. Calibration is a stage only when a format needs it (or `with_calibration`)."""
+def build_plan(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool = False, with_publish: bool | None = None) -> Plan:
+    """The stage graph. Calibration is a stage only when a format needs it (or `with_calibration`);
+    publish stages when the recipe enables publishing (or `with_publish`)."""
     try:
-        return _build(recipe, recipe_path, workdir, with_calibration)
+        return _build(recipe, recipe_path, workdir, with_calibration, recipe.publish.enabled if with_publish is None else with_publish)
     except RecipeError as e:
         if e.file is None:
             e.file, e.line = str(recipe_path), line_of(recipe_path, e.loc)
@@ -79,7 +80,7 @@ def _check(recipe: Recipe, base: Path, with_calibration: bool) -> tuple[dict[str
     return config, needs
 
 
-def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool) -> Plan:
+def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool, with_publish: bool) -> Plan:
     spec, base = recipe.calibration, recipe_path.parent
     config, needs = _check(recipe, base, with_calibration)
     stages = [Stage(
@@ -109,6 +110,10 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
         ))
     if recipe.evaluation.enabled:
         stages += evaluation_stages(recipe, base)
+    if with_publish and not recipe.package.enabled:
+        raise RecipeError("publishing needs the packages: set package.enabled: true", field=("package", "enabled"))
+    if recipe.package.enabled:
+        stages += package_stages(recipe, needs, with_publish)
     run_dir = workdir / recipe.name
     keys: dict[str, str] = {}
     for s in stages:
@@ -116,7 +121,7 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
         s.path = stage_dir(run_dir, s.label, s.key)
         keys[s.id] = s.key
     serving = [n for o in recipe.formats for n in FORMATS[o.format].backend.serving_notes(o)]
-    return Plan(recipe, recipe_path, run_dir, stages, config, notes=_unimplemented(recipe), serving=serving)
+    return Plan(recipe, recipe_path, run_dir, stages, config, serving=serving)
 
 
 def _describe_source(recipe: Recipe) -> str:
@@ -133,12 +138,3 @@ def _describe_calibration(recipe: Recipe) -> str:
     c = recipe.calibration
     name = c.source if isinstance(c.source, str) else f"inline {c.source.kind}"
     return f"{name}: {c.samples} samples x {c.seq_len} tokens, seed {c.seed}"
-
-
-def _unimplemented(recipe: Recipe) -> list[str]:
-    """Sections this version validates but cannot run yet: say so instead of silently ignoring them."""
-    notes = []
-    for section in ("package", "publish"):
-        if getattr(recipe, section).enabled:
-            notes.append(f"{section}: not implemented in this version yet; the section is validated and ignored")
-    return notes

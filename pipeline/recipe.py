@@ -14,6 +14,12 @@ HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
+def _hub_repo_id(v: str | None) -> str | None:
+    if v is not None and not HUB_REPO_RE.match(v):
+        raise ValueError(f"{v!r} is not a Hub repo id of the form 'org/name'")
+    return v
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -43,12 +49,7 @@ class ModelSource(Strict):
     trust_remote_code: bool = False
     allow_pickle: bool = False
 
-    @field_validator("hub")
-    @classmethod
-    def _repo_id(cls, v: str | None) -> str | None:
-        if v is not None and not HUB_REPO_RE.match(v):
-            raise ValueError(f"{v!r} is not a Hub repo id of the form 'org/name'")
-        return v
+    _repo_id = field_validator("hub")(classmethod(lambda cls, v: _hub_repo_id(v)))
 
     @field_validator("revision")
     @classmethod
@@ -158,16 +159,74 @@ class EvaluationSpec(Strict):
         return _catalog_name(v, "corpus")
 
 
+class ServingSpec(Strict):
+    """Settings of the generated serving configs (serving/ in every package)."""
+
+    targets: list[str] | None = Field(None, description="serving targets to write (default: every one that can serve the artifact)")
+    served_model_name: str | None = Field(None, description="name clients ask for (default: <recipe name>-<artifact>)")
+    max_model_len: PositiveInt | None = Field(None, description="context length to serve (default: the model's own)")
+    port: int = Field(8000, ge=1, le=65535)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM's share of GPU memory")
+    tensor_parallel_size: PositiveInt = Field(1, description="GPUs per replica (vLLM tensor parallel, TGI shards, k8s GPU limit)")
+    gpu_layers: NonNegativeInt = Field(999, description="llama.cpp layers offloaded to a GPU (ignored by CPU builds)")
+    threads: PositiveInt | None = Field(None, description="llama.cpp CPU threads (default: llama.cpp's choice)")
+    vllm_args: dict[str, Any] = Field(default_factory=dict, description="more `vllm serve` options, long names as keys")
+    tgi_args: dict[str, Any] = Field(default_factory=dict, description="more text-generation-launcher options, long names as keys")
+
+    @field_validator("targets")
+    @classmethod
+    def _known_targets(cls, v: list[str] | None) -> list[str] | None:
+        from pipeline.serving import TARGETS
+
+        bad = [t for t in v or [] if t not in TARGETS]
+        if bad:
+            raise ValueError(f"unknown serving target {bad[0]!r}; known: {', '.join(TARGETS)}")
+        return v
+
+    @field_validator("vllm_args", "tgi_args")
+    @classmethod
+    def _known_options(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        from pipeline.serving import argnames
+
+        problems = argnames.unknown("vllm" if info.field_name == "vllm_args" else "tgi", [k.removeprefix("--") for k in v])
+        if problems:
+            raise ValueError(problems[0])
+        return {k.removeprefix("--"): val for k, val in v.items()}
+
+
 class PackageSpec(Strict):
-    enabled: bool = False
-    quantized_by: str | None = None
+    """Per artifact: the weights, a model card (README.md), manifest.json of file hashes, serving/ configs."""
+
+    enabled: bool = True
+    quantized_by: str | None = Field(None, description="who made it (card metadata)")
+    base_model: str | None = Field(None, description="Hub id of the unquantized model (default: the hub source, or what a GGUF source names)")
+    license: str | None = Field(None, description="license id for the card (default: the source's)")
+    tags: list[str] = Field(default_factory=list, description="more Hub tags")
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+
+    _repo_id = field_validator("base_model")(classmethod(lambda cls, v: _hub_repo_id(v)))
 
 
 class PublishSpec(Strict):
+    """Push each package to the Hub (huggingface_hub); the token comes from HF_TOKEN or the stored login."""
+
     enabled: bool = False
-    repo_template: str = "{org}/{model}-{format}"
-    org: str | None = None
+    repo_template: str = Field("{org}/{model}-{format}", description="fields: {org}, {model} (base model name), {format} (artifact), {name} (recipe)")
+    org: str | None = Field(None, description="Hub user or organization")
     private: bool = True
+
+    @model_validator(mode="after")
+    def _template(self) -> "PublishSpec":
+        fields = {"org": self.org or "ORG", "model": "m", "format": "f", "name": "n"}
+        try:
+            repo = self.repo_template.format(**fields)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"repo_template {self.repo_template!r}: unknown field {e}; use {{org}}, {{model}}, {{format}}, {{name}}") from None
+        if not HUB_REPO_RE.match(repo):
+            raise ValueError(f"repo_template {self.repo_template!r} does not make a Hub repo id 'org/name'")
+        if self.enabled and "{org}" in self.repo_template and not self.org:
+            raise ValueError("publish.org is needed by repo_template's {org}")
+        return self
 
 
 def _format_union() -> Any:

@@ -94,6 +94,7 @@ def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progres
         with stage_log(log_path, verbose), peak_rss(mem):
             with atomic_stage(plan.run_dir, stage.label, stage.key, {"stage": stage.id}) as tmp:
                 info = stage.run(tmp, inputs, ctx)
+                info.setdefault("seconds", round(time.perf_counter() - start, 2))  # kept with the output: cards and reports cite it
                 (tmp / "stage_info.json").write_text(json.dumps(info, indent=2, default=str))
         record.status, record.info = "done", info
     except KeyboardInterrupt:

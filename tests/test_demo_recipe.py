@@ -54,7 +54,7 @@ def test_demo_produces_every_format(demo):
     ids = [s["id"] for s in manifest["stages"]]
     assert ids == ["source", "calibration"] + [f"quantize[{a}]" for a in EXPECTED] + \
         ["gguf-convert[f16]", "imatrix[f16]", "quantize[gguf-q4_k_m]", "quantize[gguf-q2_k]", "eval-corpus", "reference"] + \
-        [f"evaluate[{a}]" for a in ARTIFACTS]  # one reference (base log-probs) for all eight artifacts
+        [f"evaluate[{a}]" for a in ARTIFACTS] + [f"package[{a}]" for a in ARTIFACTS]  # one reference (base log-probs) for all eight
     assert all(s["status"] == "done" for s in manifest["stages"])
     calib = json.loads((demo / manifest["stages"][1]["path"] / "stats.json").read_text())
     assert calib["source"] == "sharegpt" and calib["samples"] == 16 and calib["chat_template"]
@@ -113,6 +113,35 @@ def test_demo_results_table(demo):
     printed = (demo / "run-stdout.txt").read_text()
     assert "evaluation" in printed and all(a in printed for a in ARTIFACTS)
     assert (demo / "results.png").stat().st_size > 20_000 and "| gguf-q2_k |" in (demo / "results.md").read_text()
+
+
+@pytest.mark.parametrize("artifact", ARTIFACTS)
+def test_demo_packages_card_serving_manifest(demo, artifact):
+    """Each artifact ships a Hub model card, serving configs that parse for their tools, and file hashes."""
+    from huggingface_hub import ModelCard
+
+    from pipeline.cache import file_sha256
+    from tests.helpers import check_serving
+
+    pkg = demo / "packages" / artifact
+    data = ModelCard.load(pkg / "README.md").data.to_dict()
+    assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and data["base_model_relation"] == "quantized"
+    assert data["license"] == "apache-2.0"  # carried over from the source GGUF's metadata
+    gguf = artifact.startswith("gguf")
+    assert ("gguf" if gguf else "compressed-tensors" if artifact != "bnb-nf4" else "bitsandbytes") in data["tags"]
+    served = check_serving(pkg / "serving")
+    assert ("Modelfile" in served and "llama-server.sh" in served) if gguf else ("tgi.env" in served and "k8s-vllm.yaml" in served)
+    assert served["vllm.yaml"]["max-model-len"] == 8192
+    files = json.loads((pkg / "manifest.json").read_text())["files"]
+    weights = [f for f in files if f.endswith((".gguf", ".safetensors"))]
+    assert weights and all(file_sha256(pkg / w) == files[w]["sha256"] for w in weights)
+
+
+def test_demo_run_report(demo):
+    page, md = (demo / "report.html").read_text(), (demo / "report.md").read_text()
+    assert all(f"<td>{a}</td>" in page and f"| {a} |" in md for a in ["base", *ARTIFACTS])
+    assert "data:image/png;base64," in page and (demo / "results.png").stat().st_size > 20_000
+    assert all(f"packages/{a}" in md for a in ARTIFACTS)
 
 
 @pytest.mark.parametrize("artifact", ["base", "w8a16"])

@@ -86,6 +86,7 @@ def test_source_is_a_plain_hf_checkpoint_that_chats(smollm2_run):
     assert not list(src.glob("*.gguf")) and not list(src.glob("*.bin"))
 
     tok = AutoTokenizer.from_pretrained(src)
+    assert tok.eos_token == "<|im_end|>" and tok.eos_token_id == 2  # the GGUF's eos (transformers alone gives its bos)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import tiny_recipe, write_recipe, cli
 
 
@@ -26,7 +28,20 @@ def test_plan_says_where_fp8_and_int8_serve(tiny_model, tmp_path):
     assert "w8a8-int8: INT8 W8A8 kernels in vLLM need NVIDIA compute capability >= 7.5" in proc.stdout
 
 
-def test_unimplemented_sections_are_announced_not_silently_ignored(tiny_model, tmp_path):
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "fp8"}], publish={"enabled": True}))
+def test_plan_has_package_stages_and_publish_only_when_enabled(tiny_model, tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "fp8"}], publish={"enabled": True, "org": "me"}))
     proc = cli("plan", str(recipe))
-    assert proc.returncode == 0 and "publish: not implemented in this version yet" in proc.stderr
+    assert proc.returncode == 0 and "package[fp8]" in proc.stdout and "publish[fp8]  push to the Hub: me/tiny-fp8" in proc.stdout
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "fp8"}]))
+    assert "publish[" not in cli("plan", str(recipe)).stdout
+
+
+@pytest.mark.parametrize("publish, message", [
+    ({"enabled": True}, "publish: Value error, publish.org is needed by repo_template's {org}"),
+    ({"repo_template": "{org}/{size}"}, "unknown field 'size'"),
+    ({"repo_template": "no-slash-{format}"}, "does not make a Hub repo id 'org/name'"),
+])
+def test_bad_publish_section_names_the_field(tiny_model, tmp_path, publish, message):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "fp8"}], publish=publish))
+    proc = cli("plan", str(recipe))
+    assert proc.returncode == 2 and message.replace("Value error, ", "") in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

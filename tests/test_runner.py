@@ -23,7 +23,8 @@ def test_rerun_is_cached_and_option_change_reruns_only_that_branch(tiny_model, t
 
     assert cli("-q", "run", str(recipe), "-w", str(workdir)).returncode == 0
     first = _statuses(manifest)
-    assert first == {"source": "done", "calibration": "done", "quantize[gptq]": "done", "quantize[w8a8-int8]": "done", "quantize[fp8]": "done"}
+    assert first == {"source": "done", "calibration": "done", "quantize[gptq]": "done", "quantize[w8a8-int8]": "done", "quantize[fp8]": "done",
+                     "package[gptq]": "done", "package[w8a8-int8]": "done", "package[fp8]": "done"}
 
     assert cli("-q", "run", str(recipe), "-w", str(workdir)).returncode == 0
     assert set(_statuses(manifest).values()) == {"cached"}
@@ -33,7 +34,8 @@ def test_rerun_is_cached_and_option_change_reruns_only_that_branch(tiny_model, t
     proc = cli("-q", "run", str(recipe), "-w", str(workdir))
     assert proc.returncode == 0, proc.stderr
     assert _statuses(manifest) == {"source": "cached", "calibration": "cached", "quantize[gptq]": "cached",
-                                   "quantize[w8a8-int8]": "done", "quantize[fp8]": "cached"}
+                                   "quantize[w8a8-int8]": "done", "quantize[fp8]": "cached",
+                                   "package[gptq]": "cached", "package[w8a8-int8]": "done", "package[fp8]": "cached"}
 
     data = json.loads(manifest.read_text())
     assert [s["id"] for s in data["stages"]].count("calibration") == 1
@@ -53,7 +55,8 @@ def test_calibration_change_reruns_calibration_and_its_formats_only(tiny_model, 
     for seed in (0, 1):
         recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, formats, calibration={"samples": 2, "seq_len": 32, "seed": seed}))
         assert cli("-q", "run", str(recipe), "-w", str(workdir)).returncode == 0
-    assert _statuses(workdir / "tiny" / "manifest.json") == {"source": "cached", "calibration": "done", "quantize[gptq]": "done", "quantize[fp8]": "cached"}
+    assert _statuses(workdir / "tiny" / "manifest.json") == {"source": "cached", "calibration": "done", "quantize[gptq]": "done", "quantize[fp8]": "cached",
+                                                             "package[gptq]": "done", "package[fp8]": "cached"}
 
 
 def test_one_failing_format_does_not_stop_the_others(tiny_model, tmp_path):
@@ -67,9 +70,10 @@ def test_one_failing_format_does_not_stop_the_others(tiny_model, tmp_path):
     plan.stage("quantize[w8a16]").run = crash
     manifest = execute(plan, quiet=True)
     statuses = {r.id: r.status for r in manifest.records}
-    assert statuses == {"source": "done", "quantize[w8a16]": "failed", "quantize[fp8]": "done"}
+    assert statuses == {"source": "done", "quantize[w8a16]": "failed", "quantize[fp8]": "done", "package[w8a16]": "skipped", "package[fp8]": "done"}
     assert manifest.status == "failed"
     failed = next(r for r in manifest.records if r.status == "failed")
+    assert not (plan.run_dir / "packages" / "w8a16").exists() and (plan.run_dir / "packages" / "fp8" / "README.md").exists()
     assert failed.error == "RuntimeError: backend crashed" and "Traceback" in (plan.run_dir / failed.log).read_text()
     assert not plan.stage("quantize[w8a16]").path.exists(), "a failed stage leaves no output a later run could take for finished"
     assert plan.cached(plan.stage("quantize[fp8]"))
@@ -91,6 +95,6 @@ def test_crashing_format_exits_1_with_one_line(tmp_path):
 def test_plan_prints_graph_and_cache_state(tiny_model, tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "gptq", "group_size": 32}, {"format": "fp8"}]))
     proc = cli("plan", str(recipe), "-w", str(tmp_path / "runs"))
-    assert proc.returncode == 0 and proc.stdout.count("to run") == 4
+    assert proc.returncode == 0 and proc.stdout.count("to run") == 6  # source, calibration, 2 x quantize, 2 x package
     assert "calibration" in proc.stdout and "quantize[gptq]" in proc.stdout
     assert not (tmp_path / "runs").exists(), "plan writes nothing"

@@ -43,6 +43,7 @@ class Backend:
     packages: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into the cache key
     extra: ClassVar[str] = ""  # pip extra of this project that installs them
     engine: ClassVar[str] = "transformers"  # what evaluates and serves the artifact on CPU here
+    kind: ClassVar[str] = "compressed-tensors"  # what the artifact is on disk: pipeline.serving.KINDS
 
     def missing(self) -> list[str]:
         return [m for m in self.modules if importlib.util.find_spec(m) is None]
@@ -67,6 +68,10 @@ class Backend:
 
     def serving_notes(self, opts: FormatOptions) -> list[str]:
         """Where this artifact can run, when that is narrower than "anywhere" (shown by plan)."""
+        return []
+
+    def tags(self, opts: FormatOptions) -> list[str]:
+        """Hub tags of the artifact's model card, beyond the ones every card gets."""
         return []
 
     def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:

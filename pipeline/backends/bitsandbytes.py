@@ -56,6 +56,15 @@ class BitsAndBytesBackend(Backend):
             return f"bnb-nf4: NF4 weights{' + double quant' if opts.double_quant else ''}, {opts.compute_dtype} compute"
         return f"bnb-int8: LLM.int8() weights, outlier threshold {getattr(opts, 'threshold', 6.0)}"
 
+    kind = "bitsandbytes"
+
+    def tags(self, opts: FormatOptions) -> list[str]:
+        return ["bitsandbytes", "4-bit", "nf4"] if opts.format == "bnb-nf4" else ["bitsandbytes", "8-bit", "int8"]
+
+    def tgi_quantize(self, opts: FormatOptions) -> str:
+        """TGI's --quantize value for the same scheme (TGI quantizes at load time)."""
+        return "bitsandbytes-nf4" if opts.format == "bnb-nf4" else "bitsandbytes"
+
     def serving_notes(self, opts: FormatOptions) -> list[str]:
         return [f"{opts.artifact}: vLLM and TGI serve bitsandbytes checkpoints on GPU only; transformers also runs them on CPU (slowly)"]
 

@@ -53,6 +53,7 @@ class GgufBackend(Backend):
     formats = {"gguf": GgufOptions}
     packages = ("transformers", "torch")  # the converter reads the checkpoint through them
     engine = "llama.cpp"
+    kind = "gguf"
 
     def missing(self) -> list[str]:
         return [] if llamacpp.find() else ["llama.cpp's tools"]
@@ -70,6 +71,10 @@ class GgufBackend(Backend):
         assert isinstance(opts, GgufOptions)
         im = "" if not opts.uses_imatrix() else " + importance matrix" if opts.imatrix == "auto" else f" + imatrix {opts.imatrix}"
         return f"gguf {opts.type}{im} (from {opts.convert_dtype.upper()})"
+
+    def tags(self, opts: FormatOptions) -> list[str]:
+        assert isinstance(opts, GgufOptions)
+        return ["gguf", "llama-cpp", opts.type.lower()] + (["imatrix"] if opts.uses_imatrix() else [])
 
     def serving_notes(self, opts: FormatOptions) -> list[str]:
         return [f"{opts.artifact}: llama.cpp (llama-server, llama-cpp-python) and Ollama; vLLM's GGUF support is experimental"]

@@ -177,6 +177,11 @@ class LlmCompressorBackend(Backend):
         g = f"g{w['group_size']}" if "group_size" in w else "per-channel"
         return f"{opts.format}: {w['type'].upper()}{w['num_bits']} {g} / {a} (compressed-tensors)"
 
+    def tags(self, opts: FormatOptions) -> list[str]:
+        extra = {"awq": ["awq", "int4", "w4a16"], "gptq": ["gptq", "int4", "w4a16"], "w8a8-int8": ["int8", "w8a8"],
+                 "fp8": ["fp8", "w8a8"], "w8a16": ["int8", "w8a16"]}.get(opts.format, [])
+        return ["compressed-tensors", "llmcompressor", *extra]
+
     def serving_notes(self, opts: FormatOptions) -> list[str]:
         cpu = "on CPU, transformers loads it by decompressing (emulation, no speed-up)"
         if isinstance(opts, Fp8Options):

@@ -1,15 +1,13 @@
-"""The run's results: one row per artifact (and the base model) from the manifest, written as
-results.json, results.md and results.png (quality vs size), and printed as a table.
+"""The run's results: one row per artifact (and the base model) from the manifest, as a markdown or
+console table. pipeline.report writes them to files with the plot.
 
-Works from the manifest on disk alone, so `python -m pipeline results RUN_DIR` can redo it."""
+Works from the manifest on disk alone, so `python -m pipeline report RUN_DIR` can redo it."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-COLUMNS = ("artifact", "format", "engine", "size MB", "ppl", "Δppl %", "KLD", "KLD p99", "top-1 %", "pp t/s", "tg t/s", "tg % roofline", "gates")
+COLUMNS = ("artifact", "format", "engine", "size MB", "ppl", "Δppl %", "KLD", "KLD p99", "top-1 %", "CPU pp t/s", "CPU tg t/s", "tg % roofline", "gates")
 
 
 def rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -38,7 +36,7 @@ def _describe(fmt: dict[str, Any]) -> str:
 
 def _row(name: str, fmt: str, info: dict[str, Any], gates: str) -> dict[str, Any]:
     cpu = (info.get("speed") or {}).get("cpu") or {}
-    return {"artifact": name, "format": fmt, "engine": info.get("engine"), "size_mb": _mb(info.get("size_bytes")),
+    return {"artifact": name, "format": fmt, "family": fmt.split()[0], "engine": info.get("engine"), "size_mb": _mb(info.get("size_bytes")),
             "ppl": info.get("ppl"), "ppl_increase_pct": info.get("ppl_increase_pct"), "kld": info.get("kld"), "kld_p99": info.get("kld_p99"),
             "top1_pct": info.get("top1_pct"), "pp_tps": (cpu.get("pp_tps") or {}).get("median"), "tg_tps": (cpu.get("tg_tps") or {}).get("median"),
             "roofline_pct": cpu.get("roofline_pct"), "tasks": info.get("tasks"), "gates": gates, "kld_method": info.get("kld_method")}
@@ -80,46 +78,6 @@ def markdown(table: list[dict[str, Any]]) -> str:
     method = next((r["kld_method"] for r in table if r.get("kld_method")), None)
     note = f"\nKLD: mean KL(base || artifact) per token in nats, over the base model's {method} distribution" if method else ""
     return "\n".join(lines) + "\n" + (note + (" (top-k tokens plus one bucket for the rest: a lower bound on the full KLD)" if method and method.startswith("top") else "") + "\n" if note else "")
-
-
-def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Quality (mean KLD, log scale) against size, one marker per artifact, decode speed as the label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    markers = "osD^v<>ph*XP"
-    for i, r in enumerate(x for x in table if x["size_mb"] is not None and x["kld"] is not None):
-        y = max(r["kld"], 1e-5)  # the base model sits at KLD 0: drawn at the axis floor
-        ax.scatter(r["size_mb"], y, marker=markers[i % len(markers)], s=70, label=f"{r['artifact']} ({r['format']})",
-                   color="red" if r["gates"].startswith("FAILED") else None)
-        speed = f"{r['tg_tps']:.1f} tok/s" if r["tg_tps"] else ""
-        ax.annotate(speed, (r["size_mb"], y), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    ax.set_yscale("log")
-    ax.set_xlabel("size on disk (MB)")
-    ax.set_ylabel("mean KL divergence vs base (nats/token, log)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write(run_dir: Path, manifest_name: str = "manifest.json") -> list[dict[str, Any]]:
-    manifest = json.loads((run_dir / manifest_name).read_text())
-    table = rows(manifest)
-    if not table:
-        return table
-    (run_dir / "results.json").write_text(json.dumps(table, indent=2))
-    (run_dir / "results.md").write_text(f"# {manifest['resolved']['name']}: results\n\n" + markdown(table))
-    try:
-        plot(table, run_dir / "results.png", f"{manifest['resolved']['name']}: quality vs size (label: decode tok/s, CPU)")
-    except ImportError:
-        pass  # matplotlib is optional; the table is the result
-    return table
 
 
 def print_table(table: list[dict[str, Any]], title: str) -> None:

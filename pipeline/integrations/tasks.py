@@ -26,7 +26,7 @@ def load_plan(recipe: str | Path, workdir: str | Path) -> Plan:
 
 def branch_of(stage_id: str) -> str | None:
     """The format a stage belongs to ("quantize[awq]" -> "awq"), or None for a shared stage."""
-    m = re.fullmatch(r"(?:quantize|evaluate)\[(.+)\]", stage_id)
+    m = re.fullmatch(r"(?:quantize|evaluate|package|publish)\[(.+)\]", stage_id)
     return m.group(1) if m else None
 
 
@@ -61,9 +61,8 @@ def finish(recipe: str, workdir: str) -> dict[str, Any]:
 
     plan = load_plan(recipe, workdir)
     manifest = execute(plan, quiet=True, only={s.id for s in plan.stages if plan.cached(s)})
-    if plan.recipe.evaluation.enabled:
-        from pipeline.evaluation import results
+    from pipeline.report import report
 
-        results.write(plan.run_dir)
+    report.write(plan.run_dir)
     return {"status": "ok" if len(manifest.records) == len(plan.stages) else "incomplete", "manifest": str(manifest.path),
             "stages": {r.id: r.status for r in manifest.records}}

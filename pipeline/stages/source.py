@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from pipeline import gguf_tokenizer
-from pipeline.cache import file_sha256, tree_sha256
+from pipeline.cache import file_sha256, link_or_copy, tree_sha256
 from pipeline.errors import RecipeError, StageError
 from pipeline.recipe import ModelSource, PackageFile
 
-VERSION = 2  # 2: byte-level BPE tokenizer repaired (gguf_tokenizer). Bump when the output of this stage changes for the same inputs
+VERSION = 3  # 2: byte-level BPE tokenizer repaired (gguf_tokenizer); 3: tokenizer eos from the GGUF. Bump when the output of this stage changes for the same inputs
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-KEEP = ("*.json", "*.safetensors", "*.jinja", "*.model", "*.tiktoken", "*.txt", "tokenizer*")
+KEEP = ("*.json", "*.safetensors", "*.jinja", "*.model", "*.tiktoken", "*.txt", "tokenizer*", "README.md")  # README: license for the card
 
 
 def package_file(ref: PackageFile) -> Path:
@@ -91,6 +90,14 @@ def model_config(src: ModelSource) -> dict[str, Any] | None:
     }
 
 
+def gguf_metadata(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Some metadata fields of a GGUF file (memory-mapped: the weights are not read)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    return {k: _gguf_field(reader, k) for k in keys}
+
+
 def _gguf_field(reader: Any, key: str) -> Any:
     field = reader.fields.get(key)
     if field is None:
@@ -123,16 +130,9 @@ def run(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
-    """Hard-link where the filesystem allows (big checkpoints), copy otherwise."""
     for p in src.rglob("*"):
-        if p.is_dir() or p.name.startswith("."):
-            continue
-        target = dst / p.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(p, target)
-        except OSError:
-            shutil.copy2(p, target)
+        if not p.is_dir() and not p.name.startswith("."):
+            link_or_copy(p, dst / p.relative_to(src))
 
 
 def _from_hub(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
@@ -169,6 +169,9 @@ def _from_gguf(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.to(getattr(torch, src.dtype))
+    eos = model.generation_config.eos_token_id
+    if isinstance(eos, int):  # transformers 5.17 sets the tokenizer's eos to the GGUF's bos; servers stop on it
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     repaired = gguf_tokenizer.repair(out, *gguf_tokenizer.gguf_vocab_kind(path))

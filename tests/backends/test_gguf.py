@@ -98,6 +98,17 @@ def test_gguf_metadata_and_generation(gguf_run, tiny_smol_model, qtype):
     assert reply["usage"]["completion_tokens"] > 0  # random weights: the text is noise, but llama.cpp ran the model
 
 
+def test_packages_get_the_servers_that_load_them(gguf_run):
+    from tests.helpers import check_serving
+
+    whole, split = gguf_run / "packages" / "gguf-q4_k_m", gguf_run / "packages" / "gguf-q2_k"
+    assert sorted(check_serving(whole / "serving")) == ["Modelfile", "k8s-llama-cpp.yaml", "llama-cpp-python.sh", "llama-server.sh", "vllm.sh", "vllm.yaml"]
+    assert sorted(check_serving(split / "serving")) == ["k8s-llama-cpp.yaml", "llama-cpp-python.sh", "llama-server.sh"]  # no split GGUF in vLLM/Ollama
+    assert "--model model-Q2_K-00001-of-" in (split / "serving" / "llama-server.sh").read_text()  # llama.cpp finds the other shards
+    files = json.loads((split / "manifest.json").read_text())["files"]
+    assert len([f for f in files if f.endswith(".gguf")]) == len(list((gguf_run / "artifacts" / "gguf-q2_k").glob("*.gguf")))
+
+
 def test_split_output_shards_load(gguf_run):
     from llama_cpp import Llama
 

@@ -33,6 +33,8 @@ def test_gate_failure_exits_1_and_names_gate_value_limit(evaluated):
     assert (run / "artifacts" / "fp8" / "config.json").exists()  # the artifact stays on disk
     rows = {r["artifact"]: r for r in json.loads((run / "results.json").read_text())}
     assert rows["fp8"]["gates"].startswith("FAILED: max_kld") and rows["w8a16"]["gates"] == "ok"
+    assert stages["package[fp8]"]["status"] == "skipped" and not (run / "packages" / "fp8").exists()  # nothing to ship
+    assert stages["package[w8a16]"]["status"] == "done" and (run / "packages" / "w8a16" / "README.md").exists()
 
 
 def test_stages_metrics_and_results(evaluated):
@@ -62,9 +64,11 @@ def test_looser_gate_passes_without_reevaluating(evaluated, tiny_model):
     proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"))
     assert proc.returncode == 0, proc.stderr
     stages = json.loads((tmp / "runs" / "tiny" / "manifest.json").read_text())["stages"]
-    assert {s["status"] for s in stages} == {"cached"}  # gates are checked on the cached metrics
-    proc = cli("results", str(tmp / "runs" / "tiny"))
-    assert proc.returncode == 0 and "w8a16" in proc.stdout
+    statuses = {s["id"]: s["status"] for s in stages}
+    assert statuses.pop("package[fp8]") == "done"  # skipped while fp8 failed its gate; now it ships
+    assert set(statuses.values()) == {"cached"}  # gates are checked on the cached metrics: nothing re-evaluated
+    proc = cli("report", str(tmp / "runs" / "tiny"))
+    assert proc.returncode == 0 and "w8a16" in proc.stdout and "report.html" in proc.stdout
 
 
 @pytest.mark.parametrize("evaluation,message", [

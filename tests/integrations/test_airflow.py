@@ -50,4 +50,5 @@ def test_airflow_dag_test(tmp_path, tiny_model):
     assert all("success" in i[2].lower() for i in out["instances"])
     for art in ("w8a16", "fp8"):
         assert (tmp_path / "runs" / "tiny" / "artifacts" / art / "config.json").exists()
+        assert (tmp_path / "runs" / "tiny" / "packages" / art / "README.md").exists()  # the branch packages its artifact too
     assert json.loads((tmp_path / "runs" / "tiny" / "manifest.json").read_text())["status"] == "ok"

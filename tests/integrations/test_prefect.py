@@ -39,11 +39,11 @@ def test_prefect_flow_builds_and_reuses(tmp_path, tiny_model):
     out = json.loads((tmp_path / "out.json").read_text())
     first, second = out["first"], out["second"]
     assert first["status"] == "ok" and not first["failed"]
-    assert set(first["tasks"]) == {"source", "quantize[w8a16]", "quantize[fp8]"}  # task per stage, named by stage and format
+    assert set(first["tasks"]) == {"source", "quantize[w8a16]", "quantize[fp8]", "package[w8a16]", "package[fp8]"}  # task per stage, named by stage and format
     assert {t["status"] for t in first["tasks"].values()} == {"done"}
     assert {t["status"] for t in second["tasks"].values()} == {"cached"}  # the second run reuses the cache
     assert first["tasks"]["quantize[fp8]"]["key"] == second["tasks"]["quantize[fp8]"]["key"]
     for art in ("w8a16", "fp8"):
         assert (tmp_path / "runs" / "tiny" / "artifacts" / art / "config.json").exists()
     manifest = json.loads((tmp_path / "runs" / "tiny" / "manifest.json").read_text())
-    assert [s["id"] for s in manifest["stages"]] == ["source", "quantize[w8a16]", "quantize[fp8]"]
+    assert [s["id"] for s in manifest["stages"]] == ["source", "quantize[w8a16]", "quantize[fp8]", "package[w8a16]", "package[fp8]"]

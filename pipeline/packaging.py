@@ -1,0 +1,66 @@
+"""The packaging part of the stage graph: a package stage per artifact (card, serving/, manifest) and,
+when publishing, a publish stage per artifact after it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from pipeline.backends import FORMATS
+from pipeline.errors import RecipeError
+from pipeline.recipe import Recipe
+from pipeline.stage import Stage
+from pipeline.stages import package, publish
+from pipeline.versions import versions
+
+
+def model_name(recipe: Recipe) -> str:
+    """{model} of publish.repo_template: the base model's name, known at plan time."""
+    return (recipe.package.base_model or recipe.model.hub or recipe.name).split("/")[-1]
+
+
+def repo_ids(recipe: Recipe) -> dict[str, str]:
+    """Hub repo per artifact, whenever the recipe says enough to name one (publishing on or not, so a
+    package's cache key does not change between `run` and `publish`)."""
+    spec = recipe.publish
+    if "{org}" in spec.repo_template and not spec.org:
+        return {}
+    return {o.artifact: publish.repo_id(spec, recipe.name, model_name(recipe), o.artifact) for o in recipe.formats}
+
+
+def _excerpt(recipe: Recipe, opts: Any, calibrated: bool) -> str:
+    doc: dict[str, Any] = {"model": recipe.model.model_dump(mode="json", exclude_none=True)}
+    if calibrated:
+        doc["calibration"] = recipe.calibration.model_dump(mode="json", exclude_none=True)
+    doc["formats"] = [opts.model_dump(mode="json", exclude_none=True)]
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def package_stages(recipe: Recipe, calibrated: list[Any], with_publish: bool) -> list[Stage]:
+    stages, repos = [], repo_ids(recipe)
+    if with_publish and not repos:
+        raise RecipeError("publishing needs publish.org: repo_template uses {org}", field=("publish", "org"))
+    for opts in recipe.formats:
+        backend, art = FORMATS[opts.format].backend, opts.artifact
+        q, ev = f"quantize[{art}]", f"evaluate[{art}]" if recipe.evaluation.enabled else None
+        seeds = {"calibration": recipe.calibration.seed} if opts in calibrated else {}
+        seeds |= {"evaluation": recipe.evaluation.seed} if ev else {}
+        job = package.PackageJob(
+            recipe_name=recipe.name, artifact=art, format=opts.format, kind=backend.kind, description=backend.describe(opts),
+            tags=backend.tags(opts), spec=recipe.package, recipe_excerpt=_excerpt(recipe, opts, opts in calibrated),
+            quantize_id=q, versions=backend.versions(), repo_id=repos.get(art), evaluate_id=ev,
+            bnb_quantize=getattr(backend, "tgi_quantize", lambda o: None)(opts), seeds=seeds)
+        deps = ["source", q] + (["calibration"] if opts in calibrated else []) + ([ev, "reference"] if ev else [])
+        stages.append(Stage(
+            id=f"package[{art}]", kind="package", label=f"package-{art}", describe="model card, serving configs, manifest",
+            config=job.config(), deps=deps, versions=versions(("huggingface_hub", "pyyaml", "jinja2")), artifact=art, link=f"packages/{art}",
+            run=lambda out, inputs, ctx, j=job: package.run(j, inputs, out, ctx)))
+        if with_publish:
+            spec, repo = recipe.publish, repos[art]
+            stages.append(Stage(
+                id=f"publish[{art}]", kind="publish", label=f"publish-{art}", describe=f"push to the Hub: {repo}",
+                config={"version": publish.VERSION, "repo": repo, "private": spec.private}, deps=[f"package[{art}]"],
+                versions=versions(("huggingface_hub",)), artifact=art,
+                run=lambda out, inputs, ctx, r=repo, p=f"package[{art}]": publish.run(spec, r, inputs[p], out, ctx)))
+    return stages

@@ -1,0 +1,72 @@
+"""The model card (README.md) of one packaged artifact: Hub metadata that `huggingface_hub.ModelCard`
+parses, the evaluation against the base model, copy-paste usage per serving target, and how it was made."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline import serving
+from pipeline.evaluation import results
+from pipeline.serving.tgi import MAINTENANCE
+
+PROJECT = "llm-quant-pipeline"
+
+
+def metadata(job: Any, artifact: serving.Artifact, license_: str | None) -> Any:
+    from huggingface_hub import ModelCardData
+
+    extra = {"quantized_by": job.spec.quantized_by} if job.spec.quantized_by else {}
+    base = {"base_model": artifact.base_model, "base_model_relation": "quantized"} if artifact.base_model else {}
+    tags = list(dict.fromkeys([*job.tags, "quantized", PROJECT, *job.spec.tags]))
+    return ModelCardData(license=license_, library_name="gguf" if artifact.kind == "gguf" else "transformers",
+                         pipeline_tag="text-generation", tags=tags, **base, **extra)
+
+
+def render(job: Any, artifact: serving.Artifact, targets: list[str], files: dict[str, dict[str, Any]],
+           evaluation: dict[str, Any] | None, calibration: dict[str, Any] | None, license_: str | None) -> str:
+    data = metadata(job, artifact, license_)
+    base = f"[{artifact.base_model}](https://huggingface.co/{artifact.base_model})" if artifact.base_model else "its base model (not named: set package.base_model)"
+    parts = [f"---\n{data.to_yaml()}\n---\n", f"# {artifact.served_model_name}\n",
+             f"{artifact.description}: a quantized {base}, made with {PROJECT} (`python -m pipeline run`) from the recipe below.\n",
+             _evaluation(evaluation, job.artifact), _usage(artifact, targets), _made(job, calibration), _files(files)]
+    return "\n".join(p for p in parts if p)
+
+
+def _evaluation(evaluation: dict[str, Any] | None, name: str) -> str:
+    if not evaluation:
+        return "## Evaluation\n\nNot evaluated: the recipe's `evaluation.enabled` was false.\n"
+    table = [results._row("base", "unquantized", evaluation["base"], "-"), results._row(name, name, evaluation["artifact"], "passed")]
+    return ("## Evaluation\n\nAgainst the unquantized model on the same held-out token ids (KLD and top-1 agreement of next-token "
+            "distributions), on CPU with this machine's engine for the format; speed is tokens/s on CPU.\n\n" + results.markdown(table))
+
+
+def _usage(a: serving.Artifact, targets: list[str]) -> str:
+    out = ["## Use it\n"]
+    if a.kind != "gguf":
+        out.append("vLLM is the recommended server. " + MAINTENANCE.split(";")[0] + ".\n")
+    for name in targets:
+        t = serving.TARGETS[name]
+        out.append(f"### {t.title}{' (experimental)' if t.experimental(a) else ''}\n\n{t.usage(a)}")
+    out.append("### Query it\n\nEvery server above speaks the OpenAI API:\n\n```python\nfrom openai import OpenAI\n\n"
+               f"client = OpenAI(base_url=\"http://127.0.0.1:{a.options['port']}/v1\", api_key=\"none\")\n"
+               f"reply = client.chat.completions.create(model=\"{a.served_model_name}\", messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}])\n"
+               "print(reply.choices[0].message.content)\n```\n")
+    return "\n".join(out)
+
+
+def _made(job: Any, calibration: dict[str, Any] | None) -> str:
+    out = ["## How it was made\n", f"Recipe `{job.recipe_name}` (the parts that made this artifact):\n", f"```yaml\n{job.recipe_excerpt}```\n"]
+    if calibration:
+        keys = ("source", "samples", "seq_len", "tokens", "seed", "chat_template", "packing")
+        out.append("Calibration: " + ", ".join(f"{k} {calibration[k]}" for k in keys if k in calibration) + ".\n")
+    else:
+        out.append("Calibration: none (a data-free scheme).\n")
+    if job.seeds:
+        out.append("Seeds: " + ", ".join(f"{k} {v}" for k, v in job.seeds.items()) + ".\n")
+    out.append("| library | version |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in job.versions.items()) + "\n")
+    return "\n".join(out)
+
+
+def _files(files: dict[str, dict[str, Any]]) -> str:
+    rows = "\n".join(f"| {rel} | {f['size'] / 1e6:.1f} | `{f['sha256'][:16]}` |" for rel, f in files.items())
+    return ("## Files\n\n`manifest.json` holds the full sha256 of every file.\n\n| file | MB | sha256 (first 16) |\n|---|---|---|\n" + rows + "\n")

@@ -1,0 +1,143 @@
+"""Package stage, one per artifact: what a user ships. The artifact's files (hard-linked, not copied),
+README.md (model card with Hub metadata), serving/ (one set of files per serving target) and
+manifest.json (sha256 and size of every file, recipe excerpt, versions, seeds, timings)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import serving
+from pipeline.cache import MARKER, file_sha256, link_or_copy
+from pipeline.recipe import PackageSpec
+
+VERSION = 1
+SKIP = {MARKER, "stage_info.json", "recipe.yaml"}  # llmcompressor's recipe.yaml does not load back: the card holds ours
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class PackageJob:
+    """Everything the stage knows at plan time (part of its cache key through `config()`)."""
+
+    recipe_name: str
+    artifact: str
+    format: str
+    kind: str  # pipeline.serving.KINDS
+    description: str
+    tags: list[str]
+    spec: PackageSpec
+    recipe_excerpt: str  # the recipe's model, calibration and format entry, as YAML
+    quantize_id: str
+    versions: dict[str, str]
+    repo_id: str | None = None
+    evaluate_id: str | None = None
+    bnb_quantize: str | None = None
+    seeds: dict[str, int] = field(default_factory=dict)
+
+    def config(self) -> dict[str, Any]:
+        return {"version": VERSION, "recipe": self.recipe_name, "artifact": self.artifact, "kind": self.kind, "tags": self.tags,
+                "spec": self.spec.model_dump(mode="json", exclude={"enabled"}), "excerpt": self.recipe_excerpt, "repo": self.repo_id}
+
+
+def run(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    from pipeline.report import card
+
+    src, art = inputs["source"], inputs[job.quantize_id]
+    ctx.status("linking the artifact's files")
+    for p in sorted(art.rglob("*")):
+        if p.is_file() and p.name not in SKIP:
+            link_or_copy(p, out / p.relative_to(art))  # hard links: no second copy of the weights
+    info = _json(art / "stage_info.json")
+    facts = source_facts(src)
+    base_model = job.spec.base_model or facts.get("base_model")
+    config = _json(src / "config.json")
+    artifact = serving.Artifact(
+        name=job.artifact, kind=job.kind, description=job.description,
+        served_model_name=job.spec.serving.served_model_name or f"{job.recipe_name}-{job.artifact}",
+        max_model_len=job.spec.serving.max_model_len or config.get("max_position_embeddings") or 4096,
+        size_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
+        gguf_file=(info.get("files") or [None])[0] if job.kind == "gguf" else None, gguf_shards=len(info.get("files") or []),
+        bnb_quantize=job.bnb_quantize, base_model=base_model, repo_id=job.repo_id,
+        chat_template=facts.get("chat_template"), special_tokens=facts.get("special_tokens", {}),
+        options=job.spec.serving.model_dump(mode="json"))
+    ctx.status("writing serving configs")
+    targets = serving.write(artifact, out, job.spec.serving.targets)
+    evaluation = _evaluation(inputs, job)
+    calibration = _json(inputs["calibration"] / "stats.json") if "calibration" in inputs else None
+    files = _hash_files(out, ctx)  # the weights and serving files; the card and this manifest come after
+    license_ = job.spec.license or facts.get("license")
+    (out / "README.md").write_text(card.render(job, artifact, targets, files, evaluation, calibration, license_))
+    files["README.md"] = {"size": (out / "README.md").stat().st_size, "sha256": file_sha256(out / "README.md")}
+    manifest = {"artifact": job.artifact, "format": job.format, "description": job.description, "base_model": base_model,
+                "license": license_, "repo_id": job.repo_id, "recipe": job.recipe_excerpt, "seeds": job.seeds,
+                "versions": job.versions, "quantize_seconds": info.get("seconds"), "serving": targets,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return {"files": len(files) + 1, "size_bytes": sum(f["size"] for f in files.values()), "serving": targets,
+            "base_model": base_model, "license": license_, "repo_id": job.repo_id}
+
+
+def publish_files(package: Path) -> list[Path]:
+    """The files a package consists of (what goes to the Hub): everything but the stage's bookkeeping."""
+    return sorted(p for p in package.rglob("*") if p.is_file() and p.name not in (MARKER, "stage_info.json"))
+
+
+def source_facts(source: Path) -> dict[str, Any]:
+    """License, base model and chat template of the source: its README front matter (Hub and local
+    sources), or the metadata of the GGUF it came from."""
+    info, tok = _json(source / "stage_info.json"), _json(source / "tokenizer_config.json")
+    license_, base_model = _readme_license(source / "README.md"), info.get("repo")
+    if info.get("gguf") and Path(info["gguf"]).is_file():
+        from pipeline.stages.source import gguf_metadata
+
+        meta = gguf_metadata(Path(info["gguf"]), ("general.license", "general.base_model.0.repo_url", "general.source.repo_url"))
+        license_ = license_ or meta["general.license"]
+        for url in (meta["general.base_model.0.repo_url"], meta["general.source.repo_url"]):
+            found = re.match(r"https://huggingface\.co/([\w.-]+/[\w.-]+)/?$", url or "")
+            base_model = base_model or (found.group(1) if found else None)
+    template = source / "chat_template.jinja"
+    return {"license": license_, "base_model": base_model,
+            "chat_template": template.read_text() if template.is_file() else tok.get("chat_template"),
+            "special_tokens": {k: _token(tok[k]) for k in ("bos_token", "eos_token") if tok.get(k)}}
+
+
+def _readme_license(readme: Path) -> str | None:
+    if not readme.is_file():
+        return None
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard(readme.read_text()).data.to_dict().get("license")
+    except Exception:  # noqa: BLE001 - a README without valid front matter names no license
+        return None
+
+
+def _token(t: Any) -> str:
+    return t.get("content", "") if isinstance(t, dict) else str(t)
+
+
+def _evaluation(inputs: dict[str, Path], job: PackageJob) -> dict[str, Any] | None:
+    if not job.evaluate_id or job.evaluate_id not in inputs:
+        return None
+    return {"artifact": _json(inputs[job.evaluate_id] / "metrics.json"), "base": _json(inputs["reference"] / "metrics.json")}
+
+
+def _hash_files(out: Path, ctx: Any) -> dict[str, dict[str, Any]]:
+    files = {}
+    for p in publish_files(out):
+        rel = str(p.relative_to(out))
+        ctx.status(f"sha256 {rel}")
+        files[rel] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
+    return files
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
