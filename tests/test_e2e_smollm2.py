@@ -68,7 +68,7 @@ def test_ctrl_c_and_sigkill_mid_stage_then_resume(smollm2_run):
     done = cli("-q", "run", str(recipe), "-w", str(workdir))
     assert done.returncode == 0, done.stderr
     statuses = {s["id"]: s["status"] for s in json.loads((run_dir / "manifest.json").read_text())["stages"]}
-    assert statuses == {"source": "done", "quantize[fp8]": "done", "quantize[w8a16]": "done"}
+    assert statuses == {"source": "done", "quantize[fp8]": "done", "quantize[w8a16]": "done", "package[fp8]": "done", "package[w8a16]": "done"}
     assert not (run_dir / ".tmp").exists() or not any((run_dir / ".tmp").iterdir())
 
 
