@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import yaml
@@ -31,8 +32,11 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 
 def manifests(a: Artifact, server: str, container: dict[str, Any], port: int, gpus: int, memory_gib: int) -> str:
-    name = f"{a.name}-{server}".lower().replace("_", "-").replace(".", "-")[:63]
-    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": a.served_model_name.lower()[:63].strip("-.") or "model"}
+    name = re.sub(r"[^a-z0-9-]+", "-", f"{a.served_model_name}-{server}".lower())[-63:].strip("-")  # a DNS-1123 label
+
+    def labels() -> dict[str, str]:  # a fresh dict per use: shared ones become YAML anchors
+        return {"app.kubernetes.io/name": name, "app.kubernetes.io/component": server}
+
     limits: dict[str, Any] = {"memory": f"{memory_gib}Gi"} | ({"nvidia.com/gpu": gpus} if gpus else {})
     container |= {
         "ports": [{"name": "http", "containerPort": port}],
@@ -47,11 +51,11 @@ def manifests(a: Artifact, server: str, container: dict[str, Any], port: int, gp
     volumes: list[dict[str, Any]] = [{"name": "model", "persistentVolumeClaim": {"claimName": f"{name}-model", "readOnly": True}}]
     if gpus:  # tensor-parallel workers talk through shared memory
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}})
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
-                  "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                           "template": {"metadata": {"labels": labels}, "spec": {"containers": [container], "volumes": volumes}}}}
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
-               "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels()},
+                  "spec": {"replicas": 1, "selector": {"matchLabels": labels()},
+                           "template": {"metadata": {"labels": labels()}, "spec": {"containers": [container], "volumes": volumes}}}}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels()},
+               "spec": {"selector": labels(), "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
     head = (f"# {server} for {a.name}: kubectl apply -f this file. The model is read from the PersistentVolumeClaim\n"
             f"# {name}-model, which must hold this package directory (weights, config, tokenizer) at its root.\n"
             f"# The Service exposes the OpenAI-compatible API on port 80 (/v1); HF_TOKEN comes from the optional secret hf-token.\n")

@@ -15,7 +15,7 @@ from pipeline import serving
 from pipeline.cache import MARKER, file_sha256, link_or_copy
 from pipeline.recipe import PackageSpec
 
-VERSION = 1
+VERSION = 2  # bump when the package's files change for the same inputs (2: Kubernetes object names)
 SKIP = {MARKER, "stage_info.json", "recipe.yaml"}  # llmcompressor's recipe.yaml does not load back: the card holds ours
 MANIFEST = "manifest.json"
 

@@ -44,7 +44,10 @@ def test_every_file_parses_for_its_tool(tmp_path, kind, expected):
     vllm = parsed["vllm.yaml"]
     assert vllm["max-model-len"] == 4096 and vllm["served-model-name"] == a.served_model_name and "quantization" not in vllm
     assert parsed["vllm.sh"][:4] == ["vllm", "serve", "--config", "serving/vllm.yaml"]
-    deployment, service = next(v for k, v in parsed.items() if k.startswith("k8s-"))
+    k8s = next(k for k in parsed if k.startswith("k8s-"))
+    deployment, service = parsed[k8s]
+    assert "&id" not in (tmp_path / "serving" / k8s).read_text()  # plain YAML, no anchors
+    assert deployment["metadata"]["name"] == f"demo-{kind}-{'llama-cpp' if kind == 'gguf' else 'vllm'}"
     pod = deployment["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert all(c[p]["httpGet"]["path"] == "/health" for p in ("readinessProbe", "livenessProbe", "startupProbe"))
