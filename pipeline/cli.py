@@ -207,7 +207,8 @@ def _print_dry_run(p) -> None:
         if s.kind != "publish" or not p.cached(p.stage(s.deps[0])):
             continue
         files = publish.listing(p.stage(s.deps[0]).path)
-        table = Table(title=f"{s.config['repo']} ({visibility}): {len(files)} files, {sum(n for _, n in files) / 1e6:.1f} MB", title_justify="left")
+        out.print(f"[bold]{escape(s.config['repo'])}[/] ({visibility}): {len(files)} files, {sum(n for _, n in files) / 1e6:.1f} MB", soft_wrap=True)
+        table = Table()
         table.add_column("file")
         table.add_column("bytes", justify="right")
         for name, size in files:
