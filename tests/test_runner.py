@@ -26,6 +26,9 @@ def test_rerun_is_cached_and_option_change_reruns_only_that_branch(tiny_model, t
     assert first == {"source": "done", "calibration": "done", "quantize[gptq]": "done", "quantize[w8a8-int8]": "done", "quantize[fp8]": "done",
                      "package[gptq]": "done", "package[w8a8-int8]": "done", "package[fp8]": "done"}
 
+    report = (workdir / "tiny" / "report.md").read_text()  # written without evaluation too: packages and stage timings
+    assert "Not evaluated" in report and "| gptq | done | packages/gptq |" in report and "| quantize[fp8] | done |" in report
+
     assert cli("-q", "run", str(recipe), "-w", str(workdir)).returncode == 0
     assert set(_statuses(manifest).values()) == {"cached"}
 
