@@ -16,13 +16,13 @@ def rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     ref = stages.get("reference")
     if ref and ref.get("info"):
-        out.append(_row("base", "unquantized (float32)", ref["info"], "ok"))
+        out.append(row("base", "unquantized (float32)", ref["info"], "ok"))
     for name, fmt in formats.items():
         ev = stages.get(f"evaluate[{name}]")
         if not ev:
             continue
         status = {"done": "ok", "cached": "ok", "failed-gates": "FAILED: " + (ev.get("error") or "")}.get(ev["status"], ev["status"])
-        out.append(_row(name, _describe(fmt), ev.get("info") or {}, status))
+        out.append(row(name, _describe(fmt), ev.get("info") or {}, status))
     return out
 
 
@@ -34,7 +34,7 @@ def _describe(fmt: dict[str, Any]) -> str:
     return f"gguf {fmt['type']}" if fmt["format"] == "gguf" else fmt["format"]
 
 
-def _row(name: str, fmt: str, info: dict[str, Any], gates: str) -> dict[str, Any]:
+def row(name: str, fmt: str, info: dict[str, Any], gates: str) -> dict[str, Any]:
     cpu = (info.get("speed") or {}).get("cpu") or {}
     return {"artifact": name, "format": fmt, "family": fmt.split()[0], "engine": info.get("engine"), "size_mb": _mb(info.get("size_bytes")),
             "ppl": info.get("ppl"), "ppl_increase_pct": info.get("ppl_increase_pct"), "kld": info.get("kld"), "kld_p99": info.get("kld_p99"),
@@ -46,7 +46,7 @@ def _mb(n: int | None) -> float | None:
     return None if n is None else round(n / 1e6, 1)
 
 
-def _cells(r: dict[str, Any]) -> list[str]:
+def _fixed_cells(r: dict[str, Any]) -> list[str]:
     f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     return [r["artifact"], r["format"], r["engine"] or "-", f(r["size_mb"], 1), f(r["ppl"], 3), f(r["ppl_increase_pct"]), f(r["kld"], 4),
             f(r["kld_p99"], 3), f(r["top1_pct"], 1), f(r["pp_tps"], 1), f(r["tg_tps"], 1), f(r["roofline_pct"], 0), r["gates"]]
@@ -68,13 +68,20 @@ def _task_cells(r: dict[str, Any], cols: list[tuple[str, str]]) -> list[str]:
     return ["-" if v is None else f"{v:.3f}" for v in vals]
 
 
+def header(table: list[dict[str, Any]]) -> list[str]:
+    """Column names: the fixed ones, one per lm-eval task, then gates."""
+    return list(COLUMNS[:-1]) + [f"{t} {m.split(',')[0]}" for t, m in task_columns(table)] + [COLUMNS[-1]]
+
+
+def cells(r: dict[str, Any], table: list[dict[str, Any]]) -> list[str]:
+    """One row's cells, in header(table)'s order."""
+    fixed = _fixed_cells(r)
+    return fixed[:-1] + _task_cells(r, task_columns(table)) + fixed[-1:]
+
+
 def markdown(table: list[dict[str, Any]]) -> str:
-    tasks = task_columns(table)
-    header = list(COLUMNS[:-1]) + [f"{t} {m.split(',')[0]}" for t, m in tasks] + [COLUMNS[-1]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in table:
-        cells = _cells(r)
-        lines.append("| " + " | ".join(cells[:-1] + _task_cells(r, tasks) + cells[-1:]) + " |")
+    head = header(table)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(cells(r, table)) + " |" for r in table]
     method = next((r["kld_method"] for r in table if r.get("kld_method")), None)
     note = f"\nKLD: mean KL(base || artifact) per token in nats, over the base model's {method} distribution" if method else ""
     return "\n".join(lines) + "\n" + (note + (" (top-k tokens plus one bucket for the rest: a lower bound on the full KLD)" if method and method.startswith("top") else "") + "\n" if note else "")
@@ -86,12 +93,11 @@ def print_table(table: list[dict[str, Any]], title: str) -> None:
 
     from pipeline.console import out
 
-    tasks = task_columns(table)
     t = Table(title=title, title_justify="left")
-    for c in list(COLUMNS[:-1]) + [f"{t_} {m.split(',')[0]}" for t_, m in tasks] + [COLUMNS[-1]]:
+    for c in header(table):
         t.add_column(escape(c), justify="right" if c not in ("artifact", "format", "engine", "gates") else "left")
     for r in table:
-        cells = [escape(c) for c in _cells(r)]
-        gate = f"[red]{cells[-1]}[/]" if r["gates"].startswith("FAILED") else f"[green]{cells[-1]}[/]"
-        t.add_row(*cells[:-1], *_task_cells(r, tasks), gate)
+        row_cells = [escape(c) for c in cells(r, table)]
+        color = "red" if r["gates"].startswith("FAILED") else "green"
+        t.add_row(*row_cells[:-1], f"[{color}]{row_cells[-1]}[/]")
     out.print(t)

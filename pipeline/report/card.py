@@ -35,7 +35,7 @@ def render(job: Any, artifact: serving.Artifact, targets: list[str], files: dict
 def _evaluation(evaluation: dict[str, Any] | None, name: str) -> str:
     if not evaluation:
         return "## Evaluation\n\nNot evaluated: the recipe's `evaluation.enabled` was false.\n"
-    table = [results._row("base", "unquantized", evaluation["base"], "-"), results._row(name, name, evaluation["artifact"], "passed")]
+    table = [results.row("base", "unquantized", evaluation["base"], "-"), results.row(name, name, evaluation["artifact"], "passed")]
     return ("## Evaluation\n\nAgainst the unquantized model on the same held-out token ids (KLD and top-1 agreement of next-token "
             "distributions), on CPU with this machine's engine for the format; speed is tokens/s on CPU.\n\n" + results.markdown(table))
 

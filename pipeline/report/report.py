@@ -82,10 +82,7 @@ def _html(manifest: dict[str, Any], table: list[dict[str, Any]], plot: Path | No
     parts = [f"<h1>{name}: run report</h1>", f"<p>Recipe <code>{html.escape(manifest['recipe_file'])}</code>, status "
              f"<b>{html.escape(manifest['status'])}</b>.</p>", "<h2>Quality, size and speed</h2>"]
     if table:
-        tasks = results.task_columns(table)
-        header = list(results.COLUMNS[:-1]) + [f"{t} {m.split(',')[0]}" for t, m in tasks] + [results.COLUMNS[-1]]
-        rows = [(c := results._cells(r))[:-1] + results._task_cells(r, tasks) + c[-1:] for r in table]
-        parts.append(_html_table(header, rows))
+        parts.append(_html_table(results.header(table), [results.cells(r, table) for r in table]))
     else:
         parts.append("<p>Not evaluated (evaluation.enabled: false).</p>")
     if plot:  # inline, so the file is self-contained
