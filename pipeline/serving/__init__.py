@@ -34,10 +34,6 @@ class Artifact:
     special_tokens: dict[str, str] = field(default_factory=dict)  # bos_token / eos_token strings for the template
     options: dict[str, Any] = field(default_factory=dict)  # the recipe's package.serving section
 
-    @property
-    def needs_gpu(self) -> bool:
-        return self.kind != "gguf"
-
 
 class ServingTarget:
     name: ClassVar[str]

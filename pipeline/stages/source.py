@@ -3,6 +3,7 @@ HF checkpoint (safetensors, config.json, tokenizer, chat template) that transfor
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import shutil
@@ -92,9 +93,17 @@ def model_config(src: ModelSource) -> dict[str, Any] | None:
 
 def gguf_metadata(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
     """Some metadata fields of a GGUF file (memory-mapped: the weights are not read)."""
+    stat = path.stat()
+    return dict(_gguf_metadata(str(path), stat.st_size, stat.st_mtime_ns, keys))
+
+
+@functools.lru_cache(maxsize=8)
+def _gguf_metadata(path: str, size: int, mtime_ns: int, keys: tuple[str, ...]) -> dict[str, Any]:
+    # Parsing a GGUF's metadata takes seconds (the whole vocabulary is read): one parse serves every
+    # package stage of a run. Size and mtime in the key: a replaced file is read again.
     from gguf import GGUFReader
 
-    reader = GGUFReader(str(path))
+    reader = GGUFReader(path)
     return {k: _gguf_field(reader, k) for k in keys}
 
 
