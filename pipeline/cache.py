@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipeline.fingerprint import sha256_file as file_sha256  # noqa: F401  (outputs we wrote: hashed as they are)
+
 MARKER = ".stage.json"
 TMP = ".tmp"
 
@@ -23,25 +25,6 @@ TMP = ".tmp"
 def stable_hash(obj: Any) -> str:
     data = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def tree_sha256(root: Path) -> str:
-    """Hash of every file's relative path and content, so a local model dir is keyed by what it holds."""
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
-        rel = p.relative_to(root).as_posix()
-        if rel.startswith(".cache/") or rel == MARKER:
-            continue
-        h.update(rel.encode() + b"\0" + file_sha256(p).encode() + b"\0")
-    return h.hexdigest()
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

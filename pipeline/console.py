@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
-
 import logging
 import os
 import resource
@@ -11,9 +9,10 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 # Piped output (CI logs, files) gets a wide fixed width: tables would otherwise be cut to 80 columns.
@@ -40,58 +39,85 @@ def stage_progress(quiet: bool) -> Progress:
 
 @dataclass
 class StageContext:
-    """What a stage function gets besides its inputs: a way to report progress, and recipe-wide flags."""
+    """What a stage function gets besides its inputs: a way to report progress, and recipe-wide flags.
+
+    `report` shows a status line: the progress display when the stage runs in the runner's process,
+    a pipe to the runner when it runs in a stage worker (pipeline.worker)."""
 
     stage_id: str
-    progress: Progress
-    task: Any
+    report: Callable[[str], None] = lambda message: None
     trust_remote_code: bool = False
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeline.stage"))
 
     def status(self, message: str) -> None:
         self.log.info(message)
-        self.progress.update(self.task, description=f"[bold]{escape(self.stage_id)}[/]  {message}")
+        self.report(message)
+
+
+def progress_reporter(progress: Progress, task: Any, stage_id: str) -> Callable[[str], None]:
+    return lambda message: progress.update(task, description=f"[bold]{escape(stage_id)}[/]  {escape(message)}")
+
+
+def log_to_file(path: Path, verbose: bool) -> logging.Handler:
+    """Send every log record to the stage's log file (appending: the runner and its worker share it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    if verbose and not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    return handler
 
 
 @contextmanager
 def stage_log(path: Path, verbose: bool) -> Iterator[None]:
     """Everything logged while a stage runs goes to its own file (and to the console with -v)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="w")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.addHandler(handler)
-    old_level = root.level
-    root.setLevel(logging.INFO)
+    old_level, old_handlers = root.level, list(root.handlers)
+    handler = log_to_file(path, verbose)
     try:
         yield
     finally:
-        root.removeHandler(handler)
+        for h in root.handlers[:]:
+            if h not in old_handlers:
+                root.removeHandler(h)
         root.setLevel(old_level)
         handler.close()
 
 
-@contextmanager
-def peak_rss(result: dict[str, float]) -> Iterator[None]:
-    """Peak resident memory (MB) while the block runs, this process and its children.
+class RunnerMemory:
+    """Peak resident memory of this (the runner's) process: per inline stage, and over the whole run.
 
     Linux lets a process reset its own high-water mark (clear_refs 5), which makes the figure per
-    stage rather than per process; elsewhere it is the process peak so far."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    try:
-        yield
-    finally:
-        result["peak_rss_mb"] = round(max(_vmhwm_kb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024, 1)
+    stage; the run's peak is kept across those resets. Stage workers are measured by wait4 instead."""
+
+    def __init__(self) -> None:
+        self.run_peak_mb = vmhwm_mb()
+
+    @contextmanager
+    def stage(self, result: dict[str, float]) -> Iterator[None]:
+        self.run_peak_mb = max(self.run_peak_mb, vmhwm_mb())
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+        try:
+            yield
+        finally:
+            result["peak_rss_mb"] = vmhwm_mb()
+            self.run_peak_mb = max(self.run_peak_mb, result["peak_rss_mb"])
+
+    def peak_mb(self) -> float:
+        return max(self.run_peak_mb, vmhwm_mb())
 
 
-def _vmhwm_kb() -> int:
+def vmhwm_mb() -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1])
+                return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

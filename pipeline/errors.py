@@ -27,3 +27,10 @@ def dotted(loc: tuple) -> str:
 
 class StageError(Exception):
     """A stage failed for a reason we can state in one line (the log file has the details)."""
+
+
+def one_line(e: BaseException) -> str:
+    """A failure as the one line the user sees; the stage log has the traceback."""
+    text = " ".join(str(e).split())
+    text = text if len(text) <= 400 else text[:400] + "..."
+    return text if isinstance(e, (StageError, RecipeError)) else f"{type(e).__name__}: {text}"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.errors import RecipeError
+from pipeline.fingerprint import cache_root
 
 VERSION = "0.3.36"  # llama-cpp-python sdist; its vendor/llama.cpp is the llama.cpp we build
 TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-server", "llama-bench", "llama-gguf-split")
@@ -54,8 +55,7 @@ def build_key() -> str:
 
 
 def home() -> Path:
-    base = Path(os.environ.get("LLM_PIPELINE_CACHE", Path.home() / ".cache" / "llm-quant-pipeline"))
-    return base / f"llama.cpp-{VERSION}-{build_key()}"
+    return cache_root() / f"llama.cpp-{VERSION}-{build_key()}"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.cache import file_sha256, write_json_atomic
 from pipeline.plan import Plan
@@ -37,6 +37,7 @@ class Manifest:
         self.started = time.time()
         self.records: list[StageRecord] = []
         self.status = "running"
+        self.runner: Callable[[], float] | None = None  # the runner process's peak RSS so far (MB)
 
     def add(self, record: StageRecord) -> None:
         self.records.append(record)
@@ -60,6 +61,7 @@ class Manifest:
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "seconds": round(time.time() - self.started, 2),
             "environment": environment(),
+            "runner_peak_rss_mb": self.runner() if self.runner else None,  # the parent process; stages report their workers' own
             "stages": [asdict(r) for r in self.records],
             "pending": [s.id for s in p.stages if s.id not in {r.id for r in self.records}],
             "stage_versions": {s.id: s.versions for s in p.stages},

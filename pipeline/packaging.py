@@ -37,30 +37,31 @@ def _excerpt(recipe: Recipe, opts: Any, calibrated: bool) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def package_stages(recipe: Recipe, calibrated: list[Any], with_publish: bool) -> list[Stage]:
+def package_stages(recipe: Recipe, calibrated: list[Any], with_publish: bool, stage_ids: list[str]) -> list[Stage]:
     stages, repos = [], repo_ids(recipe)
     if with_publish and not repos:
         raise RecipeError("publishing needs publish.org: repo_template uses {org}", field=("publish", "org"))
     for opts in recipe.formats:
         backend, art = FORMATS[opts.format].backend, opts.artifact
         q, ev = f"quantize[{art}]", f"evaluate[{art}]" if recipe.evaluation.enabled else None
+        floor = f"floor[{backend.engine}]" if f"floor[{backend.engine}]" in stage_ids else None
         seeds = {"calibration": recipe.calibration.seed} if opts in calibrated else {}
         seeds |= {"evaluation": recipe.evaluation.seed} if ev else {}
         job = package.PackageJob(
             recipe_name=recipe.name, artifact=art, format=opts.format, kind=backend.kind, description=backend.describe(opts),
             tags=backend.tags(opts), spec=recipe.package, recipe_excerpt=_excerpt(recipe, opts, opts in calibrated),
             quantize_id=q, versions=backend.versions(), repo_id=repos.get(art), evaluate_id=ev,
-            bnb_quantize=getattr(backend, "tgi_quantize", lambda o: None)(opts), seeds=seeds)
-        deps = ["source", q] + (["calibration"] if opts in calibrated else []) + ([ev, "reference"] if ev else [])
+            bnb_quantize=getattr(backend, "tgi_quantize", lambda o: None)(opts), seeds=seeds, floor_id=floor)
+        deps = ["source", q] + (["calibration"] if opts in calibrated else []) + ([ev, "reference"] if ev else []) + ([floor] if floor else [])
         stages.append(Stage(
             id=f"package[{art}]", kind="package", label=f"package-{art}", describe="model card, serving configs, manifest",
-            config=job.config(), deps=deps, versions=versions(("huggingface_hub", "pyyaml", "jinja2")), artifact=art, link=f"packages/{art}",
+            config=job.config(), deps=deps, versions=versions(("huggingface_hub", "pyyaml", "jinja2")), artifact=art, link=f"packages/{art}", inline=True,
             run=lambda out, inputs, ctx, j=job: package.run(j, inputs, out, ctx)))
         if with_publish:
             spec, repo = recipe.publish, repos[art]
             stages.append(Stage(
                 id=f"publish[{art}]", kind="publish", label=f"publish-{art}", describe=f"push to the Hub: {repo}",
                 config={"version": publish.VERSION, "repo": repo, "private": spec.private}, deps=[f"package[{art}]"],
-                versions=versions(("huggingface_hub",)), artifact=art,
+                versions=versions(("huggingface_hub",)), artifact=art, inline=True,
                 run=lambda out, inputs, ctx, r=repo, p=f"package[{art}]": publish.run(spec, r, inputs[p], out, ctx)))
     return stages

@@ -13,12 +13,12 @@ from typing import Any
 from pipeline.backends import FORMATS
 from pipeline.cache import is_finished, stable_hash, stage_dir
 from pipeline.errors import RecipeError
-from pipeline.recipe import Recipe
-from pipeline.recipe_loader import line_of
 from pipeline.evaluation.plan import check_evaluation, evaluation_stages
 from pipeline.packaging import package_stages
-from pipeline.stages import calibration, quantize, source
+from pipeline.recipe import Recipe
+from pipeline.recipe_loader import line_of
 from pipeline.stage import Stage
+from pipeline.stages import calibration, quantize, source, source_checks
 from pipeline.versions import versions
 
 SOURCE_PACKAGES = ("transformers", "torch", "gguf", "huggingface_hub", "safetensors")
@@ -33,6 +33,9 @@ class Plan:
     stages: list[Stage]
     model_config: dict[str, Any] | None
     serving: list[str] = field(default_factory=list)  # where each artifact can be served
+    notes: list[str] = field(default_factory=list)  # checks that could not run (e.g. offline), one line each
+    with_calibration: bool = False  # how it was built: a stage worker rebuilds the same plan
+    with_publish: bool = False
 
     def stage(self, stage_id: str) -> Stage:
         return next(s for s in self.stages if s.id == stage_id)
@@ -61,10 +64,10 @@ def build_plan(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibratio
         raise
 
 
-def _check(recipe: Recipe, base: Path, with_calibration: bool) -> tuple[dict[str, Any] | None, list[Any]]:
-    """Cheap feasibility checks, run before any hashing of big files: (model config, formats needing calibration)."""
-    source.check(recipe.model)
-    config = source.model_config(recipe.model)
+def _check(recipe: Recipe, base: Path, with_calibration: bool) -> tuple[dict[str, Any] | None, list[Any], list[str]]:
+    """Cheap feasibility checks, run before any hashing of big files: (model config, formats needing calibration, notes)."""
+    source_checks.check(recipe.model)
+    config, note = source_checks.model_config(recipe.model)
     for i, opts in enumerate(recipe.formats):
         backend = FORMATS[opts.format].backend
         missing = backend.missing()
@@ -77,12 +80,12 @@ def _check(recipe: Recipe, base: Path, with_calibration: bool) -> tuple[dict[str
     needs = [o for o in recipe.formats if FORMATS[o.format].backend.needs_calibration(o)]
     if needs or with_calibration:
         calibration.check(recipe.calibration, base, config)
-    return config, needs
+    return config, needs, [note] if note else []
 
 
 def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool, with_publish: bool) -> Plan:
     spec, base = recipe.calibration, recipe_path.parent
-    config, needs = _check(recipe, base, with_calibration)
+    config, needs, notes = _check(recipe, base, with_calibration)
     stages = [Stage(
         id="source", kind="source", label="source", describe=_describe_source(recipe),
         config={"version": source.VERSION, **source.fingerprint(recipe.model)}, deps=[],
@@ -104,16 +107,17 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
         stages.append(Stage(
             id=f"quantize[{opts.artifact}]", kind="quantize", label=f"quantize-{opts.artifact}",
             describe=backend.describe(opts), artifact=opts.artifact, link=f"artifacts/{opts.artifact}",
-            config={"version": quantize.VERSION, "backend": backend.name, "options": opts.model_dump(mode="json", exclude={"name", "gates"})},
+            config={"version": quantize.VERSION, "backend": backend.name, "options": opts.model_dump(mode="json", exclude={"name", "gates"}),
+                    "content": backend.content(opts)},
             deps=deps, versions=backend.versions(),
             run=lambda out, inputs, ctx, o=opts: quantize.run(o, inputs, out, ctx),
         ))
     if recipe.evaluation.enabled:
-        stages += evaluation_stages(recipe, base)
+        stages += evaluation_stages(recipe, base, [s.id for s in stages])
     if with_publish and not recipe.package.enabled:
         raise RecipeError("publishing needs the packages: set package.enabled: true", field=("package", "enabled"))
     if recipe.package.enabled:
-        stages += package_stages(recipe, needs, with_publish)
+        stages += package_stages(recipe, needs, with_publish, [s.id for s in stages])
     run_dir = workdir / recipe.name
     keys: dict[str, str] = {}
     for s in stages:
@@ -121,7 +125,7 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
         s.path = stage_dir(run_dir, s.label, s.key)
         keys[s.id] = s.key
     serving = [n for o in recipe.formats for n in FORMATS[o.format].backend.serving_notes(o)]
-    return Plan(recipe, recipe_path, run_dir, stages, config, serving=serving)
+    return Plan(recipe, recipe_path, run_dir, stages, config, serving=serving, notes=notes, with_calibration=with_calibration, with_publish=with_publish)
 
 
 def _describe_source(recipe: Recipe) -> str:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import string
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from pipeline.backends import FORMATS, NAME_RE
 from pipeline.gates import GatesSpec
+
 HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -18,6 +20,22 @@ def _hub_repo_id(v: str | None) -> str | None:
     if v is not None and not HUB_REPO_RE.match(v):
         raise ValueError(f"{v!r} is not a Hub repo id of the form 'org/name'")
     return v
+
+
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+SERVED_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+
+
+def _printable(value: Any, where: str) -> Any:
+    """Values that end up in generated files (env files, scripts, YAML, cards) hold no control
+    characters: a newline in a tgi_args value would add a line, e.g. a second MODEL_ID, to tgi.env."""
+    leaves = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    for leaf in leaves:
+        if isinstance(leaf, (dict, list)):
+            _printable(leaf, where)
+        elif isinstance(leaf, str) and CONTROL_RE.search(leaf):
+            raise ValueError(f"{where}: {leaf!r} contains a control character (newline, tab, ...): it would change the generated files")
+    return value
 
 
 class Strict(BaseModel):
@@ -127,12 +145,14 @@ class CalibrationSpec(Strict):
 
 
 class SpeedSpec(Strict):
-    """Prefill and decode throughput in the artifact's serving engine (llama.cpp for GGUF, else transformers)."""
+    """Prefill and decode throughput in the artifact's serving engine, repeated until it settles."""
 
     enabled: bool = True
     prompt_tokens: PositiveInt = 128
     decode_tokens: PositiveInt = 32
-    repeats: PositiveInt = 3
+    repeats: PositiveInt = Field(3, description="samples that must agree (within tolerance) for a figure to count as settled")
+    tolerance: float = Field(0.10, gt=0, lt=1, description="settled: the last `repeats` samples within ±tolerance of their median")
+    budget_s: PositiveFloat = Field(60, description="stop repeating after this many seconds; an unsettled figure is marked noisy")
     warmup: NonNegativeInt = 1
     threads: PositiveInt | None = Field(None, description="CPU threads (default: all cores)")
 
@@ -145,9 +165,12 @@ class EvaluationSpec(Strict):
     windows: PositiveInt = 8
     context: PositiveInt = 512
     seed: NonNegativeInt = 0
-    max_logits_mb: PositiveInt = Field(256, description="keep the base model's full distributions up to this size, else its top-k")
-    top_k: PositiveInt = Field(256, description="log-probs kept per token when the full distributions are too big")
-    tasks: list[str] = Field(default_factory=list, description="lm-eval task names (local YAMLs in eval/tasks work offline)")
+    kld: Literal["exact", "top-k"] = Field("exact", description="exact: the base's full log-probs on disk (float16); top-k: a lower bound, small on disk")
+    top_k: PositiveInt = Field(256, description="log-probs kept per token with kld: top-k")
+    score: Literal["all", "second-half"] = Field("all", description="positions scored: all, or the second half of each window (llama-perplexity's convention)")
+    floor: bool = Field(True, description="also evaluate the unquantized model in every other engine that serves an artifact (its floor)")
+    tasks: list[str] = Field(default_factory=list, description="lm-eval task names (local YAMLs in eval/tasks or task_dirs work offline)")
+    task_dirs: list[Path] = Field(default_factory=list, description="more directories of lm-eval task YAMLs (relative to the recipe)")
     task_limit: PositiveInt | None = Field(None, description="lm-eval `limit`: items per task")
     speed: SpeedSpec = Field(default_factory=SpeedSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
@@ -163,7 +186,7 @@ class ServingSpec(Strict):
     """Settings of the generated serving configs (serving/ in every package)."""
 
     targets: list[str] | None = Field(None, description="serving targets to write (default: every one that can serve the artifact)")
-    served_model_name: str | None = Field(None, description="name clients ask for (default: <recipe name>-<artifact>)")
+    served_model_name: str | None = Field(None, pattern=SERVED_NAME_RE, description="name clients ask for (default: <recipe name>-<artifact>)")
     max_model_len: PositiveInt | None = Field(None, description="context length to serve (default: the model's own)")
     port: int = Field(8000, ge=1, le=65535)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM's share of GPU memory")
@@ -191,11 +214,21 @@ class ServingSpec(Strict):
         problems = argnames.unknown("vllm" if info.field_name == "vllm_args" else "tgi", [k.removeprefix("--") for k in v])
         if problems:
             raise ValueError(problems[0])
+        if info.field_name == "tgi_args":  # an env file holds one plain value per line
+            bad = [k for k, val in v.items() if not isinstance(val, (str, int, float, bool))]
+            if bad:
+                raise ValueError(f"{bad[0]!r}: a TGI option takes one plain value (it becomes a line of tgi.env)")
+        _printable(v, "value")
         return {k.removeprefix("--"): val for k, val in v.items()}
 
 
 class PackageSpec(Strict):
     """Per artifact: the weights, a model card (README.md), manifest.json of file hashes, serving/ configs."""
+
+    @field_validator("quantized_by", "license", "tags")
+    @classmethod
+    def _plain(cls, v: Any, info: Any) -> Any:
+        return _printable(v, info.field_name)
 
     enabled: bool = True
     quantized_by: str | None = Field(None, description="who made it (card metadata)")
@@ -219,9 +252,19 @@ class PublishSpec(Strict):
     def _template(self) -> "PublishSpec":
         fields = {"org": self.org or "ORG", "model": "m", "format": "f", "name": "n"}
         try:
-            repo = self.repo_template.format(**fields)
-        except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"repo_template {self.repo_template!r}: unknown field {e}; use {{org}}, {{model}}, {{format}}, {{name}}") from None
+            parts = list(string.Formatter().parse(self.repo_template))
+        except ValueError as e:
+            raise ValueError(f"repo_template {self.repo_template!r}: {e}") from None
+        for _, field, spec, conversion in parts:
+            if field is None:
+                continue
+            # Plain names only: str.format would follow "{org.__class__}" or "{org[0]}" into Python objects.
+            if spec or conversion or not re.fullmatch(r"[a-z]+", field):
+                raise ValueError(f"repo_template {self.repo_template!r}: {{{field}{'!' + conversion if conversion else ''}"
+                                 f"{':' + spec if spec else ''}}} is not allowed; use {{org}}, {{model}}, {{format}}, {{name}}")
+            if field not in fields:
+                raise ValueError(f"repo_template {self.repo_template!r}: unknown field {field!r}; use {{org}}, {{model}}, {{format}}, {{name}}")
+        repo = self.repo_template.format(**fields)
         if not HUB_REPO_RE.match(repo):
             raise ValueError(f"repo_template {self.repo_template!r} does not make a Hub repo id 'org/name'")
         if self.enabled and "{org}" in self.repo_template and not self.org:

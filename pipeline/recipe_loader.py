@@ -28,18 +28,31 @@ def line_of(path: str | Path, loc: tuple) -> int | None:
     return _line_of(node, loc, want_key=False) if node is not None and loc else None
 
 
+MAX_BYTES = 1_000_000  # a recipe is a page of YAML; anything bigger is not one
+MAX_NODES = 100_000  # after alias expansion: "billion laughs" recipes are refused before they expand
+MAX_DEPTH = 64
+
+
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     shown = str(path)
     try:
-        text = path.read_text()
+        if path.is_file() and path.stat().st_size > MAX_BYTES:
+            raise RecipeError(f"recipe is {path.stat().st_size:,} bytes; a recipe is at most {MAX_BYTES:,}", file=shown)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError("recipe file not found", file=shown) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"cannot read recipe: {e}", file=shown) from None
+    except UnicodeDecodeError:
+        raise RecipeError("not a text file (a recipe is UTF-8 YAML)", file=shown) from None
+    except OSError as e:
+        raise RecipeError(f"cannot read recipe: {e.strerror or e}", file=shown) from None
     try:
+        _check_depth(text, shown)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_size(node, shown)
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise RecipeError(f"YAML nested too deeply (more than {MAX_DEPTH} levels)", file=shown) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -58,6 +71,43 @@ def load_recipe(path: str | Path) -> Recipe:
     return _resolve_paths(recipe, path.parent)
 
 
+def _check_depth(text: str, file: str) -> None:
+    """Deep nesting is refused from the event stream, before the (recursive) composer sees it."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise RecipeError(f"YAML nested too deeply (more than {MAX_DEPTH} levels)", file=file, line=event.start_mark.line + 1)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _check_size(node: yaml.Node | None, file: str) -> None:
+    """Refuse alias bombs and deep nesting from the node graph, without expanding anything: aliases
+    are shared nodes, so the expanded size is computed once per node (linear time)."""
+    if node is None:
+        return
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(node, 1, False)]
+    while stack:  # iterative post-order: a deep document cannot exhaust the Python stack here
+        n, depth, done = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RecipeError(f"YAML nested too deeply (more than {MAX_DEPTH} levels)", file=file, line=n.start_mark.line + 1)
+        children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else \
+            list(n.value) if isinstance(n, yaml.SequenceNode) else []
+        if id(n) in sizes:
+            continue
+        if done or not children:
+            sizes[id(n)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(n)] > MAX_NODES:
+                raise RecipeError(f"YAML expands to more than {MAX_NODES:,} values (aliases of aliases?); a recipe is much smaller",
+                                  file=file, line=n.start_mark.line + 1)
+            continue
+        stack.append((n, depth, True))
+        stack += [(c, depth + 1, False) for c in children if id(c) not in sizes]
+
+
 def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
     """Local paths in a recipe are relative to the recipe file, not to the current directory."""
     m = recipe.model
@@ -65,6 +115,8 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
         m.path = (base / m.path).resolve()
     if isinstance(m.gguf, Path) and not m.gguf.is_absolute():
         m.gguf = (base / m.gguf).resolve()
+    ev = recipe.evaluation
+    ev.task_dirs = [d if d.is_absolute() else (base / d).resolve() for d in ev.task_dirs]
     for entry in recipe.formats:
         for name, value in entry:
             if isinstance(value, Path) and not value.is_absolute():

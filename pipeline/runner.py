@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
-
 import fcntl
 import json
 import logging
@@ -14,9 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from rich.markup import escape
+
+from pipeline import worker
 from pipeline.cache import atomic_stage, clean_stale_tmp
-from pipeline.console import StageContext, peak_rss, stage_log, stage_progress
-from pipeline.errors import RecipeError, StageError
+from pipeline.console import RunnerMemory, StageContext, progress_reporter, stage_log, stage_progress
+from pipeline.errors import RecipeError, StageError, one_line
 from pipeline.manifest import Manifest, StageRecord, relative
 from pipeline.plan import Plan, Stage
 
@@ -52,13 +53,15 @@ def execute(plan: Plan, force: list[str] | None = None, quiet: bool = False, ver
         if not shared_lock:
             clean_stale_tmp(plan.run_dir)
         manifest = Manifest(plan, manifest_name)
+        memory = RunnerMemory()
+        manifest.runner = memory.peak_mb
         broken: set[str] = set()
         with stage_progress(quiet) as progress:
             try:
                 for stage in plan.stages:
                     if only is not None and stage.id not in only:
                         continue
-                    record = _run_stage(plan, stage, stage.id in forced, broken, progress, verbose)
+                    record = _run_stage(plan, stage, stage.id in forced, broken, progress, verbose, memory)
                     if stage.link and record.status in ("done", "cached"):
                         _link(plan, stage)  # a gate-failing artifact keeps its name on disk, marked failed in the manifest
                     _apply_gates(stage, record, progress)
@@ -72,7 +75,7 @@ def execute(plan: Plan, force: list[str] | None = None, quiet: bool = False, ver
     return manifest
 
 
-def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progress, verbose: bool) -> StageRecord:
+def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progress, verbose: bool, memory: RunnerMemory) -> StageRecord:
     record = StageRecord(stage.id, stage.kind, stage.artifact, stage.key, relative(stage.path, plan.run_dir), "pending")
     bad_deps = [d for d in stage.deps if d in broken]
     if bad_deps:
@@ -82,31 +85,45 @@ def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progres
     if not forced and plan.cached(stage):
         record.status = "cached"
         record.info = _read_info(stage.path)
+        # The figures of the run that built it: a cached stage took no time now, but the manifest and
+        # report describe the output.
+        record.seconds, record.peak_rss_mb = (record.info or {}).get("seconds"), (record.info or {}).get("peak_rss_mb")
         progress.console.print(f"[green]✓ {escape(stage.id)}[/] cached [dim]{record.path}[/]")
         return record
     task = progress.add_task(f"[bold]{escape(stage.id)}[/]  {stage.describe}", total=None)
-    ctx = StageContext(stage.id, progress, task, trust_remote_code=plan.recipe.model.trust_remote_code)
+    report = progress_reporter(progress, task, stage.id)
     log_path = plan.run_dir / "logs" / f"{stage.label}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("")  # this attempt's log; the runner and the worker both append to it
     record.log = relative(log_path, plan.run_dir)
     inputs = {d: plan.stage(d).path for d in stage.deps}
-    start, mem = time.perf_counter(), {}
+    start = time.perf_counter()
     try:
-        with stage_log(log_path, verbose), peak_rss(mem):
+        with stage_log(log_path, verbose):
             with atomic_stage(plan.run_dir, stage.label, stage.key, {"stage": stage.id}) as tmp:
-                info = stage.run(tmp, inputs, ctx)
+                if stage.inline:
+                    info, peak = _run_inline(plan, stage, tmp, inputs, report, memory)
+                else:
+                    result = worker.run(_job(plan, stage, tmp, inputs, log_path, verbose), log_path, verbose, report)
+                    if result.error is not None:
+                        record.peak_rss_mb = result.peak_rss_mb
+                        raise (RecipeError if result.bad_input else StageError)(result.error)
+                    info, peak = result.info or {}, result.peak_rss_mb
                 info.setdefault("seconds", round(time.perf_counter() - start, 2))  # kept with the output: cards and reports cite it
+                info["peak_rss_mb"] = peak
                 (tmp / "stage_info.json").write_text(json.dumps(info, indent=2, default=str))
-        record.status, record.info = "done", info
+        record.status, record.info, record.peak_rss_mb, record.seconds = "done", info, peak, info["seconds"]
     except KeyboardInterrupt:
         record.status = "interrupted"
         raise
     except Exception as e:  # one format failing must not take the others down
-        record.status, record.error, record.bad_input = "failed", _one_line(e), isinstance(e, RecipeError)
-        with open(log_path, "a") as f:
-            f.write(traceback.format_exc())
+        record.status, record.error, record.bad_input = "failed", one_line(e), isinstance(e, RecipeError)
+        if not isinstance(e, (StageError, RecipeError)) or stage.inline:
+            with open(log_path, "a") as f:
+                f.write(traceback.format_exc())
     finally:
-        record.seconds = round(time.perf_counter() - start, 2)
-        record.peak_rss_mb = mem.get("peak_rss_mb")
+        if record.seconds is None:
+            record.seconds = round(time.perf_counter() - start, 2)
         progress.remove_task(task)
     mark = "[green]✓" if record.status == "done" else "[red]✗"
     detail = f"{record.seconds:.1f}s, peak {record.peak_rss_mb} MB" if record.status == "done" else f"{escape(record.error or '')} (log: {log_path})"
@@ -114,10 +131,18 @@ def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progres
     return record
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())  # the whole message on one line; the log has the traceback
-    text = text if len(text) <= 400 else text[:400] + "..."
-    return text if isinstance(e, (StageError, RecipeError)) else f"{type(e).__name__}: {text}"
+def _run_inline(plan: Plan, stage: Stage, tmp: Path, inputs: dict[str, Path], report, memory: RunnerMemory) -> tuple[dict, float | None]:
+    """Light stages (packaging, publishing) run in the runner's own process: no worker start-up to pay."""
+    mem: dict[str, float] = {}
+    with memory.stage(mem):
+        info = stage.run(tmp, inputs, StageContext(stage.id, report, trust_remote_code=plan.recipe.model.trust_remote_code))
+    return info, mem.get("peak_rss_mb")
+
+
+def _job(plan: Plan, stage: Stage, tmp: Path, inputs: dict[str, Path], log_path: Path, verbose: bool) -> dict:
+    return {"stage": stage.id, "key": stage.key, "recipe": plan.recipe.model_dump(mode="json"), "recipe_path": str(plan.recipe_path),
+            "workdir": str(plan.run_dir.parent), "with_calibration": plan.with_calibration, "with_publish": plan.with_publish,
+            "out": str(tmp), "inputs": {k: str(v) for k, v in inputs.items()}, "log": str(log_path), "verbose": verbose}
 
 
 def _read_info(path: Path) -> dict | None:

@@ -20,6 +20,7 @@ class Stage:
     artifact: str | None = None
     link: str | None = None  # stable name under the run dir for the newest output, e.g. "artifacts/awq"
     check: Callable[[dict[str, Any]], list[str]] | None = None  # gates: problems with a finished output's info
+    inline: bool = False  # light stages run in the runner's process; the rest in a fresh worker process (pipeline.worker)
     key: str = ""
     path: Path = field(default_factory=Path)
 

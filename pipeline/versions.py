@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 
@@ -10,6 +11,7 @@ import pipeline
 REPORTED = ("torch", "transformers", "accelerate", "safetensors", "huggingface_hub", "gguf", "llmcompressor", "compressed-tensors", "datasets", "pydantic")
 
 
+@functools.lru_cache(maxsize=None)  # every stage of a plan asks; each lookup scans site-packages
 def version_of(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)

@@ -8,13 +8,13 @@ from typing import Iterator
 
 import torch
 
-from pipeline.console import StageContext, stage_progress
+from pipeline.console import StageContext
 
 
 @contextmanager
 def stage_ctx(stage_id: str = "test") -> Iterator[StageContext]:
-    with stage_progress(quiet=True) as progress:
-        yield StageContext(stage_id, progress, progress.add_task(stage_id))
+    """A stage's context outside the runner: status lines go to the log only."""
+    yield StageContext(stage_id)
 
 
 def logits(model_dir: Path, ids: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cache import MARKER, atomic_stage, clean_stale_tmp, is_finished, stable_hash, stage_dir, tree_sha256
+from pipeline.cache import MARKER, atomic_stage, clean_stale_tmp, is_finished, stable_hash, stage_dir
+from pipeline.fingerprint import tree_digest
 
 
 def test_stable_hash_ignores_key_order():
@@ -43,6 +44,6 @@ def test_clean_stale_tmp(tmp_path):
 
 def test_tree_hash_follows_content(tmp_path):
     (tmp_path / "a.json").write_text("1")
-    h1 = tree_sha256(tmp_path)
+    h1 = tree_digest(tmp_path)
     (tmp_path / "a.json").write_text("2")
-    assert tree_sha256(tmp_path) != h1
+    assert tree_digest(tmp_path) != h1

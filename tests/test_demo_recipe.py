@@ -53,7 +53,7 @@ def test_demo_produces_every_format(demo):
     manifest = json.loads((demo / "manifest.json").read_text())
     ids = [s["id"] for s in manifest["stages"]]
     assert ids == ["source", "calibration"] + [f"quantize[{a}]" for a in EXPECTED] + \
-        ["gguf-convert[f16]", "imatrix[f16]", "quantize[gguf-q4_k_m]", "quantize[gguf-q2_k]", "eval-corpus", "reference"] + \
+        ["gguf-convert[f16]", "imatrix[f16]", "quantize[gguf-q4_k_m]", "quantize[gguf-q2_k]", "eval-corpus", "reference", "floor[llama.cpp]"] + \
         [f"evaluate[{a}]" for a in ARTIFACTS] + [f"package[{a}]" for a in ARTIFACTS]  # one reference (base log-probs) for all eight
     assert all(s["status"] == "done" for s in manifest["stages"])
     calib = json.loads((demo / manifest["stages"][1]["path"] / "stats.json").read_text())
@@ -103,13 +103,17 @@ def test_demo_gguf_answers_through_llama_cpp(demo, qtype):
 def test_demo_results_table(demo):
     """Base and every artifact: size, ppl, KLD, top-1, pp and tg tokens/s on CPU, lm-eval accuracy; printed and written."""
     rows = {r["artifact"]: r for r in json.loads((demo / "results.json").read_text())}
-    assert list(rows) == ["base", *ARTIFACTS]
+    assert list(rows) == ["base", "floor: llama.cpp", *ARTIFACTS]
     for name, r in rows.items():
         assert r["size_mb"] > 0 and r["ppl"] > 1 and r["pp_tps"] > 0 and r["tg_tps"] > 0, name
-        assert 0 <= r["kld"] < 1.5 and 45 <= r["top1_pct"] <= 100 and r["gates"] == "ok", name
+        assert 0 <= r["kld"] < 1.5 and 45 <= r["top1_pct"] <= 100 and r["gates"] in ("ok", "-"), name
         assert 0 <= r["tasks"]["capitals"]["acc,none"] <= 1
+        assert r["kld_method"] == "full" and r["score"] == "all"  # exact KLD by default
+        assert r["roofline_pct"] is None or r["roofline_pct"] <= 100, name  # never an impossible figure
     assert rows["base"]["kld"] == 0 and rows["w8a16"]["kld"] < rows["gguf-q2_k"]["kld"]
-    assert rows["gguf-q4_k_m"]["engine"] == "llama.cpp" and rows["awq"]["engine"] == "transformers"
+    # The engine floor: the F16 GGUF in llama.cpp is far closer to the base than any GGUF type.
+    assert rows["floor: llama.cpp"]["kld"] < 0.1 * rows["gguf-q4_k_m"]["kld"]
+    assert rows["gguf-q4_k_m"]["engine"] == "llama.cpp (cpu)" and rows["awq"]["engine"] == "transformers (cpu)"
     printed = (demo / "run-stdout.txt").read_text()
     assert "evaluation" in printed and all(a in printed for a in ARTIFACTS)
     assert (demo / "results.png").stat().st_size > 20_000 and "| gguf-q2_k |" in (demo / "results.md").read_text()
@@ -150,11 +154,11 @@ def test_demo_lm_eval_matches_direct_call(demo, artifact, tmp_path):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from pipeline.evaluation.lmeval import hf_model_args, prepare
+    from pipeline.evaluation.lmeval import prepare
 
     ours = json.loads((demo / "evaluation" / artifact / "metrics.json").read_text())["tasks"]["capitals"]
     path = demo / "source" if artifact == "base" else demo / "artifacts" / artifact
-    direct = simple_evaluate(model="hf", model_args=hf_model_args(path.resolve(), False), tasks=["capitals"], device="cpu", batch_size=1,
+    direct = simple_evaluate(model="hf", model_args=f"pretrained={path.resolve()},dtype=float32", tasks=["capitals"], device="cpu", batch_size=1,
                              task_manager=TaskManager(include_path=str(prepare(tmp_path))), random_seed=0, numpy_random_seed=0,
                              torch_random_seed=0, fewshot_random_seed=0)["results"]["capitals"]
     assert direct["acc,none"] == ours["acc,none"] and direct["acc_norm,none"] == ours["acc_norm,none"]

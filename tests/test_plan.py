@@ -21,7 +21,8 @@ def test_missing_backend_names_the_pip_extra(tiny_model, tmp_path):
 
 
 def test_plan_says_where_fp8_and_int8_serve(tiny_model, tmp_path):
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "fp8"}, {"format": "w8a8-int8"}]))
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "fp8"}, {"format": "w8a8-int8"}],
+                                                                        calibration={"samples": 2, "seq_len": 32}))
     proc = cli("plan", str(recipe))
     assert proc.returncode == 0
     assert "fp8: FP8 W8A8 runs at speed in vLLM on NVIDIA compute capability >= 8.9" in proc.stdout

@@ -8,7 +8,6 @@ imported inside `quantize`, so `plan` and `list-formats` never pay for them.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.gates import GatesSpec
 from pipeline.stage import Stage
-
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # becomes a directory name: no separators, no '..'
 
@@ -52,13 +50,9 @@ class Backend:
         return f"pip install 'llm-quant-pipeline[{self.extra}]'"
 
     def versions(self) -> dict[str, str]:
-        out = {}
-        for dist in self.packages:
-            try:
-                out[dist] = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                out[dist] = "missing"
-        return out
+        from pipeline.versions import versions
+
+        return versions(self.packages)
 
     def needs_calibration(self, opts: FormatOptions) -> bool:
         return False
@@ -79,6 +73,11 @@ class Backend:
 
         model_config is the source's config.json (or what its GGUF metadata says) when known offline."""
         return []
+
+    def content(self, opts: FormatOptions) -> dict[str, str]:
+        """Content hashes of the files the options name (e.g. a recipe file): part of the cache key, so
+        editing such a file reruns the stage even though the recipe did not change."""
+        return {}
 
     def prerequisites(self, opts: FormatOptions) -> list[Stage]:
         """Stages this format needs before quantizing, shared by every format naming the same stage id."""

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from pipeline import llamacpp
 from pipeline.backends import Backend, FormatOptions, register
-from pipeline.cache import file_sha256
+from pipeline.fingerprint import file_digest
 from pipeline.proc import run_logged
 from pipeline.stage import Stage
 
@@ -92,7 +92,10 @@ class GgufBackend(Backend):
         return []
 
     def prerequisites(self, opts: FormatOptions) -> list[Stage]:
-        from pipeline.stages import gguf_convert, imatrix  # not at import: stages import the recipe, which needs this registry
+        from pipeline.stages import (  # not at import: stages import the recipe, which needs this registry
+            gguf_convert,
+            imatrix,
+        )
 
         assert isinstance(opts, GgufOptions)
         dtype = opts.convert_dtype
@@ -111,7 +114,7 @@ class GgufBackend(Backend):
             given = Path(opts.imatrix)
             matrix = Stage(
                 id=f"imatrix[{given.name}]", kind="imatrix", label=f"imatrix-file-{given.stem}", describe=f"importance matrix from {given}",
-                config={"version": imatrix.VERSION, "sha256": file_sha256(given)}, deps=[], versions={},
+                config={"version": imatrix.VERSION, "sha256": file_digest(given)}, deps=[], versions={},
                 run=lambda out, inputs, ctx: imatrix.copy_given(given, out, ctx))
         return [convert, matrix]
 

@@ -1,6 +1,7 @@
 """llm-compressor formats: compressed-tensors checkpoints that vLLM serves and transformers loads.
 
-Each format maps its recipe options onto llm-compressor modifiers; `oneshot` does the numerics."""
+Each format maps its recipe options onto a compressed-tensors scheme and llm-compressor modifiers;
+llm-compressor does the numerics (llmcompressor_run.py: `oneshot`, or `model_free_ptq` for data-free schemes)."""
 
 from __future__ import annotations
 
@@ -129,31 +130,6 @@ def layer_widths(model_config: dict[str, Any]) -> dict[str, int]:
     return widths
 
 
-def _route_loguru(ctx: Any) -> None:
-    """llmcompressor logs through loguru to the terminal: send it to the stage's log file, and show
-    its per-layer messages ("Quantizing model.layers.7.mlp.down_proj") as the stage's progress."""
-    from loguru import logger
-
-    def sink(message: Any) -> None:
-        text = message.record["message"]
-        log.info(text)
-        if text.startswith(("Quantizing", "Smoothing", "Calibrating", "Applying", "Compressing")) or "layers." in text:
-            ctx.status(text.replace("1 module(s): ", "")[:100])
-
-    logger.remove()
-    logger.add(sink, level="INFO", format="{message}")
-
-
-def _guard_pin_memory() -> None:
-    """llmcompressor 0.14 pins its activation cache for host-to-GPU copies; on a CPU-only torch,
-    pin_memory raises "Cannot access accelerator device". Pinning is pointless there: skip it."""
-    import torch
-    from llmcompressor.pipelines.cache import IntermediatesCache
-
-    if not torch.accelerator.is_available():
-        IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None
-
-
 @register
 class LlmCompressorBackend(Backend):
     name = "llmcompressor"
@@ -191,7 +167,14 @@ class LlmCompressorBackend(Backend):
             return [f"{opts.artifact}: INT8 W8A8 kernels in vLLM need NVIDIA compute capability >= 7.5; {cpu}"]
         return [f"{opts.artifact}: served by vLLM on GPU; {cpu}"]
 
+    def content(self, opts: FormatOptions) -> dict[str, str]:
+        from pipeline.fingerprint import file_digest
+
+        return {"recipe": file_digest(opts.recipe)} if isinstance(opts, RecipeFileOptions) else {}
+
     def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
+        if isinstance(opts, RecipeFileOptions):
+            return _recipe_file_problems(opts.recipe)
         group = getattr(opts, "group_size", None)
         if not group or not model_config:
             return []
@@ -205,48 +188,23 @@ class LlmCompressorBackend(Backend):
         return [("group_size", f"{group} does not divide {layers}; {hint}")]
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
-        import torch
-        from llmcompressor import oneshot
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from pipeline.backends import llmcompressor_run
 
-        source, calibration = inputs["source"], inputs.get("calibration")
-        _guard_pin_memory()
-        ctx.status("loading model")
-        # fp32 for the math: bf16 matmuls are 5-17x slower on CPUs without native bf16.
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, trust_remote_code=ctx.trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=ctx.trust_remote_code)
+        if not isinstance(opts, RecipeFileOptions) and not self.needs_calibration(opts):
+            return llmcompressor_run.model_free(opts, inputs["source"], out, ctx)
         recipe = str(opts.recipe) if isinstance(opts, RecipeFileOptions) else modifiers(opts)
-        kwargs: dict[str, Any] = {}
-        if calibration is not None:
-            kwargs = _calibration_kwargs(calibration)
-            ctx.status(f"calibrating on {kwargs['num_calibration_samples']} samples (llmcompressor oneshot)")
-        else:
-            ctx.status("quantizing (llmcompressor oneshot, data-free)")
-        _route_loguru(ctx)  # after every import: llmcompressor and compressed-tensors add sinks when imported
-        oneshot(model=model, recipe=recipe, tokenizer=tokenizer, **kwargs)
-        ctx.status("saving compressed-tensors checkpoint")
-        model.to(source_dtype(source))  # unquantized parts (embeddings, norms) keep the source's precision
-        model.save_pretrained(out, save_compressed=True)
-        tokenizer.save_pretrained(out)
-        return {"scheme": None if isinstance(opts, RecipeFileOptions) else scheme(opts), "modifiers": [type(m).__name__ for m in recipe] if isinstance(recipe, list) else recipe}
+        info = llmcompressor_run.oneshot(recipe, inputs["source"], inputs.get("calibration"), out, ctx)
+        return {"scheme": None if isinstance(opts, RecipeFileOptions) else scheme(opts), **info}
 
+def _recipe_file_problems(path: Path) -> list[tuple[str, str]]:
+    import yaml
 
-def source_dtype(source: Path) -> Any:
-    import json
-
-    import torch
-
-    config = json.loads((source / "config.json").read_text())
-    name = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
-    return getattr(torch, name) if name in ("bfloat16", "float16", "float32") else torch.bfloat16
-
-
-def _calibration_kwargs(calibration: Path) -> dict[str, Any]:
-    from datasets import Dataset
-
-    from pipeline.stages.calibration import load
-
-    samples = load(calibration)
-    ids = [s["input_ids"] for s in samples]
-    ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]})
-    return {"dataset": ds, "num_calibration_samples": len(ids), "max_seq_length": max(map(len, ids)), "shuffle_calibration_samples": False}
+    if not path.is_file():
+        return [("recipe", f"no such file: {path}")]
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        return [("recipe", f"{path.name} is not YAML ({str(e).splitlines()[0][:120]})")]
+    if not isinstance(doc, dict) or not doc:
+        return [("recipe", f"{path.name} is not an llm-compressor recipe (a YAML mapping of stages or modifiers)")]
+    return []

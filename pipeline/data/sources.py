@@ -13,10 +13,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from pipeline.cache import file_sha256, stable_hash
+from pipeline.cache import stable_hash
 from pipeline.errors import RecipeError
+from pipeline.fingerprint import file_digest
 from pipeline.recipe import CalibrationSource, CalibrationSpec
-from pipeline.stages.source import package_file
+from pipeline.stages.source_checks import package_file
 
 PROJECT = Path(__file__).resolve().parents[2]
 SOURCES_FILE = PROJECT / "calibration" / "datasets.yaml"
@@ -74,9 +75,9 @@ def check(src: CalibrationSource, base: Path) -> None:
 def fingerprint(src: CalibrationSource, base: Path) -> dict[str, Any]:
     body = src.model_dump(mode="json", exclude={"description", "files"})
     if src.kind == "local":
-        body["content"] = stable_hash([file_sha256(f) for f in local_files(src, base)])
+        body["content"] = stable_hash([file_digest(f) for f in local_files(src, base)])
     elif src.kind == "package":
-        body["content"] = file_sha256(package_file(src))  # type: ignore[arg-type]
+        body["content"] = file_digest(package_file(src))  # type: ignore[arg-type]
     return body
 
 

@@ -1,7 +1,7 @@
 """lm-eval tasks on an artifact: `lm_eval.simple_evaluate` with its HF backend for checkpoints, and
 for GGUF with a llama.cpp model (lmeval_llamacpp.py: llama-cpp-python in process, exact logits).
 
-Local task YAMLs in eval/tasks/ run offline; their relative `data_files` are resolved against the
+Local task YAMLs in eval/tasks/ (and the recipe's evaluation.task_dirs) run offline; their relative `data_files` are resolved against the
 YAML's own directory (lm-eval would resolve them against the working directory)."""
 
 from __future__ import annotations
@@ -17,31 +17,78 @@ from pipeline.errors import RecipeError
 TASKS_DIR = Path(__file__).resolve().parents[2] / "eval" / "tasks"
 
 
-def local_tasks() -> dict[str, Path]:
+def task_dirs(extra: list[Path] | None = None) -> list[Path]:
+    """eval/tasks, then the recipe's evaluation.task_dirs (a task name found in a later dir wins)."""
+    return [TASKS_DIR, *(extra or [])]
+
+
+def local_tasks(dirs: list[Path] | None = None) -> dict[str, Path]:
     out = {}
-    for f in sorted(TASKS_DIR.glob("*.yaml")):
-        task = (yaml.safe_load(f.read_text()) or {}).get("task")
-        if task:
-            out[task] = f
+    for d in dirs or [TASKS_DIR]:
+        for f in sorted(d.glob("*.yaml")):
+            doc = _yaml(f)
+            if doc.get("task"):
+                out[str(doc["task"])] = f
     return out
 
 
-def prepare(out: Path) -> Path:
-    """A copy of eval/tasks with data file paths made absolute: the include_path handed to lm-eval."""
+def _yaml(f: Path) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(f.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise RecipeError(f"{f}: not a YAML task file ({str(e).splitlines()[0][:120]})", field=("evaluation", "task_dirs")) from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def _data_files(f: Path, doc: dict[str, Any]) -> dict[str, Path]:
+    files = (doc.get("dataset_kwargs") or {}).get("data_files") or {}
+    if isinstance(files, str):
+        files = {"test": files}
+    return {split: (f.parent / name).resolve() for split, name in files.items()}
+
+
+def fingerprint(tasks: list[str], dirs: list[Path]) -> dict[str, Any]:
+    """Content of every local task the recipe names: its YAML, the YAMLs it includes and its data files.
+    Editing any of them re-runs the evaluations (a Hub task is keyed by its name and lm-eval's version)."""
+    from pipeline.fingerprint import file_digest
+
+    local, out = local_tasks(dirs), {}
+    for t in tasks:
+        if t in local:
+            f = local[t]
+            doc = _yaml(f)
+            included = [(f.parent / str(doc["include"])).resolve()] if doc.get("include") else []
+            files = [f, *included, *_data_files(f, doc).values()]
+            out[t] = {str(p.relative_to(f.parent) if p.is_relative_to(f.parent) else p): file_digest(p) for p in files if p.is_file()}
+    return out
+
+
+def prepare(out: Path, dirs: list[Path] | None = None) -> Path:
+    """A copy of the task YAMLs with data file paths made absolute: the include_path handed to lm-eval."""
     include = out / "lm-eval-tasks"
     include.mkdir(parents=True, exist_ok=True)
-    for f in TASKS_DIR.glob("*.yaml"):
-        doc = yaml.safe_load(f.read_text())
-        files = (doc.get("dataset_kwargs") or {}).get("data_files") or {}
-        for split, name in list(files.items()):
-            files[split] = str((f.parent / name).resolve())
-        (include / f.name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    for d in dirs or [TASKS_DIR]:
+        for f in d.glob("*.yaml"):
+            doc = _yaml(f)
+            files = (doc.get("dataset_kwargs") or {}).get("data_files")
+            if files:
+                doc["dataset_kwargs"]["data_files"] = {split: str(p) for split, p in _data_files(f, doc).items()}
+            if doc.get("include"):
+                doc["include"] = str((f.parent / doc["include"]).resolve())
+            (include / f.name).write_text(yaml.safe_dump(doc, sort_keys=False))
     return include
 
 
-def check(tasks: list[str]) -> None:
-    """Unknown task names fail in plan; lm-eval's own catalogue is only indexed when a name is not local."""
-    local = local_tasks()
+def check(tasks: list[str], dirs: list[Path] | None = None) -> None:
+    """Unknown task names and missing data files fail in plan; lm-eval's own catalogue is only indexed when a name is not local."""
+    local = local_tasks(dirs)
+    for t in tasks:
+        if t in local:
+            f = local[t]
+            missing = [p for p in _data_files(f, _yaml(f)).values() if not p.is_file()]
+            if missing:
+                raise RecipeError(f"task {t!r} ({f.name}) names a data file that does not exist: {missing[0]}",
+                                  field=("evaluation", "tasks", tasks.index(t)))
     rest = [t for t in tasks if t not in local]
     if not rest:
         return
@@ -55,21 +102,19 @@ def check(tasks: list[str]) -> None:
             raise RecipeError(f"unknown lm-eval task {t!r} (local tasks: {', '.join(local) or 'none'})", field=("evaluation", "tasks", tasks.index(t)))
 
 
-def evaluate(engine: str, path: Path, tasks: list[str], limit: int | None, work: Path, trust_remote_code: bool) -> dict[str, Any]:
-    """{task: {metric: value}} for one artifact (or the base model)."""
+def evaluate(model: Any, tasks: list[str], limit: int | None, work: Path, dirs: list[Path] | None = None) -> dict[str, Any]:
+    """{task: {metric: value}} for one artifact (or the base model), given an lm-eval model over an
+    engine that is already loaded (Engine.lm_eval_model)."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=str(prepare(work)))
-    kwargs = {"tasks": tasks, "task_manager": manager, "limit": limit, "batch_size": 1, "random_seed": 0, "numpy_random_seed": 0,
+    # lm-eval's own catalogue (thousands of YAMLs, seconds to index) only when a task is not local.
+    local = local_tasks(dirs)
+    manager = TaskManager(include_path=str(prepare(work, dirs)), include_defaults=not all(t in local for t in tasks))
+    kwargs = {"tasks": tasks, "task_manager": manager, "limit": limit, "random_seed": 0, "numpy_random_seed": 0,
               "torch_random_seed": 0, "fewshot_random_seed": 0, "log_samples": False}
     try:
-        if engine == "llama.cpp":
-            from pipeline.evaluation.lmeval_llamacpp import LlamaCppLM
-
-            results = simple_evaluate(model=LlamaCppLM(path), **kwargs)
-        else:
-            results = simple_evaluate(model="hf", model_args=hf_model_args(path, trust_remote_code), device="cpu", **kwargs)
+        results = simple_evaluate(model=model, **kwargs)
     except Exception as e:  # noqa: BLE001 - offline Hub datasets surface as many exception types
         if _offline(e):
             raise RecipeError(f"an lm-eval task needs its dataset from the Hugging Face Hub, which is unreachable here: {str(e).splitlines()[0][:200]}; "
@@ -77,10 +122,6 @@ def evaluate(engine: str, path: Path, tasks: list[str], limit: int | None, work:
         raise
     shutil.rmtree(work / "lm-eval-tasks", ignore_errors=True)
     return {task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "alias"} for task, metrics in results["results"].items()}
-
-
-def hf_model_args(path: Path, trust_remote_code: bool) -> str:
-    return f"pretrained={path},dtype=float32,trust_remote_code={trust_remote_code}"
 
 
 def _offline(e: Exception) -> bool:

@@ -8,20 +8,18 @@ metrics, prompts and aggregation stay lm-eval's."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from lm_eval import utils
 from lm_eval.api.model import TemplateLM
 
-from pipeline.evaluation.engines import LlamaCppEngine
-
 
 class LlamaCppLM(TemplateLM):
-    def __init__(self, path: Path, n_ctx: int = 2048, threads: int | None = None) -> None:
+    def __init__(self, engine: Any) -> None:
+        """Over a loaded pipeline.engines.llamacpp.LlamaCppEngine (no second load of the GGUF)."""
         super().__init__()
-        self.engine = LlamaCppEngine(path, n_ctx, threads)
-        self.llm, self.n_ctx = self.engine.llm, n_ctx
+        self.engine = engine
+        self.llm, self.n_ctx = engine.llm, engine.n_ctx
         self.add_bos = bool(self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true")
 
     @property

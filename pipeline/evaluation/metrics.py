@@ -1,10 +1,18 @@
 """Next-token quality of an artifact against the base model, over the same token ids.
 
-The base model's distributions are kept once per run (the reference stage): in full when they fit
-`max_logits_mb`, else as the top-k log-probs per position. With top-k, the KL divergence is that of
-the two distributions coarsened to (top-k tokens of the base, everything else): never above the
-true KLD, and equal to it when the base puts no mass outside its top-k. Perplexity and top-1
-agreement are exact either way (the base's log-prob of each target and its argmax are kept too)."""
+The base model's view is kept once per run (the reference stage). By default its full next-token
+log-probs, as float16 in a memory-mapped file written window by window (llama.cpp keeps its KLD base
+the same way, as 16-bit values), so the KL divergence is exact for any vocabulary: a 128k vocabulary
+costs 256 KB per scored token on disk, never a whole-corpus array in memory. `kld: top-k` keeps only
+the base's top-k log-probs per position for disk-starved runs: the KLD of the two distributions
+coarsened to (top-k tokens, the rest) is a lower bound on the true one, and is labelled so.
+Perplexity and top-1 agreement are exact either way (the base's log-prob of each target and its
+argmax are kept in float32).
+
+Which positions are scored: `all` (every position of every window), or `second-half` (positions
+C/2 .. C-2 of each C-token window, llama-perplexity's convention: every scored token has at least
+C/2 tokens of context), so that its figures can be reproduced.
+"""
 
 from __future__ import annotations
 
@@ -16,63 +24,84 @@ from typing import Any, Iterable
 import numpy as np
 
 META = "reference.json"
+FULL = "logprobs.f16"
+ROWS = 64  # positions per chunk when comparing full distributions: 64 x 128k x 4 B = 32 MB
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    x -= x.max(axis=-1, keepdims=True)
-    return (x - np.log(np.exp(x).sum(axis=-1, keepdims=True))).astype(np.float32)
+def scored(window_len: int, convention: str) -> range:
+    """Positions of a window whose next-token prediction is scored."""
+    return range(window_len // 2 if convention == "second-half" else 0, window_len - 1)
+
+
+def describe(method: str, convention: str) -> str:
+    what = "exact KLD over the full vocabulary" if method == "full" else f"{method} KLD (a lower bound on the full KLD)"
+    where = "the second half of each window (llama-perplexity's convention)" if convention == "second-half" else "every position"
+    return f"{what}, scored on {where}"
 
 
 @dataclass
 class Reference:
-    """The base model's view of the evaluation windows (positions 0..C-2 of each window predict 1..C-1)."""
+    """The base model's view of the scored positions of the evaluation windows."""
 
     method: str  # "full" or "top-k"
-    target_lp: np.ndarray  # [N] base log-prob of each next token
+    score: str  # "all" or "second-half"
+    target_lp: np.ndarray  # [N] float32 base log-prob of each next token
     top1: np.ndarray  # [N] base argmax
-    full: np.ndarray | None = None  # [N, V] base log-probs
+    full: np.ndarray | None = None  # [N, V] float16 base log-probs (memory-mapped)
     top_vals: np.ndarray | None = None  # [N, k]
     top_idx: np.ndarray | None = None  # [N, k]
 
     @classmethod
-    def build(cls, lps: Iterable[np.ndarray], windows: list[list[int]], keep_full: bool, k: int) -> "Reference":
-        """From the base log-probs of each window, reduced window by window (top-k never holds all of them)."""
-        parts: dict[str, list[np.ndarray]] = {"target_lp": [], "top1": [], "full": [], "top_vals": [], "top_idx": []}
+    def build(cls, out: Path, lps: Iterable[np.ndarray], windows: list[list[int]], method: str, k: int, score: str,
+              vocab: int) -> "Reference":
+        """Write the reference into `out` from the base log-probs of each window ([len(w), V] float32), one window at a time."""
+        n = sum(len(scored(len(w), score)) for w in windows)
+        full = np.lib.format.open_memmap(out / FULL, mode="w+", dtype=np.float16, shape=(n, vocab)) if method == "full" else None
+        target_lp, top1 = np.empty(n, np.float32), np.empty(n, np.int32)
+        top_vals = np.empty((n, k), np.float32) if full is None else None
+        top_idx = np.empty((n, k), np.int32) if full is None else None
+        lo = 0
         for lp, w in zip(lps, windows):
-            lp, targets = lp[:-1], np.asarray(w[1:])
-            parts["target_lp"].append(lp[np.arange(len(targets)), targets])
-            parts["top1"].append(lp.argmax(-1))
-            if keep_full:
-                parts["full"].append(lp)
-                continue
-            idx = np.argpartition(-lp, k - 1, axis=-1)[:, :k]
-            vals = np.take_along_axis(lp, idx, -1)
-            order = np.argsort(-vals, axis=-1)
-            parts["top_idx"].append(np.take_along_axis(idx, order, -1).astype(np.int32))
-            parts["top_vals"].append(np.take_along_axis(vals, order, -1))
-        arrays = {name: np.concatenate(v) for name, v in parts.items() if v}
-        return cls("full" if keep_full else f"top-{k}", **arrays)
-
-    def save(self, out: Path) -> None:
-        arrays = {k: getattr(self, k) for k in ("target_lp", "top1", "full", "top_vals", "top_idx") if getattr(self, k) is not None}
+            pos = scored(len(w), score)
+            rows, targets = lp[pos.start:pos.stop], np.asarray(w[pos.start + 1:pos.stop + 1])
+            hi = lo + len(rows)
+            target_lp[lo:hi] = rows[np.arange(len(targets)), targets]
+            top1[lo:hi] = rows.argmax(-1)
+            if full is not None:
+                full[lo:hi] = rows  # float16: log-probs down to -65504, 11 significant bits
+            else:
+                idx = np.argpartition(-rows, k - 1, axis=-1)[:, :k]
+                vals = np.take_along_axis(rows, idx, -1)
+                order = np.argsort(-vals, axis=-1)
+                top_idx[lo:hi] = np.take_along_axis(idx, order, -1)  # type: ignore[index]
+                top_vals[lo:hi] = np.take_along_axis(vals, order, -1)  # type: ignore[index]
+            lo = hi
+        if full is not None:
+            full.flush()
+        arrays = {"target_lp": target_lp, "top1": top1, "top_vals": top_vals, "top_idx": top_idx}
         for name, arr in arrays.items():
-            np.save(out / f"{name}.npy", arr)
-        (out / META).write_text(json.dumps({"method": self.method, "positions": int(len(self.target_lp)), "arrays": list(arrays)}))
+            if arr is not None:
+                np.save(out / f"{name}.npy", arr)
+        label = "full" if method == "full" else f"top-{k}"
+        files = [FULL] * (full is not None) + [f"{name}.npy" for name, arr in arrays.items() if arr is not None]
+        size = sum((out / f).stat().st_size for f in files)
+        (out / META).write_text(json.dumps({"method": label, "score": score, "positions": n, "vocab": vocab, "files": files, "bytes": size}))
+        return cls.load(out)
 
     @classmethod
     def load(cls, path: Path) -> "Reference":
         meta = json.loads((path / META).read_text())
-        arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
-        return cls(meta["method"], **arrays)
+        arrays = {f.removesuffix(".npy"): np.load(path / f, mmap_mode="r") for f in meta["files"] if f.endswith(".npy")}
+        full = np.load(path / FULL, mmap_mode="r") if FULL in meta["files"] else None
+        return cls(meta["method"], meta["score"], full=full, **arrays)
 
 
 def token_stats(ref: Reference, lo: int, lp: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-position KLD(base || artifact), artifact NLL and top-1 match for positions lo..lo+len(targets)."""
+    """Per-position KLD(base || artifact), artifact NLL and top-1 match for reference rows lo..lo+len(targets)."""
     hi = lo + len(targets)
     if ref.full is not None:
-        p_lp = np.asarray(ref.full[lo:hi])
-        kld = (np.exp(p_lp) * (p_lp - lp)).sum(-1)
+        kld = np.concatenate([_kld_rows(np.asarray(ref.full[a:min(a + ROWS, hi)], dtype=np.float32), lp[a - lo:min(a + ROWS, hi) - lo])
+                              for a in range(lo, hi, ROWS)])
     else:
         vals, idx = np.asarray(ref.top_vals[lo:hi]), np.asarray(ref.top_idx[lo:hi])
         q_top = np.take_along_axis(lp, idx, -1)
@@ -80,27 +109,36 @@ def token_stats(ref: Reference, lo: int, lp: np.ndarray, targets: np.ndarray) ->
         q_tail = np.clip(1 - np.exp(q_top).sum(-1), 1e-30, 1)
         tail = np.where(p_tail > 0, p_tail * (np.log(np.maximum(p_tail, 1e-30)) - np.log(q_tail)), 0.0)
         kld = (np.exp(vals) * (vals - q_top)).sum(-1) + tail
-    return {"kld": np.maximum(kld, 0.0), "nll": -lp[np.arange(len(targets)), targets],
-            "same_top1": lp.argmax(-1) == np.asarray(ref.top1[lo:hi]), "base_nll": -np.asarray(ref.target_lp[lo:hi])}
+    nll = -lp[np.arange(len(targets)), targets]
+    return {"kld": np.maximum(kld, 0.0), "nll": nll, "base_nll": -np.asarray(ref.target_lp[lo:hi]),
+            "same_top1": lp.argmax(-1) == np.asarray(ref.top1[lo:hi])}
 
 
-def summarize(stats: list[dict[str, np.ndarray]], method: str) -> dict[str, Any]:
+def _kld_rows(p_lp: np.ndarray, q_lp: np.ndarray) -> np.ndarray:
+    # Rounding to float16 leaves each row summing to 1 only within ~1e-3: renormalized in float32, the
+    # stored distribution's first-order error cancels (self-KLD of a near-uniform 512-token model: 2e-5 -> 1e-7).
+    p_lp = p_lp - np.logaddexp.reduce(p_lp, axis=-1, keepdims=True)
+    return (np.exp(p_lp) * (p_lp - q_lp)).sum(-1, dtype=np.float64)
+
+
+def summarize(stats: list[dict[str, np.ndarray]], method: str, convention: str) -> dict[str, Any]:
     cat = {k: np.concatenate([s[k] for s in stats]) for k in stats[0]}
-    ppl, base_ppl = float(np.exp(cat["nll"].mean())), float(np.exp(cat["base_nll"].mean()))
     kld = cat["kld"]
+    ppl, base_ppl = float(np.exp(cat["nll"].mean())), float(np.exp(cat["base_nll"].mean()))
     return {"ppl": ppl, "base_ppl": base_ppl, "ppl_increase_pct": 100 * (ppl / base_ppl - 1),
             "kld": float(kld.mean()), "kld_stderr": float(kld.std(ddof=1) / np.sqrt(len(kld))) if len(kld) > 1 else 0.0,
             "kld_median": float(np.median(kld)), "kld_p99": float(np.percentile(kld, 99)),
-            "top1_pct": float(100 * cat["same_top1"].mean()), "tokens": int(len(kld)), "kld_method": method}
+            "top1_pct": float(100 * cat["same_top1"].mean()), "tokens": int(len(kld)), "kld_method": method, "score": convention}
 
 
 def score(engine: Any, windows: list[list[int]], ref: Reference, progress=lambda i, n: None) -> dict[str, Any]:
     """The artifact's metrics over every window, through `engine.logprobs(ids) -> [len(ids), V]`."""
     stats, lo = [], 0
     for i, ids in enumerate(windows):
-        lp = engine.logprobs(ids)[:-1]
-        targets = np.asarray(ids[1:])
+        pos = scored(len(ids), ref.score)
+        lp = engine.logprobs(ids)[pos.start:pos.stop]
+        targets = np.asarray(ids[pos.start + 1:pos.stop + 1])
         stats.append(token_stats(ref, lo, lp, targets))
         lo += len(targets)
         progress(i + 1, len(windows))
-    return summarize(stats, ref.method)
+    return summarize(stats, ref.method, ref.score)

@@ -26,10 +26,13 @@ def check_evaluation(recipe: Recipe, base: Path, model_config: dict[str, Any] | 
     limit = (model_config or {}).get("max_position_embeddings")
     if ev.speed.enabled and limit and ev.speed.prompt_tokens + ev.speed.decode_tokens > limit:
         raise RecipeError(f"prompt + decode tokens exceed the model's context ({limit})", field=("evaluation", "speed", "decode_tokens"))
+    for i, d in enumerate(ev.task_dirs):
+        if not d.is_dir():
+            raise RecipeError(f"no such directory: {d}", field=("evaluation", "task_dirs", i))
     if ev.tasks:
         from pipeline.evaluation import lmeval
 
-        lmeval.check(ev.tasks)
+        lmeval.check(ev.tasks, lmeval.task_dirs(ev.task_dirs))
 
 
 def gates_for(recipe: Recipe, opts: Any) -> gates.GatesSpec:
@@ -38,18 +41,36 @@ def gates_for(recipe: Recipe, opts: Any) -> gates.GatesSpec:
     return gates.resolve(opts.gates, ev.gates, family)
 
 
-def evaluation_stages(recipe: Recipe, base: Path) -> list[Stage]:
+def evaluation_stages(recipe: Recipe, base: Path, stage_ids: list[str]) -> list[Stage]:
+    """`stage_ids`: the stages planned so far (an engine's floor is the output of one of them)."""
+    from pipeline import engines
+
     ev = recipe.evaluation
-    measured = {"speed": ev.speed.model_dump(mode="json"), "tasks": ev.tasks, "task_limit": ev.task_limit}
+    from pipeline.evaluation import lmeval
+
+    measured = {"speed": ev.speed.model_dump(mode="json"), "tasks": ev.tasks, "task_limit": ev.task_limit,
+                "task_files": lmeval.fingerprint(ev.tasks, lmeval.task_dirs(ev.task_dirs))}
     stages = [
         Stage(id="eval-corpus", kind="eval-corpus", label="eval-corpus", describe=f"held-out text: {ev.windows} x {ev.context} tokens",
               config=eval_corpus.fingerprint(ev, base), deps=["source"], versions=versions(("transformers", "tokenizers", "datasets")),
               run=lambda out, inputs, ctx: eval_corpus.run(ev, base, inputs["source"], out, ctx)),
         Stage(id="reference", kind="reference", label="reference", describe="base model: log-probs, perplexity, speed" + (", tasks" if ev.tasks else ""),
-              config={"version": reference.VERSION, "max_logits_mb": ev.max_logits_mb, "top_k": ev.top_k, **measured},
+              config={"version": reference.VERSION, "kld": ev.kld, "top_k": ev.top_k, "score": ev.score, **measured},
               deps=["source", "eval-corpus"], versions=versions(EVAL_PACKAGES), link="evaluation/base",
               run=lambda out, inputs, ctx: reference.run(ev, inputs["source"], inputs["eval-corpus"], out, ctx)),
     ]
+    used = list(dict.fromkeys(FORMATS[o.format].backend.engine for o in recipe.formats))
+    for name in used if ev.floor else []:
+        Engine = engines.get(name)
+        src = Engine.floor_input(stage_ids)
+        if src is None:
+            continue
+        stages.append(Stage(
+            id=f"floor[{name}]", kind="floor", label=f"floor-{name}", describe=f"unquantized model in {Engine.title}: the engine's own floor",
+            config={"version": evaluate.VERSION, "engine": name, **measured}, deps=[src, "eval-corpus", "reference"],
+            versions=versions(EVAL_PACKAGES), link=f"evaluation/floor-{name}",
+            run=lambda out, inputs, ctx, E=Engine, n=name, s=src: evaluate.run(ev, n, E.floor_model(inputs[s]), inputs["eval-corpus"],
+                                                                                inputs["reference"], out, ctx)))
     for opts in recipe.formats:
         backend, art, q = FORMATS[opts.format].backend, opts.artifact, f"quantize[{opts.artifact}]"
         limits = gates_for(recipe, opts)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-COLUMNS = ("artifact", "format", "engine", "size MB", "ppl", "Δppl %", "KLD", "KLD p99", "top-1 %", "CPU pp t/s", "CPU tg t/s", "tg % roofline", "gates")
+COLUMNS = ("artifact", "format", "engine", "size MB", "ppl", "Δppl %", "KLD", "KLD p99", "top-1 %", "pp t/s", "tg t/s", "tg % roofline", "gates")
 
 
 def rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -16,7 +16,10 @@ def rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     ref = stages.get("reference")
     if ref and ref.get("info"):
-        out.append(row("base", "unquantized (float32)", ref["info"], "ok"))
+        out.append(row("base", f"unquantized ({ref['info'].get('dtype', 'float32')})", ref["info"], "ok"))
+    for s in manifest["stages"]:  # the unquantized model in each other engine: what a format adds is read against it
+        if s["kind"] == "floor" and s.get("info"):
+            out.append(row(f"floor: {s['info']['engine']}", "unquantized, in this engine", s["info"], "-"))
     for name, fmt in formats.items():
         ev = stages.get(f"evaluate[{name}]")
         if not ev:
@@ -35,11 +38,15 @@ def _describe(fmt: dict[str, Any]) -> str:
 
 
 def row(name: str, fmt: str, info: dict[str, Any], gates: str) -> dict[str, Any]:
-    cpu = (info.get("speed") or {}).get("cpu") or {}
-    return {"artifact": name, "format": fmt, "family": fmt.split()[0], "engine": info.get("engine"), "size_mb": _mb(info.get("size_bytes")),
-            "ppl": info.get("ppl"), "ppl_increase_pct": info.get("ppl_increase_pct"), "kld": info.get("kld"), "kld_p99": info.get("kld_p99"),
-            "top1_pct": info.get("top1_pct"), "pp_tps": (cpu.get("pp_tps") or {}).get("median"), "tg_tps": (cpu.get("tg_tps") or {}).get("median"),
-            "roofline_pct": cpu.get("roofline_pct"), "tasks": info.get("tasks"), "gates": gates, "kld_method": info.get("kld_method")}
+    device, sp = next(iter((info.get("speed") or {}).items()), (None, {}))
+    engine = info.get("engine")
+    return {"artifact": name, "format": fmt, "family": fmt.split()[0], "engine": f"{engine} ({device})" if engine and device else engine,
+            "size_mb": _mb(info.get("size_bytes")), "ppl": info.get("ppl"), "ppl_increase_pct": info.get("ppl_increase_pct"),
+            "kld": info.get("kld"), "kld_p99": info.get("kld_p99"), "top1_pct": info.get("top1_pct"),
+            "pp_tps": (sp.get("pp_tps") or {}).get("median"), "tg_tps": (sp.get("tg_tps") or {}).get("median"),
+            "pp_spread": (sp.get("pp_tps") or {}).get("spread_pct"), "tg_spread": (sp.get("tg_tps") or {}).get("spread_pct"),
+            "noisy": sp.get("noisy") or [], "roofline_pct": sp.get("roofline_pct"), "roofline_note": sp.get("roofline_note"),
+            "tasks": info.get("tasks"), "gates": gates, "kld_method": info.get("kld_method"), "score": info.get("score")}
 
 
 def _mb(n: int | None) -> float | None:
@@ -48,8 +55,18 @@ def _mb(n: int | None) -> float | None:
 
 def _fixed_cells(r: dict[str, Any]) -> list[str]:
     f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    roof = "probe?" if r.get("roofline_note") else f(r["roofline_pct"], 0)
     return [r["artifact"], r["format"], r["engine"] or "-", f(r["size_mb"], 1), f(r["ppl"], 3), f(r["ppl_increase_pct"]), f(r["kld"], 4),
-            f(r["kld_p99"], 3), f(r["top1_pct"], 1), f(r["pp_tps"], 1), f(r["tg_tps"], 1), f(r["roofline_pct"], 0), r["gates"]]
+            f(r["kld_p99"], 3), f(r["top1_pct"], 1), _speed(r, "pp"), _speed(r, "tg"), roof, r["gates"]]
+
+
+def _speed(r: dict[str, Any], which: str) -> str:
+    """Median, its spread, and `noisy` when the repetitions never settled (evaluation.speed)."""
+    value, spread = r.get(f"{which}_tps"), r.get(f"{which}_spread")
+    if value is None:
+        return "-"
+    mark = " noisy" if f"{which}_tps" in (r.get("noisy") or []) else ""
+    return f"{value:.1f} ±{spread:.0f}%{mark}" if spread is not None else f"{value:.1f}{mark}"
 
 
 def task_columns(table: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -79,12 +96,26 @@ def cells(r: dict[str, Any], table: list[dict[str, Any]]) -> list[str]:
     return fixed[:-1] + _task_cells(r, task_columns(table)) + fixed[-1:]
 
 
+def notes(table: list[dict[str, Any]]) -> list[str]:
+    """What the numbers are: how KLD was computed and on which positions, and speed caveats."""
+    from pipeline.evaluation.metrics import describe
+
+    out = []
+    r = next((r for r in table if r.get("kld_method")), None)
+    if r:
+        out.append(f"KLD: mean KL(base || artifact) per token in nats; {describe(r['kld_method'], r.get('score') or 'all')}.")
+    out.append("Speed: median tokens/s ± half the spread of the settled repetitions; `noisy`: they never agreed within the "
+               "tolerance (another process was busy): do not compare it.")
+    if any(r.get("roofline_note") for r in table):
+        out.append("tg % roofline `probe?`: decode ran faster than the measured memory bandwidth allows, so the bandwidth probe was "
+                   "wrong in this run (measured under load); no percentage is given.")
+    return out
+
+
 def markdown(table: list[dict[str, Any]]) -> str:
     head = header(table)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(cells(r, table)) + " |" for r in table]
-    method = next((r["kld_method"] for r in table if r.get("kld_method")), None)
-    note = f"\nKLD: mean KL(base || artifact) per token in nats, over the base model's {method} distribution" if method else ""
-    return "\n".join(lines) + "\n" + (note + (" (top-k tokens plus one bucket for the rest: a lower bound on the full KLD)" if method and method.startswith("top") else "") + "\n" if note else "")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes(table)) + "\n"
 
 
 def print_table(table: list[dict[str, Any]], title: str) -> None:
@@ -101,3 +132,5 @@ def print_table(table: list[dict[str, Any]], title: str) -> None:
         color = "red" if r["gates"].startswith("FAILED") else "green"
         t.add_row(*row_cells[:-1], f"[{color}]{row_cells[-1]}[/]")
     out.print(t)
+    for n in notes(table):
+        out.print(f"[dim]{escape(n)}[/]", soft_wrap=True)

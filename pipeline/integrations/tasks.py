@@ -6,7 +6,9 @@ workdir. The plan is rebuilt in each task (cheap) rather than shipped between pr
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,9 @@ def run_stage(recipe: str, workdir: str, stage_id: str) -> dict[str, Any]:
     record = manifest.records[0]
     if record.status not in ("done", "cached"):
         raise StageError(f"{stage_id}: {record.status}: {record.error or ''}".strip())
-    return {"stage": stage_id, "status": record.status, "key": stage.key, "path": str(stage.path)}
+    # Where it ran: with a distributed task runner, each orchestrator worker is its own process or machine.
+    return {"stage": stage_id, "status": record.status, "key": stage.key, "path": str(stage.path),
+            "ran_on": {"host": socket.gethostname(), "pid": os.getpid()}}
 
 
 def run_branch(recipe: str, workdir: str, artifact: str) -> list[dict[str, Any]]:
@@ -56,13 +60,28 @@ def run_branch(recipe: str, workdir: str, artifact: str) -> list[dict[str, Any]]
 
 
 def finish(recipe: str, workdir: str) -> dict[str, Any]:
-    """The run's manifest.json (and results table) over every finished stage, as a CLI run would leave it."""
+    """The run's manifest.json (and results table) as a CLI run would leave it: finished stages from the
+    cache, and each stage that failed or was skipped in its own task with that task's record."""
+    import json
+
+    from pipeline.manifest import StageRecord
+    from pipeline.report import report
     from pipeline.runner import execute
 
     plan = load_plan(recipe, workdir)
     manifest = execute(plan, quiet=True, only={s.id for s in plan.stages if plan.cached(s)})
-    from pipeline.report import report
-
+    order = {s.id: i for i, s in enumerate(plan.stages)}
+    for s in plan.stages:
+        if any(r.id == s.id for r in manifest.records):
+            continue
+        try:
+            task = json.loads((plan.run_dir / "manifests" / f"{safe_id(s.id)}.json").read_text())
+            record = next(StageRecord(**r) for r in task["stages"] if r["id"] == s.id and r["key"] == s.key)
+        except (OSError, ValueError, KeyError, StopIteration, TypeError):
+            continue  # never ran (an upstream task failed and the orchestrator did not start it): pending
+        manifest.records.append(record)
+    manifest.records.sort(key=lambda r: order[r.id])
+    complete = len(manifest.records) == len(plan.stages)
+    manifest.finish("failed" if manifest.failed() else "ok" if complete else "incomplete")
     report.write(plan.run_dir)
-    return {"status": "ok" if len(manifest.records) == len(plan.stages) else "incomplete", "manifest": str(manifest.path),
-            "stages": {r.id: r.status for r in manifest.records}}
+    return {"status": manifest.status, "manifest": str(manifest.path), "stages": {r.id: r.status for r in manifest.records}}

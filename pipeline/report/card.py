@@ -3,6 +3,7 @@ parses, the evaluation against the base model, copy-paste usage per serving targ
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pipeline import serving
@@ -35,9 +36,13 @@ def render(job: Any, artifact: serving.Artifact, targets: list[str], files: dict
 def _evaluation(evaluation: dict[str, Any] | None, name: str) -> str:
     if not evaluation:
         return "## Evaluation\n\nNot evaluated: the recipe's `evaluation.enabled` was false.\n"
-    table = [results.row("base", "unquantized", evaluation["base"], "-"), results.row(name, name, evaluation["artifact"], "passed")]
+    table = [results.row("base", "unquantized", evaluation["base"], "-")]
+    if evaluation.get("floor"):
+        table.append(results.row(f"floor: {evaluation['floor']['engine']}", "unquantized, in this engine", evaluation["floor"], "-"))
+    table.append(results.row(name, name, evaluation["artifact"], "passed"))
     return ("## Evaluation\n\nAgainst the unquantized model on the same held-out token ids (KLD and top-1 agreement of next-token "
-            "distributions), on CPU with this machine's engine for the format; speed is tokens/s on CPU.\n\n" + results.markdown(table))
+            "distributions), in the engine that serves the format on the machine that made it. A `floor` row is the unquantized "
+            "model in that engine: what the format itself adds is read against it.\n\n" + results.markdown(table))
 
 
 def _usage(a: serving.Artifact, targets: list[str]) -> str:
@@ -55,7 +60,8 @@ def _usage(a: serving.Artifact, targets: list[str]) -> str:
 
 
 def _made(job: Any, calibration: dict[str, Any] | None) -> str:
-    out = ["## How it was made\n", f"Recipe `{job.recipe_name}` (the parts that made this artifact):\n", f"```yaml\n{job.recipe_excerpt}```\n"]
+    fence = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", job.recipe_excerpt)), default=0))  # no value can close it
+    out = ["## How it was made\n", f"Recipe `{job.recipe_name}` (the parts that made this artifact):\n", f"{fence}yaml\n{job.recipe_excerpt}{fence}\n"]
     if calibration:
         keys = ("source", "samples", "seq_len", "tokens", "seed", "chat_template", "packing")
         out.append("Calibration: " + ", ".join(f"{k} {calibration[k]}" for k in keys if k in calibration) + ".\n")

@@ -21,15 +21,20 @@ def write(run_dir: Path, manifest_name: str = "manifest.json") -> list[dict[str,
     table = results.rows(manifest)
     plot = None
     if table:
-        (run_dir / "results.json").write_text(json.dumps(table, indent=2))
+        text = json.dumps(table, indent=2)
+        unchanged = (run_dir / "results.json").is_file() and (run_dir / "results.json").read_text() == text and (run_dir / "results.png").is_file()
+        (run_dir / "results.json").write_text(text)
         (run_dir / "results.md").write_text(f"# {name}: results\n\n" + results.markdown(table))
-        try:
-            from pipeline.report.plots import quality_vs_size
-
-            quality_vs_size(table, run_dir / "results.png", f"{name}: quality vs size (label: decode tok/s, CPU)")
+        if unchanged:  # a cached rerun: the plot on disk is this table's (matplotlib alone costs a second)
             plot = run_dir / "results.png"
-        except ImportError:
-            pass  # matplotlib is optional (the eval extra); the table is the result
+        else:
+            try:
+                from pipeline.report.plots import quality_vs_size
+
+                quality_vs_size(table, run_dir / "results.png", f"{name}: quality vs size (label: decode tok/s)")
+                plot = run_dir / "results.png"
+            except ImportError:
+                pass  # matplotlib is optional (the eval extra); the table is the result
     packages = _packages(manifest)
     (run_dir / "report.md").write_text(_markdown(manifest, table, plot, packages))
     (run_dir / "report.html").write_text(_html(manifest, table, plot, packages))
@@ -83,6 +88,7 @@ def _html(manifest: dict[str, Any], table: list[dict[str, Any]], plot: Path | No
              f"<b>{html.escape(manifest['status'])}</b>.</p>", "<h2>Quality, size and speed</h2>"]
     if table:
         parts.append(_html_table(results.header(table), [results.cells(r, table) for r in table]))
+        parts += [f"<p>{html.escape(n)}</p>" for n in results.notes(table)]
     else:
         parts.append("<p>Not evaluated (evaluation.enabled: false).</p>")
     if plot:  # inline, so the file is self-contained

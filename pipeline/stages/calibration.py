@@ -22,6 +22,15 @@ def check(spec: CalibrationSpec, recipe_dir: Path, model_config: dict[str, Any] 
     context = (model_config or {}).get("max_position_embeddings")
     if context and spec.seq_len > context:
         raise RecipeError(f"{spec.seq_len} is longer than the model's context ({context} tokens)", field=("calibration", "seq_len"))
+    if src.kind in ("local", "package"):
+        from pipeline.data import supply
+        from pipeline.stages.source_checks import package_file
+
+        files = sources.local_files(src, base) if src.kind == "local" else [package_file(src)]  # type: ignore[arg-type]
+        chat = src.messages_field is not None
+        supply.check_supply(files, src.text_field or src.messages_field or "", "text_field" if src.text_field else "messages_field", chat,
+                            src.records, spec.samples, spec.seq_len, spec.packing if spec.packing is not None else not chat,
+                            ("calibration", "source"))
 
 
 def fingerprint(spec: CalibrationSpec, recipe_dir: Path, catalog: Path = sources.SOURCES_FILE) -> dict[str, Any]:

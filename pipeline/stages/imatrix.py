@@ -12,12 +12,14 @@ from typing import Any
 
 from pipeline import llamacpp
 from pipeline.cache import file_sha256
+from pipeline.errors import StageError
 from pipeline.proc import run_logged
 from pipeline.stages import calibration as calibration_stage
 from pipeline.stages import gguf_convert
 
-VERSION = 1
+VERSION = 2  # 2: context sized from llama.cpp's own token count of the text
 FILE = "imatrix.gguf"
+MIN_CTX = 16
 
 
 def run(converted: Path, calibration: Path, out: Path, ctx: Any) -> dict[str, Any]:
@@ -27,8 +29,15 @@ def run(converted: Path, calibration: Path, out: Path, ctx: Any) -> dict[str, An
     # with the GGUF's tokenizer and cuts it into windows of the calibration length.
     text = out / "calibration.txt"
     text.write_text("\n".join(s["text"] for s in samples))
-    ctx_len = max(len(s["input_ids"]) for s in samples)
-    chunks = len(samples)
+    # llama-imatrix needs at least two chunks of its context, counted in its own tokens: a GGUF tokenizer
+    # can cut the text into fewer tokens than transformers did (or there is a single sample), so the
+    # context is sized from llama.cpp's count, at most the calibration length.
+    tokens = _llama_tokens(gguf_convert.output(converted), text.read_text())
+    ctx_len = min(max(len(s["input_ids"]) for s in samples), tokens // 2)
+    if ctx_len < MIN_CTX:
+        raise StageError(f"the calibration text is {tokens} tokens for llama.cpp: too little for an importance matrix "
+                         f"(at least {2 * MIN_CTX}); raise calibration.samples or seq_len, or use imatrix: off")
+    chunks = tokens // ctx_len
     ctx.status(f"importance matrix over {chunks} chunks of {ctx_len} tokens")
 
     def progress(line: str) -> None:
@@ -40,7 +49,18 @@ def run(converted: Path, calibration: Path, out: Path, ctx: Any) -> dict[str, An
                 "-c", str(ctx_len), "--chunks", str(chunks), "--parse-special", "-t", str(os.cpu_count() or 1), "--no-ppl"],
                on_line=progress)
     text.unlink()  # the calibration stage keeps the text; no second copy
-    return {"file": FILE, "chunks": chunks, "ctx": ctx_len, "sha256": file_sha256(out / FILE)}
+    return {"file": FILE, "chunks": chunks, "ctx": ctx_len, "tokens": tokens, "sha256": file_sha256(out / FILE)}
+
+
+def _llama_tokens(gguf: Path, text: str) -> int:
+    """Tokens of `text` as llama-imatrix makes them (its tokenizer, BOS added, special tokens parsed)."""
+    from llama_cpp import Llama
+
+    vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    try:
+        return len(vocab.tokenize(text.encode(), add_bos=True, special=True))
+    finally:
+        vocab.close()
 
 
 def copy_given(path: Path, out: Path, ctx: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +14,15 @@ from typing import Any
 
 from pipeline import serving
 from pipeline.cache import MARKER, file_sha256, link_or_copy
+from pipeline.fingerprint import file_digest
 from pipeline.recipe import PackageSpec
 
-VERSION = 2  # bump when the package's files change for the same inputs (2: Kubernetes object names)
-SKIP = {MARKER, "stage_info.json", "recipe.yaml"}  # llmcompressor's recipe.yaml does not load back: the card holds ours
+VERSION = 3  # bump when the package's files change for the same inputs (2: Kubernetes object names; 3: licenses, context default)
+# Not linked from the artifact: bookkeeping, llmcompressor's recipe.yaml (it does not load back: the card holds ours), and the
+# files this stage writes itself (a linked README.md would be written through, into the quantize output).
+SKIP = {MARKER, "stage_info.json", "recipe.yaml", "README.md", "manifest.json"}
+LICENSES = ("LICENSE*", "USE_POLICY*", "NOTICE*")  # the source's: licenses such as Llama's require a copy with every redistribution
+DEFAULT_CONTEXT = 8192  # served context when the recipe names none: a 131072-token KV cache rarely fits next to the weights
 MANIFEST = "manifest.json"
 
 
@@ -36,6 +42,7 @@ class PackageJob:
     versions: dict[str, str]
     repo_id: str | None = None
     evaluate_id: str | None = None
+    floor_id: str | None = None  # the engine floor's evaluation, when the artifact's engine has one
     bnb_quantize: str | None = None
     seeds: dict[str, int] = field(default_factory=dict)
 
@@ -52,6 +59,10 @@ def run(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[s
     for p in sorted(art.rglob("*")):
         if p.is_file() and p.name not in SKIP:
             link_or_copy(p, out / p.relative_to(art))  # hard links: no second copy of the weights
+    for pattern in LICENSES:
+        for p in sorted(src.glob(pattern)):
+            if p.is_file() and not (out / p.name).exists():
+                shutil.copyfile(p, out / p.name)
     info = _json(art / "stage_info.json")
     facts = source_facts(src)
     base_model = job.spec.base_model or facts.get("base_model")
@@ -59,7 +70,7 @@ def run(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[s
     artifact = serving.Artifact(
         name=job.artifact, kind=job.kind, description=job.description,
         served_model_name=job.spec.serving.served_model_name or f"{job.recipe_name}-{job.artifact}",
-        max_model_len=job.spec.serving.max_model_len or config.get("max_position_embeddings") or 4096,
+        max_model_len=job.spec.serving.max_model_len or min(config.get("max_position_embeddings") or DEFAULT_CONTEXT, DEFAULT_CONTEXT),
         size_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
         gguf_file=(info.get("files") or [None])[0] if job.kind == "gguf" else None, gguf_shards=len(info.get("files") or []),
         bnb_quantize=job.bnb_quantize, base_model=base_model, repo_id=job.repo_id,
@@ -93,7 +104,7 @@ def source_facts(source: Path) -> dict[str, Any]:
     info, tok = _json(source / "stage_info.json"), _json(source / "tokenizer_config.json")
     license_, base_model = _readme_license(source / "README.md"), info.get("repo")
     if info.get("gguf") and Path(info["gguf"]).is_file():
-        from pipeline.stages.source import gguf_metadata
+        from pipeline.stages.source_checks import gguf_metadata
 
         meta = gguf_metadata(Path(info["gguf"]), ("general.license", "general.base_model.0.repo_url", "general.source.repo_url"))
         license_ = license_ or meta["general.license"]
@@ -124,7 +135,8 @@ def _token(t: Any) -> str:
 def _evaluation(inputs: dict[str, Path], job: PackageJob) -> dict[str, Any] | None:
     if not job.evaluate_id or job.evaluate_id not in inputs:
         return None
-    return {"artifact": _json(inputs[job.evaluate_id] / "metrics.json"), "base": _json(inputs["reference"] / "metrics.json")}
+    floor = _json(inputs[job.floor_id] / "metrics.json") if job.floor_id in inputs else None
+    return {"artifact": _json(inputs[job.evaluate_id] / "metrics.json"), "base": _json(inputs["reference"] / "metrics.json"), "floor": floor}
 
 
 def _hash_files(out: Path, ctx: Any) -> dict[str, dict[str, Any]]:
@@ -132,7 +144,7 @@ def _hash_files(out: Path, ctx: Any) -> dict[str, dict[str, Any]]:
     for p in publish_files(out):
         rel = str(p.relative_to(out))
         ctx.status(f"sha256 {rel}")
-        files[rel] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
+        files[rel] = {"size": p.stat().st_size, "sha256": file_digest(p)}  # the weights are hard links to immutable outputs: remembered
     return files
 
 

@@ -1,6 +1,9 @@
-"""Reference stage: the unquantized model, once per run: its log-probs over the evaluation windows
-(what every artifact is compared with), its own perplexity, speed and lm-eval scores, and this
-machine's memory bandwidth (for the decode roofline)."""
+"""Reference stage: the unquantized model, once per run, in transformers: its log-probs over the
+evaluation windows (what every artifact is compared with, pipeline.evaluation.metrics), its own
+perplexity, lm-eval scores and speed, and this machine's memory bandwidth (for the decode roofline).
+
+The model is loaded once: scoring and lm-eval share it. Speed runs in a child process of its own, on
+purpose, so that its peak memory is the engine's alone."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import numpy as np
 from pipeline.recipe import EvaluationSpec
 from pipeline.stages import eval_corpus
 
-VERSION = 1
+VERSION = 2  # 2: float16 full log-probs (exact KLD), scoring convention, settled speed
 METRICS = "metrics.json"
 
 
@@ -23,40 +26,41 @@ def prompt_ids(windows: list[list[int]], n: int) -> list[int]:
 
 
 def run(ev: EvaluationSpec, source: Path, corpus: Path, out: Path, ctx: Any) -> dict[str, Any]:
+    from pipeline.engines import Settings
+    from pipeline.engines.hf import HFEngine
     from pipeline.evaluation import lmeval, speed
-    from pipeline.evaluation.engines import HFEngine
     from pipeline.evaluation.metrics import Reference
 
     windows = eval_corpus.windows(corpus)
-    ctx.status("loading the base model (float32)")
-    engine = HFEngine(source, ev.speed.threads, ctx.trust_remote_code)
+    settings = Settings(n_ctx=max(map(len, windows)), threads=ev.speed.threads, trust_remote_code=ctx.trust_remote_code)
+    engine = HFEngine(source, settings)
+    ctx.status(f"loaded the base model ({str(engine.dtype).removeprefix('torch.')})")
     vocab = engine.model.get_output_embeddings().weight.shape[0]
-    positions = sum(len(w) - 1 for w in windows)
-    keep_full = positions * vocab * 4 <= ev.max_logits_mb * 2**20
+    params = sum(p.numel() for p in engine.model.parameters())
 
     def logprobs():
         for i, w in enumerate(windows):
             ctx.status(f"base log-probs: window {i + 1}/{len(windows)}")
             yield engine.logprobs(w)
 
-    ref = Reference.build(logprobs(), windows, keep_full, min(ev.top_k, vocab))
-    ref.save(out)
+    ref = Reference.build(out, logprobs(), windows, "full" if ev.kld == "exact" else "top-k", min(ev.top_k, vocab), ev.score, vocab)
     ppl = float(np.exp(-np.mean(ref.target_lp)))
-    metrics: dict[str, Any] = {"engine": "transformers", "ppl": ppl, "base_ppl": ppl, "ppl_increase_pct": 0.0, "kld": 0.0, "kld_p99": 0.0,
-                               "top1_pct": 100.0, "tokens": positions, "kld_method": ref.method, "vocab": vocab,
-                               "size_bytes": sum(p.stat().st_size for p in source.rglob("*.safetensors"))}
+    meta = json.loads((out / "reference.json").read_text())
+    metrics: dict[str, Any] = {"engine": "transformers", "dtype": str(engine.dtype).removeprefix("torch."), "ppl": ppl, "base_ppl": ppl,
+                               "ppl_increase_pct": 0.0, "kld": 0.0, "kld_p99": 0.0, "top1_pct": 100.0, "tokens": len(ref.target_lp),
+                               "kld_method": ref.method, "score": ref.score, "vocab": vocab, "params": params,
+                               "reference_bytes": meta["bytes"], "size_bytes": sum(p.stat().st_size for p in source.rglob("*.safetensors"))}
+    if ev.tasks:
+        ctx.status(f"lm-eval: {', '.join(ev.tasks)}")
+        metrics["tasks"] = lmeval.evaluate(engine.lm_eval_model(), ev.tasks, ev.task_limit, out, lmeval.task_dirs(ev.task_dirs))
     weight_bytes = engine.weight_bytes()
-    del engine
+    engine.close()
     ctx.status("measuring memory bandwidth")
     metrics["bandwidth_gbps"] = round(speed.memory_bandwidth_gbps(), 2)
     if ev.speed.enabled:
-        ctx.status("speed (transformers, CPU)")
-        s = ev.speed
-        result = speed.transformers_speed(source, prompt_ids(windows, s.prompt_tokens), s.decode_tokens, s.repeats, s.warmup,
-                                          s.threads or 0, ctx.trust_remote_code)
-        metrics["speed"] = {"cpu": speed.roofline(result, weight_bytes, metrics["bandwidth_gbps"])}
-    if ev.tasks:
-        ctx.status(f"lm-eval: {', '.join(ev.tasks)}")
-        metrics["tasks"] = lmeval.evaluate("transformers", source, ev.tasks, ev.task_limit, out, ctx.trust_remote_code)
+        ctx.status("speed (transformers)")
+        load = speed.machine_load()
+        result = HFEngine.speed(source, prompt_ids(windows, ev.speed.prompt_tokens), ev.speed, settings)
+        metrics["speed"] = {result["device"]: {**speed.roofline(result, weight_bytes, metrics["bandwidth_gbps"]), "machine": load}}
     (out / METRICS).write_text(json.dumps(metrics, indent=2))
     return metrics

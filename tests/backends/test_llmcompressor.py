@@ -82,3 +82,59 @@ def test_group_size_feasibility_names_layers_and_fits():
     assert problems and problems[0][0] == "group_size"
     assert "q_proj" in problems[0][1] and "576" in problems[0][1] and "32, 64" in problems[0][1]
     assert LlmCompressorBackend().problems(GptqOptions(format="gptq", group_size=64), smollm2) == []
+
+
+@pytest.mark.parametrize("entry", [{"format": "w8a16"}, {"format": "fp8"}], ids=["w8a16", "fp8"])
+def test_data_free_formats_stream_shards_and_match_oneshot(tiny_model, tmp_path, entry):
+    """Data-free schemes go through model_free_ptq (one shard at a time: big models never sit in memory
+    whole); its tensors must be exactly what oneshot makes of the whole model."""
+    import torch
+    from llmcompressor import oneshot
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.backends.llmcompressor import modifiers
+
+    opts = Recipe.model_validate({"name": "t", "model": {"path": str(tiny_model)}, "formats": [entry]}).formats[0]
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    with stage_ctx() as ctx:
+        info = FORMATS[opts.format].backend.quantize(opts, {"source": tiny_model}, ours, ctx)
+    assert info["entrypoint"] == "model_free_ptq"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    oneshot(model=model, recipe=modifiers(opts))
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "oneshot", save_compressed=True)
+
+    def tensors(d):
+        files = [safe_open(str(f), "pt") for f in sorted(d.glob("*.safetensors"))]
+        return {k: f.get_tensor(k) for f in files for k in f.keys()}
+
+    a, b = tensors(ours), tensors(tmp_path / "oneshot")
+    assert a.keys() == b.keys()
+    for k in a:  # fp8 tensors compared bit for bit
+        x, y = (t.view(torch.uint8) if t.dtype == torch.float8_e4m3fn else t for t in (a[k], b[k]))
+        assert torch.equal(x, y), k
+    assert not (ours / ".stage.json").exists() and (ours / "tokenizer.json").exists()
+
+
+def test_disk_offload_when_the_model_exceeds_the_cpu_budget(tiny_model, tiny_calibration, tmp_path, monkeypatch):
+    """llm-compressor's documented path for models larger than RAM (compressed-tensors disk offloading),
+    forced here with a 100 KB CPU budget (the tiny model is 0.4 MB in float32): the artifact is the in-memory
+    one up to float rounding (the offloaded weights are onloaded per layer), far inside the quantization error."""
+    opts = Recipe.model_validate({"name": "t", "model": {"path": str(tiny_model)}, "formats": [{"format": "gptq", "group_size": 32}]}).formats[0]
+    backend = FORMATS["gptq"].backend
+    outs = {}
+    for budget in (None, "100KB"):
+        if budget:
+            monkeypatch.setenv("LLM_PIPELINE_MAX_CPU_MEMORY", budget)
+        outs[budget] = out = tmp_path / f"out-{budget}"
+        out.mkdir()
+        messages: list[str] = []
+        with stage_ctx() as ctx:
+            ctx.report = messages.append
+            backend.quantize(opts, {"source": tiny_model, "calibration": tiny_calibration}, out, ctx)
+        assert any("disk offloading" in m for m in messages) == bool(budget), messages
+    ids = probe_ids()
+    base, in_memory, offloaded = logits(tiny_model, ids), logits(outs[None], ids), logits(outs["100KB"], ids)
+    assert (in_memory - offloaded).abs().max() < 0.1 * (in_memory - base).abs().max()
+    assert not list(tmp_path.glob("*.offload-*")), "the offload folder is removed"

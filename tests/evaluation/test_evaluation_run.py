@@ -47,7 +47,8 @@ def test_stages_metrics_and_results(evaluated):
         m = json.loads((run / "evaluation" / art / "metrics.json").read_text())
         cpu = m["speed"]["cpu"]
         assert m["ppl"] > 0 and m["tokens"] == 4 * 63 and m["kld_method"] == "full"
-        assert cpu["pp_tps"]["n"] == 2 and cpu["pp_tps"]["min"] <= cpu["pp_tps"]["median"] <= cpu["pp_tps"]["max"]
+        assert cpu["pp_tps"]["n"] >= 2 and cpu["pp_tps"]["min"] <= cpu["pp_tps"]["median"] <= cpu["pp_tps"]["max"]
+        assert cpu["machine"]["loadavg"] and isinstance(cpu["noisy"], list) and "spread_pct" in cpu["tg_tps"]
         assert cpu["tg_tps"]["median"] > 0 and cpu["peak_rss_mb"] > 0 and cpu["roofline_tg_tps"] > 0
     base = json.loads((run / "evaluation" / "base" / "metrics.json").read_text())
     w8 = json.loads((run / "evaluation" / "w8a16" / "metrics.json").read_text())
@@ -75,7 +76,7 @@ def test_looser_gate_passes_without_reevaluating(evaluated, tiny_model):
     ({**EVAL, "tasks": ["no_such_task_xyz"]}, "evaluation.tasks[0]: unknown lm-eval task 'no_such_task_xyz'"),
     ({**EVAL, "speed": {"prompt_tokens": 1000}}, "evaluation.speed.prompt_tokens: 1000 is more than the evaluation text holds"),
     ({**EVAL, "corpus": "nope"}, "evaluation.corpus: unknown source 'nope'"),
-    ({**EVAL, "windows": 500}, "evaluation.windows: source 'embedded' gives only"),
+    ({**EVAL, "windows": 500}, "evaluation.windows: the source holds at most"),
 ])
 def test_bad_evaluation_settings(tmp_path, tiny_model, evaluation, message):
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "w8a16"}], evaluation=evaluation))

@@ -31,7 +31,7 @@ def test_prefect_flow_builds_and_reuses(tmp_path, tiny_model):
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "w8a16"}, {"format": "fp8"}]))
     script = tmp_path / "flow.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
            "PREFECT_API_URL": "", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, str(script), str(recipe), str(tmp_path / "runs"), str(tmp_path / "out.json")],
                           env=env, capture_output=True, text=True, timeout=900)

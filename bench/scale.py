@@ -1,0 +1,95 @@
+"""Model-size bench: what each stage costs on an 8B-shaped model, on this machine.
+
+A full-depth Llama-3.1-8B shape twin (32 layers, 16 GB of bf16 weights, random) goes through W8A16,
+FP8, bnb-NF4 and GGUF Q4_K_M with evaluation (one short window: the point is memory and time, not
+quality) and packaging; a 4-layer twin goes through AWQ and GPTQ at group size 128 (calibration with
+the 8B's widths). Per stage: seconds, the worker's own peak RSS (wait4), that peak over the bf16
+checkpoint size, and the bytes it wrote. Random weights: no quality figure is printed or meant.
+
+    python bench/scale.py                 # about 1.5-2 hours on 2 cores; ~70 GB of disk in bench/.work
+    python bench/scale.py --only small    # the 4-layer AWQ/GPTQ part only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL = {"enabled": True, "corpus": "embedded", "windows": 1, "context": 128, "default_gates": False,
+        "speed": {"prompt_tokens": 32, "decode_tokens": 4, "repeats": 2, "warmup": 0, "budget_s": 60}}
+PARTS = {
+    "full": {"layers": 32, "formats": [{"format": "w8a16"}, {"format": "fp8"}, {"format": "bnb-nf4"}, {"format": "gguf", "type": "Q4_K_M"}],
+             "calibration": {"source": "default", "samples": 4, "seq_len": 128}, "evaluation": EVAL},
+    "small": {"layers": 4, "formats": [{"format": "awq", "group_size": 128}, {"format": "gptq", "group_size": 128}],
+              "calibration": {"source": "default", "samples": 16, "seq_len": 256}, "evaluation": {"enabled": False}},
+}
+LIMIT = {"full": 1.3, "small": 1.5}  # the issue's ceilings: worker peak RSS / bf16 checkpoint size
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_nlink == 1) if path.is_dir() else 0
+
+
+def run_part(name: str, work: Path) -> list[dict]:
+    part = PARTS[name]
+    twin = work / f"llama-3.1-8b-{part['layers']}l"
+    py = [sys.executable, "-m", "pipeline"]
+    if not (twin / "config.json").is_file():
+        t0 = time.perf_counter()
+        subprocess.run(py + ["-q", "twin", "llama-3.1-8b", "--layers", str(part["layers"]), "--out", str(twin)], cwd=ROOT, check=True)
+        print(f"{name}: twin written in {time.perf_counter() - t0:.0f} s", flush=True)
+    bf16 = sum(p.stat().st_size for p in twin.glob("*.safetensors"))
+    recipe = work / f"scale-{name}.yaml"
+    recipe.write_text(yaml.safe_dump({"name": f"scale-{name}", "model": {"path": str(twin)}, "calibration": part["calibration"],
+                                      "formats": part["formats"], "evaluation": part["evaluation"]}, sort_keys=False))
+    t0 = time.perf_counter()
+    proc = subprocess.run(py + ["run", str(recipe), "-w", str(work / "runs")], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    wall = time.perf_counter() - t0
+    manifest = json.loads((work / "runs" / f"scale-{name}" / "manifest.json").read_text())
+    rows = []
+    for s in manifest["stages"]:
+        peak = s.get("peak_rss_mb") or 0
+        rows.append({"part": name, "stage": s["id"], "status": s["status"], "seconds": s.get("seconds"), "peak_mb": peak,
+                     "ratio": peak * 1e6 / bf16, "written_mb": du(work / "runs" / f"scale-{name}" / s["path"]) / 1e6,
+                     "error": s.get("error"), "limit": LIMIT[name]})
+    print(f"{name}: exit {proc.returncode}, {wall / 60:.1f} min, bf16 checkpoint {bf16 / 1e9:.2f} GB, "
+          f"runner peak {manifest.get('runner_peak_rss_mb')} MB", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=list(PARTS))
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
+    ap.add_argument("--keep", action="store_true", help="keep the twins and run directories")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in [args.only] if args.only else list(PARTS):
+        rows += run_part(name, args.work)
+    print(f"\nmachine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM")
+    print("| twin | stage | status | s | worker peak RSS GB | peak / bf16 size | limit | written GB |\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        over = " **over**" if r["ratio"] > r["limit"] else ""
+        secs = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
+        print(f"| {r['part']} | {r['stage']} | {r['status']} | {secs} | {r['peak_mb'] / 1000:.2f} | {r['ratio']:.2f}{over} | "
+              f"{r['limit']} | {r['written_mb'] / 1000:.2f} |")
+    failed = [r for r in rows if r["status"] not in ("done", "cached")]
+    for r in failed:
+        print(f"{r['stage']}: {r['status']}: {r['error']}")
+    (args.work / "scale.json").write_text(json.dumps(rows, indent=2))
+    if not args.keep:
+        shutil.rmtree(args.work / "runs", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

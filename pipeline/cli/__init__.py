@@ -1,0 +1,84 @@
+"""`python -m pipeline COMMAND`. Exit codes: 0 ok, 1 a stage failed, 2 bad input.
+
+The app and what every command shares live here; the commands live in one module per group
+(runs.py: run/plan/calib/report/gc; hub.py: publish; tools.py: setup/twin/list-formats;
+orchestrate.py: prefect), registered on `app` when imported below."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from pipeline.console import console, out, quiet_libraries  # noqa: F401  (out: re-exported to the command modules)
+from pipeline.errors import RecipeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="One YAML recipe: quantize a causal LM to many formats, evaluate, package and publish every artifact.")
+STATE = {"verbose": False, "quiet": False}
+
+WorkdirOpt = typer.Option(Path("runs"), "--workdir", "-w", help="where runs live: <workdir>/<recipe name>/")
+
+
+@app.callback()
+def _options(verbose: bool = typer.Option(False, "-v", "--verbose", help="library logs and tracebacks"),
+             quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display")) -> None:
+    STATE.update(verbose=verbose, quiet=quiet)
+    quiet_libraries(verbose)
+
+
+
+def load_plan(recipe: Path, workdir: Path, with_calibration: bool = False, with_publish: bool | None = None):
+    from pipeline.plan import build_plan
+    from pipeline.recipe_loader import load_recipe
+
+    return build_plan(load_recipe(recipe), recipe, workdir, with_calibration, with_publish)
+
+
+def notes(p) -> None:
+    for note in p.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+
+
+def exit_for(manifest) -> None:
+    failed = manifest.failed()
+    if failed:
+        broken = [r for r in failed if r.status in ("failed", "failed-gates")]
+        raise typer.Exit(2 if broken and all(r.bad_input for r in broken) else 1)
+
+
+def main() -> None:
+    # Ctrl-C must reach us as KeyboardInterrupt (temp dirs cleaned, manifest marked) even when the
+    # parent process started us with SIGINT ignored or defaulted, as background jobs and CI runners do.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here
+        if code == 130:  # typer turns KeyboardInterrupt into Exit(130)
+            console.print("[red]interrupted[/]: finished stages are kept; rerun to resume")
+        sys.exit(code if isinstance(code, int) else 0)
+    except RecipeError as e:
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]: finished stages are kept; rerun to resume")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - click usage errors and the unexpected, as one line
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):  # click's form of KeyboardInterrupt
+            console.print("[red]interrupted[/]: finished stages are kept; rerun to resume")
+            sys.exit(130)
+        if STATE["verbose"]:
+            raise
+        console.print(f"[red]error:[/] {type(e).__name__}: {escape(str(e))} (rerun with -v for the traceback)", soft_wrap=True)
+        sys.exit(1)
+
+
+from pipeline.cli import runs, hub, orchestrate, tools  # noqa: E402,F401,I001  (command registration, in --help order)

@@ -1,0 +1,97 @@
+"""Engines that run artifacts, behind one small interface, found by name.
+
+An engine loads an artifact (or the base model), returns next-token log-probs for token windows (the
+quality metrics), hands lm-eval a model over what it loaded, measures speed in its own process, and
+names the unquantized form of the model it serves (its "floor", e.g. the F16 GGUF for llama.cpp).
+Backends name the engine that serves their artifacts (`Backend.engine`). Adding an engine = one
+module here with an `@register`ed subclass, plus its import at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Settings:
+    n_ctx: int = 2048  # longest sequence scored at once
+    threads: int | None = None  # CPU threads (None: the engine's default)
+    trust_remote_code: bool = False
+    params: int | None = None  # parameters of the unquantized model: sizes a compressed artifact decompressed
+
+
+class Engine:
+    name: ClassVar[str]
+    title: ClassVar[str]  # for tables: "transformers", "llama.cpp"
+
+    def __init__(self, path: Path, settings: Settings) -> None:
+        raise NotImplementedError
+
+    def logprobs(self, ids: list[int]) -> np.ndarray:
+        """[len(ids), vocab] float32 log-probs of the next token after each position."""
+        raise NotImplementedError
+
+    def weight_bytes(self) -> int:
+        """Bytes of weights read per decoded token as this engine holds them (for the decode roofline)."""
+        raise NotImplementedError
+
+    def lm_eval_model(self) -> Any:
+        """An lm-eval model over what this engine loaded (no second load)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of the model's memory."""
+
+    @classmethod
+    def speed(cls, path: Path, prompt_ids: list[int], spec: Any, settings: Settings) -> dict[str, Any]:
+        """Prefill/decode speed in a process of its own (its peak memory is the engine's alone)."""
+        raise NotImplementedError
+
+    @classmethod
+    def measure(cls, args: dict[str, Any]) -> dict[str, Any]:
+        """The measuring child's work, for engines whose `speed` runs `python -m pipeline.evaluation.speed NAME ARGS`."""
+        raise NotImplementedError
+
+    @classmethod
+    def floor_input(cls, stage_ids: list[str]) -> str | None:
+        """The stage whose output is the unquantized model in this engine's format, or None when this
+        engine runs the base model itself (then there is no separate floor to measure)."""
+        return None
+
+    @classmethod
+    def floor_model(cls, stage_output: Path) -> Path:
+        """The path this engine loads from that stage's output."""
+        return stage_output
+
+
+ENGINES: dict[str, type[Engine]] = {}
+
+
+def register(cls: type[Engine]) -> type[Engine]:
+    if cls.name in ENGINES:
+        raise RuntimeError(f"engine {cls.name!r} registered twice")
+    ENGINES[cls.name] = cls
+    return cls
+
+
+def get(name: str) -> type[Engine]:
+    return ENGINES[name]
+
+
+def log_softmax(logits: Any, chunk: int = 128) -> np.ndarray:
+    """float32 log-softmax over the last axis, `chunk` rows at a time: a 128k vocabulary x 512
+    positions is 256 MB in float32, and must not become a float64 copy."""
+    import torch
+
+    t = torch.as_tensor(logits)
+    out = np.empty(tuple(t.shape), dtype=np.float32)
+    for lo in range(0, t.shape[0], chunk):
+        out[lo:lo + chunk] = torch.log_softmax(t[lo:lo + chunk].float(), dim=-1).numpy()
+    return out
+
+
+from pipeline.engines import hf, llamacpp  # noqa: E402,F401,I001  (registration)

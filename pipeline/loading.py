@@ -1,0 +1,83 @@
+"""How a stage loads a checkpoint: which dtype it computes in, on which device, and when to offload.
+
+Checkpoints load in their stored dtype (bf16/fp16): an 8B model is 16 GB that way and 32 GB in
+float32, more than many machines have. One exception, measured: on a CPU without native bf16,
+bf16 matmuls are 5-17x slower than float32, so a model whose float32 copy takes at most
+`UPCAST_SHARE` of this machine's RAM (SmolLM2-135M: 0.5 GB) is computed in float32 there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+UPCAST_SHARE = 1 / 8  # of physical RAM: float32 on CPU only for models that small
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def stored_dtype(checkpoint: Path) -> str:
+    try:
+        config = json.loads((checkpoint / "config.json").read_text())
+    except (OSError, ValueError):
+        return "bfloat16"
+    name = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
+    return name if name in BYTES else "bfloat16"
+
+
+def weight_bytes(checkpoint: Path) -> int:
+    return sum(p.stat().st_size for p in checkpoint.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def ram_bytes() -> int:
+    import psutil
+
+    return psutil.virtual_memory().total
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def compute_dtype_name(params: int, stored: str, on: str = "cpu") -> str:
+    """float32 for small models on CPU, the stored dtype otherwise (see the module docstring)."""
+    if on == "cpu" and params * 4 <= ram_bytes() * UPCAST_SHARE:
+        return "float32"
+    return stored
+
+
+def compute_dtype(checkpoint: Path, params: int | None = None, on: str = "cpu") -> Any:
+    """The torch dtype to load `checkpoint` in. `params` when the files do not tell it (a compressed artifact)."""
+    import torch
+
+    stored = stored_dtype(checkpoint)
+    if params is None:
+        params = weight_bytes(checkpoint) // BYTES[stored]
+    return getattr(torch, compute_dtype_name(params, stored, on))
+
+
+def cpu_budget_bytes() -> int:
+    """CPU memory a stage may fill with weights before llm-compressor offloads the rest to disk.
+
+    LLM_PIPELINE_MAX_CPU_MEMORY (e.g. "20GB") overrides it: a smaller machine, or a test of the offload path."""
+    given = os.environ.get("LLM_PIPELINE_MAX_CPU_MEMORY")
+    if given:
+        return parse_size(given)
+    import psutil
+
+    return int(psutil.virtual_memory().available * 0.8)
+
+
+def parse_size(text: str) -> int:
+    """'105MB', '4.5GB', '20G', '2GiB', '1000000' -> bytes (KB/MB/GB decimal as disks count; KiB/MiB/GiB binary)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?)B?\s*", text.upper())
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a positive size (e.g. 105MB, 4.5GB, 2GiB)")
+    base = 1024 if m.group(3) else 1000
+    return int(float(m.group(1)) * base ** "_KMGT".index(m.group(2) or "_"))
