@@ -30,13 +30,22 @@ PARTS = {
     "full": {"layers": 32, "formats": [{"format": "w8a16"}, {"format": "fp8"}, {"format": "bnb-nf4"}, {"format": "gguf", "type": "Q4_K_M"}],
              "calibration": {"source": "default", "samples": 4, "seq_len": 128}, "evaluation": EVAL},
     "small": {"layers": 4, "formats": [{"format": "awq", "group_size": 128}, {"format": "gptq", "group_size": 128}],
-              "calibration": {"source": "default", "samples": 16, "seq_len": 256}, "evaluation": {"enabled": False}},
+              "calibration": {"source": "sharegpt", "samples": 16, "seq_len": 256}, "evaluation": {"enabled": False}},
 }
 LIMIT = {"full": 1.3, "small": 1.5}  # the issue's ceilings: worker peak RSS / bf16 checkpoint size
 
 
-def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_nlink == 1) if path.is_dir() else 0
+def du(path: Path, seen: set[int]) -> int:
+    """Bytes of the files under `path` whose inodes are not in `seen` (which it extends): the twin's own
+    files hard-linked by the source stage, or an artifact's files hard-linked into its package, are
+    nothing new on disk."""
+    total = 0
+    for p in path.rglob("*") if path.is_dir() else []:
+        st = p.lstat()
+        if p.is_file() and not p.is_symlink() and st.st_ino not in seen:
+            seen.add(st.st_ino)
+            total += st.st_size
+    return total
 
 
 def run_part(name: str, work: Path) -> list[dict]:
@@ -48,21 +57,34 @@ def run_part(name: str, work: Path) -> list[dict]:
         subprocess.run(py + ["-q", "twin", "llama-3.1-8b", "--layers", str(part["layers"]), "--out", str(twin)], cwd=ROOT, check=True)
         print(f"{name}: twin written in {time.perf_counter() - t0:.0f} s", flush=True)
     bf16 = sum(p.stat().st_size for p in twin.glob("*.safetensors"))
-    recipe = work / f"scale-{name}.yaml"
-    recipe.write_text(yaml.safe_dump({"name": f"scale-{name}", "model": {"path": str(twin)}, "calibration": part["calibration"],
-                                      "formats": part["formats"], "evaluation": part["evaluation"]}, sort_keys=False))
-    t0 = time.perf_counter()
-    proc = subprocess.run(py + ["run", str(recipe), "-w", str(work / "runs")], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    wall = time.perf_counter() - t0
-    manifest = json.loads((work / "runs" / f"scale-{name}" / "manifest.json").read_text())
-    rows = []
-    for s in manifest["stages"]:
-        peak = s.get("peak_rss_mb") or 0
-        rows.append({"part": name, "stage": s["id"], "status": s["status"], "seconds": s.get("seconds"), "peak_mb": peak,
-                     "ratio": peak * 1e6 / bf16, "written_mb": du(work / "runs" / f"scale-{name}" / s["path"]) / 1e6,
-                     "error": s.get("error"), "limit": LIMIT[name]})
-    print(f"{name}: exit {proc.returncode}, {wall / 60:.1f} min, bf16 checkpoint {bf16 / 1e9:.2f} GB, "
-          f"runner peak {manifest.get('runner_peak_rss_mb')} MB", flush=True)
+    seen_inodes = {p.stat().st_ino for p in twin.iterdir()}
+    runs = work / "runs"
+    rows, seen = [], set()
+    # One format per run in one workdir: source, calibration and the reference are made once and then
+    # cached, and each format's big outputs are deleted once measured, so the disk holds the twin plus
+    # one format at a time (all at once would need ~70 GB).
+    for fmt in part["formats"]:
+        recipe = work / f"scale-{name}.yaml"
+        recipe.write_text(yaml.safe_dump({"name": f"scale-{name}", "model": {"path": str(twin)}, "calibration": part["calibration"],
+                                          "formats": [fmt], "evaluation": part["evaluation"]}, sort_keys=False))
+        t0 = time.perf_counter()
+        proc = subprocess.run(py + ["run", str(recipe), "-w", str(runs)], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        wall = time.perf_counter() - t0
+        run_dir = runs / f"scale-{name}"
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        for s in manifest["stages"]:
+            if s["id"] in seen:
+                continue
+            seen.add(s["id"])
+            peak = s.get("peak_rss_mb") or 0
+            rows.append({"part": name, "stage": s["id"], "status": s["status"], "seconds": s.get("seconds"), "peak_mb": peak,
+                         "ratio": peak * 1e6 / bf16, "written_mb": du(run_dir / s["path"], seen_inodes) / 1e6,
+                         "error": s.get("error"), "limit": LIMIT[name]})
+        print(f"{name} {fmt['format']}: exit {proc.returncode}, {wall / 60:.1f} min, bf16 checkpoint {bf16 / 1e9:.2f} GB, "
+              f"runner peak {manifest.get('runner_peak_rss_mb')} MB", flush=True)
+        for s in manifest["stages"]:
+            if s["id"].split("[")[0] in ("quantize", "gguf-convert", "package") and s.get("path"):
+                shutil.rmtree(run_dir / s["path"], ignore_errors=True)
     return rows
 
 

@@ -1,7 +1,7 @@
 """Engines that run artifacts, behind one small interface, found by name.
 
 An engine loads an artifact (or the base model), returns next-token log-probs for token windows (the
-quality metrics), hands lm-eval a model over what it loaded, measures speed in its own process, and
+quality metrics), hands lm-eval a model over what it loaded, measures speed on it, and
 names the unquantized form of the model it serves (its "floor", e.g. the F16 GGUF for llama.cpp).
 Backends name the engine that serves their artifacts (`Backend.engine`). Adding an engine = one
 module here with an `@register`ed subclass, plus its import at the bottom of this file.
@@ -46,14 +46,10 @@ class Engine:
     def close(self) -> None:
         """Let go of the model's memory."""
 
-    @classmethod
-    def speed(cls, path: Path, prompt_ids: list[int], spec: Any, settings: Settings) -> dict[str, Any]:
-        """Prefill/decode speed in a process of its own (its peak memory is the engine's alone)."""
-        raise NotImplementedError
-
-    @classmethod
-    def measure(cls, args: dict[str, Any]) -> dict[str, Any]:
-        """The measuring child's work, for engines whose `speed` runs `python -m pipeline.evaluation.speed NAME ARGS`."""
+    def speed(self, prompt_ids: list[int], spec: Any) -> dict[str, Any]:
+        """Prefill and decode speed on what this engine loaded (no second load: an 8B model in memory
+        twice does not fit), repeated until settled (pipeline.evaluation.speed). Called last: an engine
+        that measures with an outside tool lets go of its own copy first."""
         raise NotImplementedError
 
     @classmethod

@@ -2,12 +2,11 @@
 
 Loaded in the compute dtype of pipeline.loading (float32 for small models on CPU, else the stored
 dtype); compressed-tensors checkpoints decompress on load. Speed: a fixed prompt from the evaluation
-text, then greedy decode one token at a time with the KV cache, repeated until the figures settle (evaluation.speed), in a child process: `python -m pipeline.evaluation.speed transformers PAYLOAD`."""
+text, then greedy decode one token at a time with the KV cache, repeated until the figures settle
+(evaluation.speed), on the model already loaded: the stage runs in a worker process of its own."""
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -59,54 +58,36 @@ class HFEngine(Engine):
         return HFLM(pretrained=self.model, tokenizer=tokenizer, batch_size=1)
 
     def close(self) -> None:
-        del self.model
+        self.__dict__.pop("model", None)
 
-    @classmethod
-    def speed(cls, path: Path, prompt_ids: list[int], spec: Any, settings: Settings) -> dict[str, Any]:
+    def speed(self, prompt_ids: list[int], spec: Any) -> dict[str, Any]:
+        """Prefill the prompt, then greedy-decode one token at a time with the KV cache, until settled."""
+        import torch
+
         from pipeline.evaluation import speed
 
-        payload = json.dumps({"path": str(path), "ids": prompt_ids, "spec": spec.model_dump(), "params": settings.params,
-                              "threads": settings.threads or 0, "trust_remote_code": settings.trust_remote_code})
-        out, rss = speed.run_child([sys.executable, "-m", "pipeline.evaluation.speed", cls.name, payload])
-        return {**speed.child_json(out), "peak_rss_mb": round(rss, 1)}
+        model, device = self.model, self.device
+        ids = torch.tensor([prompt_ids], device=device)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    @classmethod
-    def measure(cls, args: dict[str, Any]) -> dict[str, Any]:
-        """In the child process: load, warm up, then prefill + decode until the figures settle."""
-        return _measure(args)
+        def once() -> dict[str, float]:
+            sync()
+            t0 = time.perf_counter()
+            out = model(ids, use_cache=True)
+            token = out.logits[:, -1:].argmax(-1)
+            sync()
+            t1 = time.perf_counter()
+            cache = out.past_key_values
+            for _ in range(spec.decode_tokens):
+                out = model(token, past_key_values=cache, use_cache=True)
+                cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            sync()
+            t2 = time.perf_counter()
+            return {"pp_tps": ids.shape[1] / (t1 - t0), "ttft_ms": 1000 * (t1 - t0), "tg_tps": spec.decode_tokens / (t2 - t1)}
 
-
-def _measure(args: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
-    from pipeline.evaluation import speed
-
-    spec = args["spec"]
-    engine = HFEngine(Path(args["path"]), Settings(threads=args["threads"] or None, trust_remote_code=args["trust_remote_code"],
-                                                   params=args["params"]))
-    model, device = engine.model, engine.device
-    ids = torch.tensor([args["ids"]], device=device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def once() -> dict[str, float]:
-        sync()
-        t0 = time.perf_counter()
-        out = model(ids, use_cache=True)
-        token = out.logits[:, -1:].argmax(-1)
-        sync()
-        t1 = time.perf_counter()
-        cache = out.past_key_values
-        for _ in range(spec["decode_tokens"]):
-            out = model(token, past_key_values=cache, use_cache=True)
-            cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        sync()
-        t2 = time.perf_counter()
-        return {"pp_tps": ids.shape[1] / (t1 - t0), "ttft_ms": 1000 * (t1 - t0), "tg_tps": spec["decode_tokens"] / (t2 - t1)}
-
-    with torch.no_grad():
-        for _ in range(spec["warmup"]):
-            once()
-        result = speed.until_settled(lambda: [once()], ("pp_tps", "tg_tps", "ttft_ms"), spec["repeats"], spec["tolerance"], spec["budget_s"])
-    return {"engine": "transformers", "device": device, "dtype": str(engine.dtype).removeprefix("torch."),
-            "threads": torch.get_num_threads(), **result, "weight_bytes": engine.weight_bytes()}
-
+        with torch.no_grad():
+            for _ in range(spec.warmup):
+                once()
+            result = speed.until_settled(lambda: [once()], ("pp_tps", "tg_tps", "ttft_ms"), spec.repeats, spec.tolerance, spec.budget_s)
+        return {"engine": "transformers", "device": device, "dtype": str(self.dtype).removeprefix("torch."),
+                "threads": torch.get_num_threads(), **result, "rss_mb": speed.rss_mb()}

@@ -30,7 +30,7 @@ class LlamaCppEngine(Engine):
         from llama_cpp import Llama
 
         self.path = gguf_file(path) if path.is_dir() else path
-        threads = settings.threads or os.cpu_count() or 1
+        self.threads = threads = settings.threads or os.cpu_count() or 1
         self.n_ctx = settings.n_ctx
         # logits_all: llama.cpp keeps the logits of every position, not only the last one.
         self.llm = Llama(model_path=str(self.path), n_ctx=settings.n_ctx, n_batch=settings.n_ctx, n_ubatch=settings.n_ctx,
@@ -50,19 +50,22 @@ class LlamaCppEngine(Engine):
         return LlamaCppLM(self)
 
     def close(self) -> None:
-        self.llm.close()
+        if self.llm is not None:
+            self.llm.close()
+            self.llm = None
 
-    @classmethod
-    def speed(cls, path: Path, prompt_ids: list[int], spec: Any, settings: Settings) -> dict[str, Any]:
+    def speed(self, prompt_ids: list[int], spec: Any) -> dict[str, Any]:
         """llama-bench (pp = prompt tokens, tg = decode tokens; it warms up itself), called in batches of
-        `repeats` until the samples settle or the budget is spent."""
+        `repeats` until the samples settle or the budget is spent. Our own copy is closed first: the
+        tool loads the file itself."""
         import json
 
         from pipeline import llamacpp
         from pipeline.evaluation import speed
 
-        threads = settings.threads or os.cpu_count() or 1
-        cmd = [str(llamacpp.require().tool("llama-bench")), "-m", str(gguf_file(path) if path.is_dir() else path),
+        self.close()
+        threads = self.threads
+        cmd = [str(llamacpp.require().tool("llama-bench")), "-m", str(self.path),
                "-p", str(spec.prompt_tokens), "-n", str(spec.decode_tokens), "-r", str(spec.repeats), "-t", str(threads), "-o", "json"]
         peak = [0.0]
 

@@ -10,7 +10,6 @@ What else kept the CPUs busy (load average, the busiest other processes) is reco
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -94,6 +93,11 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[str, f
     return out.decode(), usage.ru_maxrss / 1024
 
 
+def rss_mb() -> float:
+    """This process's resident memory now (MB): what holding the model and its KV cache costs."""
+    return round(int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 def memory_bandwidth_gbps(mb: int = 512, repeats: int = 7) -> float:
     """Read bandwidth of this machine: the best of a few full passes over a buffer much larger than the caches."""
     import torch
@@ -115,16 +119,3 @@ def roofline(result: dict[str, Any], weight_bytes: int, bandwidth_gbps: float) -
     if pct > 100:  # impossible: the probe under-measured the bandwidth in this run
         return {**out, "roofline_pct": None, "roofline_note": f"bandwidth probe unreliable in this run (decode at {pct:.0f} % of its ceiling)"}
     return {**out, "roofline_pct": round(pct, 1)}
-
-
-def child_json(out: str) -> dict[str, Any]:
-    """The JSON object a measuring child prints last."""
-    return json.loads(out.strip().splitlines()[-1])
-
-
-if __name__ == "__main__":  # `python -m pipeline.evaluation.speed ENGINE PAYLOAD`: an engine's measuring child
-    import sys
-
-    from pipeline import engines
-
-    print(json.dumps(engines.get(sys.argv[1]).measure(json.loads(sys.argv[2]))))

@@ -1,6 +1,6 @@
 """Evaluate stage, one per artifact (and one per engine floor): quality against the reference on the
 same token ids, lm-eval tasks and speed, all in the engine that serves the artifact (pipeline.engines:
-llama.cpp for GGUF, transformers otherwise). The engine is loaded once; speed runs in its own process."""
+llama.cpp for GGUF, transformers otherwise). The engine is loaded once (speed is measured on it too)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pipeline.recipe import EvaluationSpec
 from pipeline.stages import eval_corpus
 from pipeline.stages.reference import METRICS, prompt_ids
 
-VERSION = 2  # 2: engines registry, exact KLD, scoring convention, settled speed
+VERSION = 3  # 2: engines registry, exact KLD, scoring convention, settled speed; 3: speed on the loaded model
 
 
 def run(ev: EvaluationSpec, engine_name: str, model: Path, corpus: Path, reference: Path, out: Path, ctx: Any) -> dict[str, Any]:
@@ -35,12 +35,11 @@ def run(ev: EvaluationSpec, engine_name: str, model: Path, corpus: Path, referen
     if ev.tasks:
         ctx.status(f"lm-eval: {', '.join(ev.tasks)}")
         metrics["tasks"] = lmeval.evaluate(engine.lm_eval_model(), ev.tasks, ev.task_limit, out, lmeval.task_dirs(ev.task_dirs))
-    weight_bytes = engine.weight_bytes()
-    engine.close()
     if ev.speed.enabled:
         ctx.status(f"speed ({engine_name})")
-        load = speed.machine_load()
-        result = Engine.speed(model, prompt_ids(windows, ev.speed.prompt_tokens), ev.speed, settings)
+        load, weight_bytes = speed.machine_load(), engine.weight_bytes()
+        result = engine.speed(prompt_ids(windows, ev.speed.prompt_tokens), ev.speed)
         metrics["speed"] = {result["device"]: {**speed.roofline(result, weight_bytes, base["bandwidth_gbps"]), "machine": load}}
+    engine.close()
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

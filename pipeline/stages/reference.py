@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.recipe import EvaluationSpec
 from pipeline.stages import eval_corpus
 
-VERSION = 2  # 2: float16 full log-probs (exact KLD), scoring convention, settled speed
+VERSION = 3  # 2: float16 full log-probs (exact KLD), scoring convention, settled speed; 3: speed on the loaded model
 METRICS = "metrics.json"
 
 
@@ -53,14 +53,13 @@ def run(ev: EvaluationSpec, source: Path, corpus: Path, out: Path, ctx: Any) -> 
     if ev.tasks:
         ctx.status(f"lm-eval: {', '.join(ev.tasks)}")
         metrics["tasks"] = lmeval.evaluate(engine.lm_eval_model(), ev.tasks, ev.task_limit, out, lmeval.task_dirs(ev.task_dirs))
-    weight_bytes = engine.weight_bytes()
-    engine.close()
     ctx.status("measuring memory bandwidth")
     metrics["bandwidth_gbps"] = round(speed.memory_bandwidth_gbps(), 2)
     if ev.speed.enabled:
         ctx.status("speed (transformers)")
-        load = speed.machine_load()
-        result = HFEngine.speed(source, prompt_ids(windows, ev.speed.prompt_tokens), ev.speed, settings)
+        load, weight_bytes = speed.machine_load(), engine.weight_bytes()
+        result = engine.speed(prompt_ids(windows, ev.speed.prompt_tokens), ev.speed)
         metrics["speed"] = {result["device"]: {**speed.roofline(result, weight_bytes, metrics["bandwidth_gbps"]), "machine": load}}
+    engine.close()
     (out / METRICS).write_text(json.dumps(metrics, indent=2))
     return metrics

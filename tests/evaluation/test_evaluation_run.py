@@ -49,7 +49,7 @@ def test_stages_metrics_and_results(evaluated):
         assert m["ppl"] > 0 and m["tokens"] == 4 * 63 and m["kld_method"] == "full"
         assert cpu["pp_tps"]["n"] >= 2 and cpu["pp_tps"]["min"] <= cpu["pp_tps"]["median"] <= cpu["pp_tps"]["max"]
         assert cpu["machine"]["loadavg"] and isinstance(cpu["noisy"], list) and "spread_pct" in cpu["tg_tps"]
-        assert cpu["tg_tps"]["median"] > 0 and cpu["peak_rss_mb"] > 0 and cpu["roofline_tg_tps"] > 0
+        assert cpu["tg_tps"]["median"] > 0 and cpu["rss_mb"] > 0 and cpu["roofline_tg_tps"] > 0
     base = json.loads((run / "evaluation" / "base" / "metrics.json").read_text())
     w8 = json.loads((run / "evaluation" / "w8a16" / "metrics.json").read_text())
     assert base["kld"] == 0 and w8["base_ppl"] == pytest.approx(base["ppl"]) and 0 < w8["kld"] < 0.05

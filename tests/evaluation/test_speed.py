@@ -51,7 +51,7 @@ def test_a_cpu_hog_beside_the_measurement_gives_a_settled_figure_or_the_noisy_ma
         h.start()
     try:
         load = speed.machine_load()
-        result = HFEngine.speed(tiny_model, list(range(3, 35)), SpeedSpec(prompt_tokens=32, decode_tokens=8, budget_s=15), Settings())
+        result = HFEngine(tiny_model, Settings()).speed(list(range(3, 35)), SpeedSpec(prompt_tokens=32, decode_tokens=8, budget_s=15))
     finally:
         stop.set()
         for h in hogs:
