@@ -42,7 +42,7 @@ def run(job: dict[str, Any], log_path: Path, verbose: bool, on_status: Callable[
     try:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", job["stage"]], stdin=subprocess.PIPE,
                                 stdout=None if verbose else log, stderr=None if verbose else log, pass_fds=(write_fd,),
-                                env={**os.environ, "PIPELINE_WORKER_FD": str(write_fd)})
+                                env={**os.environ, "PIPELINE_WORKER_FD": str(write_fd), "PIPELINE_RUNNER_PID": str(os.getpid())})
     finally:
         os.close(write_fd)
         log.close()
@@ -83,7 +83,21 @@ def _death(code: int, log_path: Path) -> str:
     return f"the stage's worker process exited with {code} without a result; log: {log_path}"
 
 
+def die_with_runner(runner_pid: int) -> None:
+    """A worker outlives nothing: if the runner is killed (SIGKILL, a timeout), the kernel kills its
+    worker too, instead of leaving an orphan computing into a stage nobody will publish."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != runner_pid:  # the runner died before the request was in place
+        os._exit(1)
+
+
 def main() -> int:
+    die_with_runner(int(os.environ.pop("PIPELINE_RUNNER_PID", os.getppid())))
     channel = os.fdopen(int(os.environ.pop("PIPELINE_WORKER_FD")), "w", buffering=1, encoding="utf-8")
 
     def send(msg: dict[str, Any]) -> None:

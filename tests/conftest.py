@@ -116,16 +116,3 @@ def tiny_smol_model(tmp_path_factory) -> Path:
     gguf_tokenizer.repair(out, *gguf_tokenizer.gguf_vocab_kind(gguf))  # as the source stage does
     return out
 
-
-# The two longest files (the demo run, the three twins) are collected first so that, with the suite
-# split over two xdist workers by file (pyproject addopts), each starts on one of them at once instead of
-# both landing on one worker at the end.
-HEAVY_FIRST = ("tests/test_demo_recipe.py", "tests/test_twins.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item) -> int:
-        path = Path(str(item.fspath)).relative_to(ROOT).as_posix()
-        return HEAVY_FIRST.index(path) if path in HEAVY_FIRST else len(HEAVY_FIRST)
-
-    items.sort(key=rank)  # stable: the order inside each file is kept

@@ -40,7 +40,7 @@ def demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     recipe = tmp / "smollm2-demo.yaml"
     shutil.copy(ROOT / "recipes" / "smollm2-demo.yaml", recipe)
-    proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"), timeout=2400)
+    proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"), timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (tmp / "runs" / "smollm2-demo" / "run-stdout.txt").write_text(proc.stdout)
     return tmp / "runs" / "smollm2-demo"

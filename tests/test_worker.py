@@ -73,3 +73,16 @@ def test_each_stage_reports_its_own_peak_and_the_runner_stays_small(tiny_model, 
     again = json.loads((tmp_path / "runs" / "tiny" / "manifest.json").read_text())
     assert {s["id"]: (s["status"], s["seconds"], s["peak_rss_mb"]) for s in again["stages"]} == \
         {s["id"]: ("cached", s["seconds"], s["peak_rss_mb"]) for s in manifest["stages"]}
+
+
+def test_a_killed_runner_takes_its_worker_with_it(tiny_model, tmp_path):
+    """SIGKILL of the runner (or a timeout's kill) must not leave its worker computing as an orphan."""
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "gptq", "group_size": 32}],
+                                                          calibration={"samples": 2, "seq_len": 32}))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "-q", "run", str(recipe), "-w", str(tmp_path / "runs")],
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = _worker_of("quantize[gptq]")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    gone, alive = psutil.wait_procs([worker], timeout=30)
+    assert not alive, "the worker outlived its runner"

@@ -2,16 +2,13 @@
 evaluation windows (what every artifact is compared with, pipeline.evaluation.metrics), its own
 perplexity, lm-eval scores and speed, and this machine's memory bandwidth (for the decode roofline).
 
-The model is loaded once: scoring and lm-eval share it. Speed runs in a child process of its own, on
-purpose, so that its peak memory is the engine's alone."""
+The model is loaded once: scoring, lm-eval and speed share it."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from pipeline.recipe import EvaluationSpec
 from pipeline.stages import eval_corpus
@@ -26,6 +23,8 @@ def prompt_ids(windows: list[list[int]], n: int) -> list[int]:
 
 
 def run(ev: EvaluationSpec, source: Path, corpus: Path, out: Path, ctx: Any) -> dict[str, Any]:
+    import numpy as np  # here, not at the top: `plan` imports this module for VERSION and must stay fast
+
     from pipeline.engines import Settings
     from pipeline.engines.hf import HFEngine
     from pipeline.evaluation import lmeval, speed
