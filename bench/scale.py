@@ -6,8 +6,9 @@ quality) and packaging; a 4-layer twin goes through AWQ and GPTQ at group size 1
 the 8B's widths). Per stage: seconds, the worker's own peak RSS (wait4), that peak over the bf16
 checkpoint size, and the bytes it wrote. Random weights: no quality figure is printed or meant.
 
-    python bench/scale.py                 # about 1.5-2 hours on 2 cores; ~70 GB of disk in bench/.work
-    python bench/scale.py --only small    # the 4-layer AWQ/GPTQ part only
+    python bench/scale.py --only full     # ~50 min on 2 cores (measured 2026-11-23); peak disk ~40 GB in bench/.work
+    python bench/scale.py --only small    # the 4-layer AWQ/GPTQ part: over an hour (AWQ's default grid on 2 cores)
+    python bench/scale.py                 # both, in that order
 """
 
 from __future__ import annotations

@@ -49,6 +49,9 @@ def exit_for(manifest) -> None:
         raise typer.Exit(2 if broken and all(r.bad_input for r in broken) else 1)
 
 
+INTERRUPTED = "[red]interrupted[/]: finished stages are kept; rerun to resume"
+
+
 def main() -> None:
     # Ctrl-C must reach us as KeyboardInterrupt (temp dirs cleaned, manifest marked) even when the
     # parent process started us with SIGINT ignored or defaulted, as background jobs and CI runners do.
@@ -56,13 +59,13 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here
         if code == 130:  # typer turns KeyboardInterrupt into Exit(130)
-            console.print("[red]interrupted[/]: finished stages are kept; rerun to resume")
+            console.print(INTERRUPTED)
         sys.exit(code if isinstance(code, int) else 0)
     except RecipeError as e:
         console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/]: finished stages are kept; rerun to resume")
+        console.print(INTERRUPTED)
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -73,7 +76,7 @@ def main() -> None:
             e.show()
             sys.exit(e.exit_code)
         if isinstance(e, click.exceptions.Abort):  # click's form of KeyboardInterrupt
-            console.print("[red]interrupted[/]: finished stages are kept; rerun to resume")
+            console.print(INTERRUPTED)
             sys.exit(130)
         if STATE["verbose"]:
             raise
