@@ -7,7 +7,7 @@ the 8B's widths). Per stage: seconds, the worker's own peak RSS (wait4), that pe
 checkpoint size, and the bytes it wrote. Random weights: no quality figure is printed or meant.
 
     python bench/scale.py --only full     # ~50 min on 2 cores (measured 2026-11-23); peak disk ~40 GB in bench/.work
-    python bench/scale.py --only small    # the 4-layer AWQ/GPTQ part: over an hour (AWQ's default grid on 2 cores)
+    python bench/scale.py --only small    # the 4-layer AWQ/GPTQ part (AWQ with n_grid 5, see PARTS)
     python bench/scale.py                 # both, in that order
 """
 
@@ -30,8 +30,12 @@ EVAL = {"enabled": True, "corpus": "embedded", "windows": 1, "context": 128, "de
 PARTS = {
     "full": {"layers": 32, "formats": [{"format": "w8a16"}, {"format": "fp8"}, {"format": "bnb-nf4"}, {"format": "gguf", "type": "Q4_K_M"}],
              "calibration": {"source": "default", "samples": 4, "seq_len": 128}, "evaluation": EVAL},
-    "small": {"layers": 4, "formats": [{"format": "awq", "group_size": 128}, {"format": "gptq", "group_size": 128}],
-              "calibration": {"source": "sharegpt", "samples": 16, "seq_len": 256}, "evaluation": {"enabled": False}},
+    # Time, not memory, is what AWQ's grid and the calibration size buy here: the grid points run one after
+    # another, and at 8B widths 8 x 128 tokens of cached layer inputs are 8 MB beside 3.85 GB of weights.
+    # In bf16 on this CPU (no native bf16: slow matmuls) AWQ at n_grid 20 on 16 x 256 tokens had not
+    # finished after 78 min, and at n_grid 5 it took ~19 min per layer, so the bench uses n_grid 5, 8 x 128.
+    "small": {"layers": 4, "formats": [{"format": "awq", "group_size": 128, "n_grid": 5}, {"format": "gptq", "group_size": 128}],
+              "calibration": {"source": "sharegpt", "samples": 8, "seq_len": 128}, "evaluation": {"enabled": False}},
 }
 LIMIT = {"full": 1.3, "small": 1.5}  # the issue's ceilings: worker peak RSS / bf16 checkpoint size
 
@@ -49,7 +53,7 @@ def du(path: Path, seen: set[int]) -> int:
     return total
 
 
-def run_part(name: str, work: Path) -> list[dict]:
+def run_part(name: str, work: Path, only: list[str] | None = None) -> list[dict]:
     part = PARTS[name]
     twin = work / f"llama-3.1-8b-{part['layers']}l"
     py = [sys.executable, "-m", "pipeline"]
@@ -64,7 +68,7 @@ def run_part(name: str, work: Path) -> list[dict]:
     # One format per run in one workdir: source, calibration and the reference are made once and then
     # cached, and each format's big outputs are deleted once measured, so the disk holds the twin plus
     # one format at a time (all at once would need ~70 GB).
-    for fmt in part["formats"]:
+    for fmt in [f for f in part["formats"] if not only or f["format"] in only]:
         recipe = work / f"scale-{name}.yaml"
         recipe.write_text(yaml.safe_dump({"name": f"scale-{name}", "model": {"path": str(twin)}, "calibration": part["calibration"],
                                           "formats": [fmt], "evaluation": part["evaluation"]}, sort_keys=False))
@@ -73,13 +77,14 @@ def run_part(name: str, work: Path) -> list[dict]:
         wall = time.perf_counter() - t0
         run_dir = runs / f"scale-{name}"
         manifest = json.loads((run_dir / "manifest.json").read_text())
+        fresh = set(seen_inodes)  # per format: the inode numbers of the outputs deleted below get reused
         for s in manifest["stages"]:
             if s["id"] in seen:
                 continue
             seen.add(s["id"])
             peak = s.get("peak_rss_mb") or 0
             rows.append({"part": name, "stage": s["id"], "status": s["status"], "seconds": s.get("seconds"), "peak_mb": peak,
-                         "ratio": peak * 1e6 / bf16, "written_mb": du(run_dir / s["path"], seen_inodes) / 1e6,
+                         "ratio": peak * 1e6 / bf16, "written_mb": du(run_dir / s["path"], fresh) / 1e6,
                          "error": s.get("error"), "limit": LIMIT[name]})
         print(f"{name} {fmt['format']}: exit {proc.returncode}, {wall / 60:.1f} min, bf16 checkpoint {bf16 / 1e9:.2f} GB, "
               f"runner peak {manifest.get('runner_peak_rss_mb')} MB", flush=True)
@@ -93,12 +98,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=list(PARTS))
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
+    ap.add_argument("--format", action="append", help="only these formats of the part (repeatable), e.g. --format bnb-nf4")
     ap.add_argument("--keep", action="store_true", help="keep the twins and run directories")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in [args.only] if args.only else list(PARTS):
-        rows += run_part(name, args.work)
+        rows += run_part(name, args.work, args.format)
     print(f"\nmachine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM")
     print("| twin | stage | status | s | worker peak RSS GB | peak / bf16 size | limit | written GB |\n|---|---|---|---|---|---|---|---|")
     for r in rows:

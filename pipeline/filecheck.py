@@ -25,6 +25,22 @@ def read_json(path: Path, field: str) -> dict[str, Any]:
     return data
 
 
+def check_json(path: Path, field: str) -> None:
+    """read_json's checks, remembered per file: Llama 3's tokenizer.json (9 MB) takes 0.3 s to parse,
+    a third of what `plan` may cost."""
+    problem = remembered(path, "json-check", _json_problem)
+    if problem:
+        raise RecipeError(problem, field=field)
+
+
+def _json_problem(path: Path) -> str | None:
+    try:
+        read_json(path, "")
+    except RecipeError as e:
+        return e.message
+    return None
+
+
 def check_safetensors(path: Path, field: str) -> None:
     """Header parses, and the file holds every byte the header points at (a cut-off download does not)."""
     size = path.stat().st_size

@@ -81,3 +81,38 @@ def parse_size(text: str) -> int:
         raise ValueError(f"{text!r} is not a positive size (e.g. 105MB, 4.5GB, 2GiB)")
     base = 1024 if m.group(3) else 1000
     return int(float(m.group(1)) * base ** "_KMGT".index(m.group(2) or "_"))
+
+
+def from_pretrained_pread(checkpoint: Path, trust_remote_code: bool = False, **kwargs: Any) -> Any:
+    """`AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)`, with the safetensors shards read by
+    `pread` instead of memory-mapped.
+
+    transformers (5.x) maps every shard and keeps all of them mapped until the whole model is loaded, so
+    a load that converts each tensor (bitsandbytes quantizing while it loads) holds the full checkpoint
+    in file-backed RSS beside its result: 1.32x the bf16 size on the 8B twin. Read with `pread` (what
+    transformers itself uses on Windows), each tensor's bytes live only until they are converted; the
+    saved artifact is byte-identical (checked on the 4-layer twin: peak 4.17 GB instead of 5.00 GB).
+    Architectures transformers does not know (remote code) and non-safetensors checkpoints take the
+    ordinary path."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
+    shards = sorted(checkpoint.glob("*.safetensors"))
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    if model_class is None or not shards:
+        return AutoModelForCausalLM.from_pretrained(checkpoint, trust_remote_code=trust_remote_code, **kwargs)
+    handles = [safe_open(str(p), framework="pt", device="cpu", backend="pread") for p in shards]
+    try:
+        lazy = {name: h.get_slice(name) for h in handles for name in h.keys()}  # read when transformers asks
+        model = model_class.from_pretrained(None, config=config, state_dict=lazy, **kwargs)
+    finally:
+        for h in handles:
+            h.__exit__(None, None, None)
+    generation = checkpoint / "generation_config.json"
+    if generation.is_file():  # from_pretrained(None, ...) does not look for it
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_pretrained(checkpoint)
+    return model

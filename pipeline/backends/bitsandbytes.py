@@ -70,14 +70,16 @@ class BitsAndBytesBackend(Backend):
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from pipeline.loading import from_pretrained_pread
 
         source = inputs["source"]
         ctx.status("loading and quantizing with bitsandbytes")
         # bitsandbytes quantizes while the weights load; device_map keeps it on CPU when there is no GPU.
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = AutoModelForCausalLM.from_pretrained(source, quantization_config=config(opts), dtype=torch.bfloat16,
-                                                     device_map=device, trust_remote_code=ctx.trust_remote_code)
+        model = from_pretrained_pread(source, trust_remote_code=ctx.trust_remote_code, quantization_config=config(opts),
+                                      dtype=torch.bfloat16, device_map=device)
         ctx.status("saving pre-quantized checkpoint")
         model.save_pretrained(out)
         AutoTokenizer.from_pretrained(source, trust_remote_code=ctx.trust_remote_code).save_pretrained(out)

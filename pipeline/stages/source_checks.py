@@ -54,7 +54,7 @@ def _check_local_dir(src: ModelSource) -> None:
     check_weights([p.name for p in d.iterdir()], src, "model.path")
     for name in JSON_FILES:  # the files every later stage parses: broken ones fail here, not an hour in
         if (d / name).is_file():
-            filecheck.read_json(d / name, "model.path")
+            filecheck.check_json(d / name, "model.path")
     for f in sorted(d.glob("*.safetensors")):
         filecheck.check_safetensors(f, "model.path")
     check_remote_code(filecheck.read_json(d / "config.json", "model.path"), src)
