@@ -109,7 +109,7 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
             describe=backend.describe(opts), artifact=opts.artifact, link=f"artifacts/{opts.artifact}",
             config={"version": quantize.VERSION, "backend": backend.name, "options": opts.model_dump(mode="json", exclude={"name", "gates"}),
                     "content": backend.content(opts)},
-            deps=deps, versions=backend.versions(),
+            deps=deps, versions=backend.versions(), imports=backend.modules,
             run=lambda out, inputs, ctx, o=opts: quantize.run(o, inputs, out, ctx),
         ))
     if recipe.evaluation.enabled:

@@ -56,12 +56,12 @@ def execute(plan: Plan, force: list[str] | None = None, quiet: bool = False, ver
         memory = RunnerMemory()
         manifest.runner = memory.peak_mb
         broken: set[str] = set()
-        with stage_progress(quiet) as progress:
+        with stage_progress(quiet) as progress, worker.Workers(plan.run_dir / "logs", verbose) as workers:
             try:
                 for stage in plan.stages:
                     if only is not None and stage.id not in only:
                         continue
-                    record = _run_stage(plan, stage, stage.id in forced, broken, progress, verbose, memory)
+                    record = _run_stage(plan, stage, stage.id in forced, broken, progress, workers, memory)
                     if stage.link and record.status in ("done", "cached"):
                         _link(plan, stage)  # a gate-failing artifact keeps its name on disk, marked failed in the manifest
                     _apply_gates(stage, record, progress)
@@ -75,7 +75,7 @@ def execute(plan: Plan, force: list[str] | None = None, quiet: bool = False, ver
     return manifest
 
 
-def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progress, verbose: bool, memory: RunnerMemory) -> StageRecord:
+def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progress, workers: worker.Workers, memory: RunnerMemory) -> StageRecord:
     record = StageRecord(stage.id, stage.kind, stage.artifact, stage.key, relative(stage.path, plan.run_dir), "pending")
     bad_deps = [d for d in stage.deps if d in broken]
     if bad_deps:
@@ -99,12 +99,12 @@ def _run_stage(plan: Plan, stage: Stage, forced: bool, broken: set[str], progres
     inputs = {d: plan.stage(d).path for d in stage.deps}
     start = time.perf_counter()
     try:
-        with stage_log(log_path, verbose):
+        with stage_log(log_path, workers.verbose):
             with atomic_stage(plan.run_dir, stage.label, stage.key, {"stage": stage.id}) as tmp:
                 if stage.inline:
                     info, peak = _run_inline(plan, stage, tmp, inputs, report, memory)
                 else:
-                    result = worker.run(_job(plan, stage, tmp, inputs, log_path, verbose), log_path, verbose, report)
+                    result = workers.run(worker.job(plan, stage, tmp, inputs, log_path, workers.verbose), report)
                     if result.error is not None:
                         record.peak_rss_mb = result.peak_rss_mb
                         raise (RecipeError if result.bad_input else StageError)(result.error)
@@ -137,12 +137,6 @@ def _run_inline(plan: Plan, stage: Stage, tmp: Path, inputs: dict[str, Path], re
     with memory.stage(mem):
         info = stage.run(tmp, inputs, StageContext(stage.id, report, trust_remote_code=plan.recipe.model.trust_remote_code))
     return info, mem.get("peak_rss_mb")
-
-
-def _job(plan: Plan, stage: Stage, tmp: Path, inputs: dict[str, Path], log_path: Path, verbose: bool) -> dict:
-    return {"stage": stage.id, "key": stage.key, "recipe": plan.recipe.model_dump(mode="json"), "recipe_path": str(plan.recipe_path),
-            "workdir": str(plan.run_dir.parent), "with_calibration": plan.with_calibration, "with_publish": plan.with_publish,
-            "out": str(tmp), "inputs": {k: str(v) for k, v in inputs.items()}, "log": str(log_path), "verbose": verbose}
 
 
 def _read_info(path: Path) -> dict | None:

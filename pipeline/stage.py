@@ -20,7 +20,8 @@ class Stage:
     artifact: str | None = None
     link: str | None = None  # stable name under the run dir for the newest output, e.g. "artifacts/awq"
     check: Callable[[dict[str, Any]], list[str]] | None = None  # gates: problems with a finished output's info
-    inline: bool = False  # light stages run in the runner's process; the rest in a fresh worker process (pipeline.worker)
+    inline: bool = False  # light stages run in the runner's process; the rest in a fresh worker process (pipeline.worker, forked by pipeline.zygote)
+    imports: tuple[str, ...] = ()  # heavy libraries its worker uses: the run's zygote imports them once for all workers
     key: str = ""
     path: Path = field(default_factory=Path)
 

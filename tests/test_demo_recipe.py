@@ -43,7 +43,8 @@ def demo(tmp_path_factory):
     proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"), timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (tmp / "runs" / "smollm2-demo" / "run-stdout.txt").write_text(proc.stdout)
-    return tmp / "runs" / "smollm2-demo"
+    yield tmp / "runs" / "smollm2-demo"
+    shutil.rmtree(tmp, ignore_errors=True)  # gigabytes: CI disks are not large
 
 
 ARTIFACTS = [*EXPECTED, "gguf-q4_k_m", "gguf-q2_k"]

@@ -5,6 +5,7 @@ reloading and generating. Random weights: these tests are about compatibility, n
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -34,32 +35,31 @@ def test_twin_shapes_are_the_real_architectures(arch):
     assert sum(torch.Size(s).numel() for s in ours.values()) == PUBLISHED[arch]
 
 
-@pytest.fixture(scope="module")
-def twin_runs(tmp_path_factory):
-    """One recipe run per architecture: 1-layer twin (vocabulary cut for CI), the four formats."""
+@pytest.fixture(scope="module", params=list(twins.ARCHS))
+def twin_run(request, tmp_path_factory):
+    """One recipe run per architecture: 1-layer twin (vocabulary cut for CI), the four formats. One
+    architecture at a time, its files deleted after its tests: all three at once filled a CI disk."""
     llama_cpp_or_skip()
-    runs = {}
-    for arch in twins.ARCHS:
-        tmp = tmp_path_factory.mktemp(arch)
-        proc = cli("-q", "twin", arch, "--layers", "1", "--vocab", str(CI_VOCAB[arch]), "--out", str(tmp / "model"))
-        assert proc.returncode == 0, proc.stderr
-        recipe = write_recipe(tmp / "r.yaml", {
-            "name": arch, "model": {"path": str(tmp / "model")}, "calibration": {"source": "default", "samples": 2, "seq_len": 64},
-            # n_grid 4: AWQ's scale search at a coarse grid; its mechanics and layout are what is tested here.
-            "formats": [{"format": "awq", "group_size": 128, "n_grid": 4}, {"format": "gptq", "group_size": 128}, {"format": "fp8"},
-                        {"format": "gguf", "type": "Q4_K_M"}],
-            "package": {"enabled": False}})
-        proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"), timeout=1800)
-        runs[arch] = (proc, tmp / "runs" / arch)
-    return runs
+    arch = request.param
+    tmp = tmp_path_factory.mktemp(arch)
+    proc = cli("-q", "twin", arch, "--layers", "1", "--vocab", str(CI_VOCAB[arch]), "--out", str(tmp / "model"))
+    assert proc.returncode == 0, proc.stderr
+    recipe = write_recipe(tmp / "r.yaml", {
+        "name": arch, "model": {"path": str(tmp / "model")}, "calibration": {"source": "default", "samples": 2, "seq_len": 64},
+        # n_grid 4: AWQ's scale search at a coarse grid; its mechanics and layout are what is tested here.
+        "formats": [{"format": "awq", "group_size": 128, "n_grid": 4}, {"format": "gptq", "group_size": 128}, {"format": "fp8"},
+                    {"format": "gguf", "type": "Q4_K_M"}],
+        "package": {"enabled": False}})
+    proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"), timeout=1800)
+    yield proc, tmp / "runs" / arch
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.mark.parametrize("arch", list(twins.ARCHS))
-def test_twin_through_every_format_reloads_and_generates(twin_runs, arch):
+def test_twin_through_every_format_reloads_and_generates(twin_run):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    proc, run = twin_runs[arch]
+    proc, run = twin_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     for art in ("awq", "gptq", "fp8"):
         path = run / "artifacts" / art
@@ -73,14 +73,13 @@ def test_twin_through_every_format_reloads_and_generates(twin_runs, arch):
         assert out.shape[1] == ids["input_ids"].shape[1] + 3, art
 
 
-@pytest.mark.parametrize("arch", list(twins.ARCHS))
-def test_twin_gguf_is_all_k_quants_and_runs_in_llama_cpp(twin_runs, arch):
+def test_twin_gguf_is_all_k_quants_and_runs_in_llama_cpp(twin_run):
     from gguf import GGUFReader
     from llama_cpp import Llama
 
     from pipeline.filecheck import gguf_data_end
 
-    proc, run = twin_runs[arch]
+    proc, run = twin_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     path = next((run / "artifacts" / "gguf-q4_k_m").glob("*.gguf"))
     reader = GGUFReader(str(path))

@@ -22,9 +22,8 @@ def _stages(run_dir):
 def _worker_of(stage_id: str, timeout: float = 180) -> psutil.Process:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for p in psutil.process_iter(["cmdline"]):
-            cmd = p.info["cmdline"] or []
-            if "pipeline.worker" in cmd and stage_id in cmd:
+        for p in psutil.process_iter(["name"]):
+            if p.info["name"] == stage_id[:15]:  # a worker names itself after its stage (pipeline.zygote)
                 return p
         time.sleep(0.05)
     raise AssertionError(f"no worker process for {stage_id} appeared")
@@ -38,7 +37,7 @@ def test_sigkilled_worker_fails_its_stage_only_and_a_rerun_redoes_just_that(tiny
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "-q", "run", str(recipe), "-w", str(workdir)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     victim = _worker_of("quantize[gptq]")
-    time.sleep(1.0)  # inside the stage (importing llm-compressor alone takes seconds)
+    time.sleep(0.2)  # inside the stage: it has named itself
     victim.send_signal(signal.SIGKILL)  # what the kernel's OOM killer does
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, err
@@ -86,3 +85,26 @@ def test_a_killed_runner_takes_its_worker_with_it(tiny_model, tmp_path):
     proc.wait(timeout=60)
     gone, alive = psutil.wait_procs([worker], timeout=30)
     assert not alive, "the worker outlived its runner"
+
+
+def test_a_forked_worker_runs_torch_in_parallel_after_the_zygote_preloads_every_stage_import():
+    """libgomp's thread pool does not survive fork: had any preloaded import run a parallel torch op
+    in the zygote, every worker's first matmul would hang. Guard the whole import set here."""
+    from pipeline.backends import FORMATS
+    modules = sorted({m for f in FORMATS.values() for m in f.backend.modules} | {"lm_eval"})
+    script = f"""
+import os, sys
+from pipeline.zygote import PRELOAD, preload
+preload(PRELOAD + {tuple(modules)!r})
+import torch
+pid = os.fork()
+if pid == 0:
+    torch.set_num_threads(2)
+    a = torch.randn(512, 512)
+    torch.mm(a, a)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -48,6 +48,7 @@ def evaluation_stages(recipe: Recipe, base: Path, stage_ids: list[str]) -> list[
     ev = recipe.evaluation
     from pipeline.evaluation import lmeval
 
+    tasks = ("lm_eval",) if ev.tasks else ()
     measured = {"speed": ev.speed.model_dump(mode="json"), "tasks": ev.tasks, "task_limit": ev.task_limit,
                 "task_files": lmeval.fingerprint(ev.tasks, lmeval.task_dirs(ev.task_dirs))}
     stages = [
@@ -56,7 +57,7 @@ def evaluation_stages(recipe: Recipe, base: Path, stage_ids: list[str]) -> list[
               run=lambda out, inputs, ctx: eval_corpus.run(ev, base, inputs["source"], out, ctx)),
         Stage(id="reference", kind="reference", label="reference", describe="base model: log-probs, perplexity, speed" + (", tasks" if ev.tasks else ""),
               config={"version": reference.VERSION, "kld": ev.kld, "top_k": ev.top_k, "score": ev.score, **measured},
-              deps=["source", "eval-corpus"], versions=versions(EVAL_PACKAGES), link="evaluation/base",
+              deps=["source", "eval-corpus"], versions=versions(EVAL_PACKAGES), link="evaluation/base", imports=tasks,
               run=lambda out, inputs, ctx: reference.run(ev, inputs["source"], inputs["eval-corpus"], out, ctx)),
     ]
     used = list(dict.fromkeys(FORMATS[o.format].backend.engine for o in recipe.formats))
@@ -68,7 +69,7 @@ def evaluation_stages(recipe: Recipe, base: Path, stage_ids: list[str]) -> list[
         stages.append(Stage(
             id=f"floor[{name}]", kind="floor", label=f"floor-{name}", describe=f"unquantized model in {Engine.title}: the engine's own floor",
             config={"version": evaluate.VERSION, "engine": name, **measured}, deps=[src, "eval-corpus", "reference"],
-            versions=versions(EVAL_PACKAGES), link=f"evaluation/floor-{name}",
+            versions=versions(EVAL_PACKAGES), link=f"evaluation/floor-{name}", imports=tasks,
             run=lambda out, inputs, ctx, E=Engine, n=name, s=src: evaluate.run(ev, n, E.floor_model(inputs[s]), inputs["eval-corpus"],
                                                                                 inputs["reference"], out, ctx)))
     for opts in recipe.formats:
@@ -77,7 +78,7 @@ def evaluation_stages(recipe: Recipe, base: Path, stage_ids: list[str]) -> list[
         stages.append(Stage(
             id=f"evaluate[{art}]", kind="evaluate", label=f"evaluate-{art}", describe=f"quality vs base, speed ({backend.engine})",
             config={"version": evaluate.VERSION, "engine": backend.engine, **measured}, deps=[q, "eval-corpus", "reference"],
-            versions={**versions(EVAL_PACKAGES), **backend.versions()}, link=f"evaluation/{art}",
+            versions={**versions(EVAL_PACKAGES), **backend.versions()}, link=f"evaluation/{art}", imports=tasks + backend.modules,
             check=lambda info, g=limits: gates.failures(info, g),
             run=lambda out, inputs, ctx, e=backend.engine, q=q: evaluate.run(ev, e, inputs[q], inputs["eval-corpus"], inputs["reference"], out, ctx),
         ))
