@@ -117,7 +117,9 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
     if with_publish and not recipe.package.enabled:
         raise RecipeError("publishing needs the packages: set package.enabled: true", field=("package", "enabled"))
     if recipe.package.enabled:
-        stages += package_stages(recipe, needs, with_publish, [s.id for s in stages])
+        packaging, skipped = package_stages(recipe, needs, with_publish, [s.id for s in stages])
+        stages += packaging
+        notes += skipped
     run_dir = workdir / recipe.name
     keys: dict[str, str] = {}
     for s in stages:

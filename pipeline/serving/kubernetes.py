@@ -68,7 +68,8 @@ class Kubernetes(ServingTarget):
     title = "Kubernetes"
 
     def serves(self, a: Artifact) -> bool:
-        return True
+        # GGUF runs in llama.cpp's server, compressed-tensors in vLLM; neither loads bitsandbytes files.
+        return a.kind != "bitsandbytes"
 
     def files(self, a: Artifact) -> dict[str, str]:
         size_gib = a.size_bytes / GIB

@@ -9,6 +9,12 @@ from pipeline.serving import Artifact, ServingTarget, argnames, register, shell_
 
 IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.4"
 MAINTENANCE = "TGI is in maintenance mode upstream (Hugging Face recommends vLLM); vLLM is the recommended server for this artifact."
+# vLLM's core no longer loads bitsandbytes (out-of-tree vllm-bnb-plugin): for those, TGI is the server we generate.
+MAINTENANCE_BNB = "TGI is in maintenance mode upstream; it is the server generated here because vLLM's core no longer loads bitsandbytes."
+
+
+def _maintenance(a: Artifact) -> str:
+    return MAINTENANCE_BNB if a.kind == "bitsandbytes" else MAINTENANCE
 
 
 def env(a: Artifact) -> dict[str, str]:
@@ -35,22 +41,23 @@ class Tgi(ServingTarget):
 
     def files(self, a: Artifact) -> dict[str, str]:
         e = env(a)
-        head = [f"# TGI launcher options for {a.name} (docker run --env-file serving/tgi.env ...). {MAINTENANCE}"]
+        maintenance = _maintenance(a)
+        head = [f"# TGI launcher options for {a.name} (docker run --env-file serving/tgi.env ...). {maintenance}"]
         if a.kind == "bitsandbytes":
             head.append(f"# MODEL_ID is the unquantized model: TGI applies {e['QUANTIZE']} itself when it loads it.")
         env_file = "\n".join(head + [f"{k}={v}" for k, v in e.items()]) + "\n"
         docker = shell_script(
-            f"TGI in Docker for {a.name}: OpenAI-compatible API at http://127.0.0.1:${{PORT:-{a.options['port']}}}/v1, health at /health.\n{MAINTENANCE}",
+            f"TGI in Docker for {a.name}: OpenAI-compatible API at http://127.0.0.1:${{PORT:-{a.options['port']}}}/v1, health at /health.\n{maintenance}",
             ["docker", "run", "--rm", "--gpus", "all", "--shm-size", "1g", "-p", f'"127.0.0.1:${{PORT:-{a.options["port"]}}}:80"',
              "-v", '"$PWD:/data/' + a.name + ':ro"', "-e", "HF_TOKEN", "--env-file", "serving/tgi.env", IMAGE])
         flags = [x for k, v in e.items() if k not in ("MODEL_ID", "PORT") for x in (f"--{argnames.env_to_option(k)}", v)]
         model = e["MODEL_ID"] if a.kind == "bitsandbytes" else '"$PWD"'
-        launcher = shell_script(f"TGI's launcher without Docker (text-generation-launcher on PATH), for {a.name}.\n{MAINTENANCE}",
+        launcher = shell_script(f"TGI's launcher without Docker (text-generation-launcher on PATH), for {a.name}.\n{maintenance}",
                                 ["text-generation-launcher", "--model-id", model] + flags + ["--port", f'"${{PORT:-{a.options["port"]}}}"', "--hostname", "127.0.0.1"])
         return {"tgi.env": env_file, "tgi-docker.sh": docker, "tgi-launcher.sh": launcher}
 
     def usage(self, a: Artifact) -> str:
         bnb = ("\nTGI does not load pre-quantized bitsandbytes files: `tgi.env` points it at the unquantized model with "
                f"`QUANTIZE={a.bnb_quantize}`, the same scheme applied at load time.\n") if a.kind == "bitsandbytes" else ""
-        return (f"> {MAINTENANCE}\n\n```bash\ncd {a.name}  # this directory\nserving/tgi-docker.sh   # docker run ... --env-file serving/tgi.env\n"
+        return (f"> {_maintenance(a)}\n\n```bash\ncd {a.name}  # this directory\nserving/tgi-docker.sh   # docker run ... --env-file serving/tgi.env\n"
                 f"# or, with text-generation-launcher installed: serving/tgi-launcher.sh\n```\n{bnb}")

@@ -17,13 +17,14 @@ from pipeline.cache import MARKER, file_sha256, link_or_copy
 from pipeline.fingerprint import file_digest
 from pipeline.recipe import PackageSpec
 
-VERSION = 3  # bump when the package's files change for the same inputs (2: Kubernetes object names; 3: licenses, context default)
+VERSION = 4  # bump when the package's files change for the same inputs (2: Kubernetes object names; 3: licenses, context default; 4: vllm-cpu.yaml, serve check)
 # Not linked from the artifact: bookkeeping, llmcompressor's recipe.yaml (it does not load back: the card holds ours), and the
 # files this stage writes itself (a linked README.md would be written through, into the quantize output).
 SKIP = {MARKER, "stage_info.json", "recipe.yaml", "README.md", "manifest.json"}
 LICENSES = ("LICENSE*", "USE_POLICY*", "NOTICE*")  # the source's: licenses such as Llama's require a copy with every redistribution
 DEFAULT_CONTEXT = 8192  # served context when the recipe names none: a 131072-token KV cache rarely fits next to the weights
 MANIFEST = "manifest.json"
+SERVE_CHECK = "serve_check.json"  # the serve-check stage's result (pipeline.stages.serve_check)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class PackageJob:
     repo_id: str | None = None
     evaluate_id: str | None = None
     floor_id: str | None = None  # the engine floor's evaluation, when the artifact's engine has one
+    serve_check_id: str | None = None  # the artifact's vLLM serve check, when there is one
     bnb_quantize: str | None = None
     seeds: dict[str, int] = field(default_factory=dict)
 
@@ -54,6 +56,30 @@ class PackageJob:
 def run(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
     from pipeline.report import card
 
+    artifact, targets, facts = assemble(job, inputs, out, ctx)
+    evaluation = _evaluation(inputs, job)
+    calibration = _json(inputs["calibration"] / "stats.json") if "calibration" in inputs else None
+    serve_check = _json(inputs[job.serve_check_id] / SERVE_CHECK) if job.serve_check_id in inputs else None
+    files = _hash_files(out, ctx)  # the weights and serving files; the card and this manifest come after
+    license_ = job.spec.license or facts.get("license")
+    (out / "README.md").write_text(card.render(job, artifact, targets, files, evaluation, calibration, license_, serve_check))
+    files["README.md"] = {"size": (out / "README.md").stat().st_size, "sha256": file_sha256(out / "README.md")}
+    manifest = {"artifact": job.artifact, "format": job.format, "description": job.description, "base_model": artifact.base_model,
+                "license": license_, "repo_id": job.repo_id, "recipe": job.recipe_excerpt, "seeds": job.seeds,
+                "versions": job.versions, "quantize_seconds": _json(inputs[job.quantize_id] / "stage_info.json").get("seconds"),
+                "serving": targets, "serve_check": serve_check,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return {"files": len(files) + 1, "size_bytes": sum(f["size"] for f in files.values()), "serving": targets,
+            "base_model": artifact.base_model, "license": license_, "repo_id": job.repo_id,
+            "vllm": None if serve_check is None else serve_check.get("status")}
+
+
+def assemble(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any, targets: list[str] | None = None
+             ) -> tuple[serving.Artifact, list[str], dict[str, Any]]:
+    """The package minus its card and manifest: the artifact's files (hard links), the source's licenses
+    and serving/. Also what the serve check starts, so it starts exactly what the package says.
+    Returns (what the serving configs were made from, the targets written, the source's facts)."""
     src, art = inputs["source"], inputs[job.quantize_id]
     ctx.status("linking the artifact's files")
     for p in sorted(art.rglob("*")):
@@ -77,20 +103,7 @@ def run(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[s
         chat_template=facts.get("chat_template"), special_tokens=facts.get("special_tokens", {}),
         options=job.spec.serving.model_dump(mode="json"))
     ctx.status("writing serving configs")
-    targets = serving.write(artifact, out, job.spec.serving.targets)
-    evaluation = _evaluation(inputs, job)
-    calibration = _json(inputs["calibration"] / "stats.json") if "calibration" in inputs else None
-    files = _hash_files(out, ctx)  # the weights and serving files; the card and this manifest come after
-    license_ = job.spec.license or facts.get("license")
-    (out / "README.md").write_text(card.render(job, artifact, targets, files, evaluation, calibration, license_))
-    files["README.md"] = {"size": (out / "README.md").stat().st_size, "sha256": file_sha256(out / "README.md")}
-    manifest = {"artifact": job.artifact, "format": job.format, "description": job.description, "base_model": base_model,
-                "license": license_, "repo_id": job.repo_id, "recipe": job.recipe_excerpt, "seeds": job.seeds,
-                "versions": job.versions, "quantize_seconds": info.get("seconds"), "serving": targets,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return {"files": len(files) + 1, "size_bytes": sum(f["size"] for f in files.values()), "serving": targets,
-            "base_model": base_model, "license": license_, "repo_id": job.repo_id}
+    return artifact, serving.write(artifact, out, job.spec.serving.targets if targets is None else targets), facts
 
 
 def publish_files(package: Path) -> list[Path]:

@@ -34,16 +34,26 @@ def artifact(kind: str, **kw) -> serving.Artifact:
 
 @pytest.mark.parametrize("kind, expected", [
     ("compressed-tensors", ["vllm", "tgi", "kubernetes"]),
-    ("bitsandbytes", ["vllm", "tgi", "kubernetes"]),
-    ("gguf", ["vllm", "llama-cpp", "ollama", "kubernetes"]),
+    ("bitsandbytes", ["tgi"]),  # vLLM 0.32/0.33 core loads no bitsandbytes, so no vLLM (nor vLLM-based k8s) target
+    ("gguf", ["llama-cpp", "ollama", "kubernetes"]),  # nor GGUF (vllm-gguf-plugin)
 ])
 def test_every_file_parses_for_its_tool(tmp_path, kind, expected):
     a = artifact(kind)
     assert serving.write(a, tmp_path) == expected
     parsed = check_serving(tmp_path / "serving")
-    vllm = parsed["vllm.yaml"]
-    assert vllm["max-model-len"] == 4096 and vllm["served-model-name"] == a.served_model_name and "quantization" not in vllm
-    assert parsed["vllm.sh"][:4] == ["vllm", "serve", "--config", "serving/vllm.yaml"]
+    if kind == "compressed-tensors":
+        vllm, cpu = parsed["vllm.yaml"], parsed["vllm-cpu.yaml"]
+        assert vllm["max-model-len"] == 4096 and vllm["served-model-name"] == a.served_model_name and "quantization" not in vllm
+        assert parsed["vllm.sh"][:4] == ["vllm", "serve", "--config", "serving/vllm.yaml"]
+        # the CPU build refuses a memory fraction it cannot reserve: it gets a KV-cache size and starts eager
+        assert "gpu-memory-utilization" not in cpu and cpu["kv-cache-memory-bytes"] == 2 << 30 and cpu["enforce-eager"] is True
+        assert {k: v for k, v in cpu.items() if k not in ("kv-cache-memory-bytes", "enforce-eager")} == \
+            {k: v for k, v in vllm.items() if k not in ("gpu-memory-utilization", "tensor-parallel-size")}
+    if kind == "bitsandbytes":
+        assert "vLLM's core no longer loads bitsandbytes" in (tmp_path / "serving" / "tgi.env").read_text()
+        env = parsed["tgi.env"]  # TGI quantizes the unquantized model itself at load
+        assert env["QUANTIZE"] == "bitsandbytes-nf4" and env["MODEL_ID"] == "org/Base-1B"
+        return
     k8s = next(k for k in parsed if k.startswith("k8s-"))
     deployment, service = parsed[k8s]
     assert "&id" not in (tmp_path / "serving" / k8s).read_text()  # plain YAML, no anchors
@@ -54,16 +64,13 @@ def test_every_file_parses_for_its_tool(tmp_path, kind, expected):
     assert c["volumeMounts"][0]["readOnly"] and pod["volumes"][0]["persistentVolumeClaim"]["readOnly"]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     if kind == "gguf":
-        assert vllm["model"] == "./model-Q4_K_M.gguf" and vllm["tokenizer"] == "org/Base-1B"
         assert "nvidia.com/gpu" not in c["resources"]["limits"] and "--jinja" in c["args"]
         assert parsed["llama-server.sh"][parsed["llama-server.sh"].index("--ctx-size") + 1] == "4096"
     else:
         assert vllm["model"] == "." and c["resources"]["limits"]["nvidia.com/gpu"] == 1 and c["command"] == ["vllm", "serve"]
         env = parsed["tgi.env"]
         assert env["MAX_TOTAL_TOKENS"] == "4096" and int(env["MAX_INPUT_TOKENS"]) < 4096
-        assert ("QUANTIZE" in env) == (kind == "bitsandbytes")  # compressed-tensors: TGI reads config.json
-        if kind == "bitsandbytes":
-            assert env["QUANTIZE"] == "bitsandbytes-nf4" and env["MODEL_ID"] == "org/Base-1B"
+        assert "QUANTIZE" not in env  # compressed-tensors: TGI reads config.json
 
 
 def test_recipe_serving_settings_reach_every_file(tmp_path):
@@ -86,7 +93,7 @@ def test_only_the_targets_the_recipe_names(tmp_path):
 
 def test_split_gguf_goes_to_llama_cpp_only(tmp_path):
     names = serving.write(artifact("gguf", gguf_file="model-Q4_K_M-00001-of-00003.gguf", gguf_shards=3), tmp_path)
-    assert names == ["llama-cpp", "kubernetes"]  # vLLM and Ollama load single-file GGUFs only
+    assert names == ["llama-cpp", "kubernetes"]  # Ollama loads single-file GGUFs only
 
 
 def test_llama_cpp_scripts_use_real_options(tmp_path):

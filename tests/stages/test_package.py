@@ -51,9 +51,11 @@ def test_card_front_matter_is_hub_metadata(packaged, artifact, tags, library):
     assert tags | {"quantized", "test"} <= set(data["tags"])
     text = card.text
     assert f"| {artifact} |" in text and "| base |" in text and "KLD" in text  # the evaluation table
-    assert "### vLLM" in text and "### Text Generation Inference (TGI)" in text and "maintenance mode" in text
+    assert "### Text Generation Inference (TGI)" in text and "maintenance mode" in text
     assert "format: " + artifact in text and "| transformers |" in text  # recipe excerpt and library versions
-    assert "vllm serve --config serving/vllm.yaml" in text
+    vllm = "vllm serve --config serving/vllm.yaml" in text and "vllm serve --config serving/vllm-cpu.yaml" in text
+    assert vllm == (artifact == "w8a16") and ("### vLLM" in text) == vllm  # vLLM's core loads no bitsandbytes
+    assert ("## Started in vLLM" in text) == vllm
 
 
 def test_manifest_hashes_every_file_and_links_the_weights(packaged):
@@ -62,7 +64,8 @@ def test_manifest_hashes_every_file_and_links_the_weights(packaged):
         pkg = run / "packages" / artifact
         files = _manifest(pkg)["files"]
         on_disk = {str(p.relative_to(pkg)) for p in pkg.rglob("*") if p.is_file()} - {"manifest.json", "stage_info.json", ".stage.json"}
-        assert set(files) == on_disk and {"README.md", "model.safetensors", "config.json", "serving/vllm.yaml"} <= on_disk
+        assert set(files) == on_disk and {"README.md", "model.safetensors", "config.json", "serving/tgi.env"} <= on_disk
+        assert ("serving/vllm-cpu.yaml" in on_disk) == (artifact == "w8a16")
         assert all(file_sha256(pkg / rel) == f["sha256"] and (pkg / rel).stat().st_size == f["size"] for rel, f in files.items())
         weights = pkg / "model.safetensors"
         assert weights.stat().st_ino == (run / "artifacts" / artifact / "model.safetensors").stat().st_ino  # a hard link, not a copy

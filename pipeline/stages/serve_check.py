@@ -1,0 +1,36 @@
+"""Serve-check stage, one per artifact vLLM loads and one for the base model: the artifact laid out as
+its package (hard links, pipeline.stages.package.assemble) with the package's own vLLM config, started
+in vLLM's environment (`vllm serve --config serving/vllm-cpu.yaml`, or vllm.yaml with CUDA), asked once
+plainly and once streaming through the `openai` client, and stopped. A refusal (vLLM cannot load the
+artifact here) is a result with its one-line reason, not a failed stage: the package and its card say it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+
+
+def config_name() -> str:
+    from pipeline import toolenv
+
+    return "vllm.yaml" if toolenv.accelerator() == "cuda" else "vllm-cpu.yaml"
+
+
+def run(job: Any, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    from pipeline import vllm_tool
+    from pipeline.stages.package import SERVE_CHECK, assemble
+
+    layout = out / "package"
+    artifact, _, _ = assemble(job, inputs, layout, ctx, targets=["vllm"])
+    config = config_name()
+    ctx.status(f"{vllm_tool.engine_title()}: starting {job.artifact} from serving/{config}")
+    result = vllm_tool.serve_check(layout, config, artifact.served_model_name, out / "server.log")
+    shutil.rmtree(layout)  # hard links to the artifact: nothing of its own; the result and the server's log stay
+    (out / SERVE_CHECK).write_text(json.dumps(result, indent=2))
+    ctx.status(f"{job.artifact}: {result['status']}" + (f" ({result['reason']})" if result.get("reason") else ""))
+    return result

