@@ -97,18 +97,29 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-_NOISE = re.compile(r"^(Traceback|\s+File |\s+\^|During handling|The above exception)")
+# "(Worker pid=9794) ERROR 11-24 06:37:13 [multiproc_executor.py:953] " before every line a vLLM process logs
+_PREFIX = re.compile(r"^(\(\w+ pid=\d+\)\s+)?((DEBUG|INFO|WARNING|ERROR) \d\d-\d\d [\d:]+ \[[^\]]+\] ?)?")
+_EXCEPTION = re.compile(r"^([\w.]*(Error|Exception)): .+")
+# What the API server and engine core raise after a worker failed: they point at the cause, they are not it.
+_WRAPPERS = ("Engine core initialization failed", "WorkerProc initialization failed", "EngineCore failed to start")
 
 
 def failure_reason(log_text: str) -> str | None:
-    """The one line of a server log that says why it failed: the last exception line, without the
-    log prefix vLLM puts before it."""
-    lines = [ln.strip() for ln in log_text.splitlines() if ln.strip() and not _NOISE.match(ln)]
-    for line in reversed(lines):
-        m = re.search(r"\b([A-Z]\w*(Error|Exception)|ValueError|NotImplementedError): .+", line)
-        if m:
-            return m.group(0)[:300]
-    return lines[-1][:300] if lines else None
+    """The one line of a server log that says why it failed: the first exception that is not a wrapper
+    around another, with its indented continuation ("... Reasons:" and one line per kernel tried)."""
+    lines = [_PREFIX.sub("", line).rstrip() for line in log_text.splitlines()]
+    found = [i for i, line in enumerate(lines) if _EXCEPTION.match(line.strip())]
+    cause = next((i for i in found if not any(w in lines[i] for w in _WRAPPERS)), found[-1] if found else None)
+    if cause is None:
+        rest = [line.strip() for line in lines if line.strip()]
+        return rest[-1][:500] if rest else None
+    reason, more = lines[cause].strip(), []
+    if reason.endswith(":"):
+        for line in lines[cause + 1:]:
+            if not line.startswith(" ") or not line.strip():
+                break
+            more.append(line.strip())
+    return " ".join([reason, " | ".join(more)]).strip()[:500]
 
 
 # "... of France?" alone makes SmolLM2-135M ramble under greedy decoding; the sentence keeps it short.
@@ -129,5 +140,7 @@ def serve_check(package: Path, config: str, served_name: str, log: Path) -> dict
             chunks = [c.choices[0].delta.content or "" for c in client.chat.completions.create(**ask, stream=True) if c.choices]
     except ServerFailed as e:
         return {**result, "status": "refused", "reason": str(e)}
+    except Exception as e:  # noqa: BLE001 - healthy, then failed on the first request (a kernel missing at run time)
+        return {**result, "status": "refused", "reason": failure_reason(log.read_text(errors="replace")) or f"{type(e).__name__}: {e}"}
     return {**result, "status": "ok", "load_seconds": round(load_seconds, 1), "answer": reply.choices[0].message.content,
             "stream_answer": "".join(chunks), "stream_chunks": sum(1 for c in chunks if c)}

@@ -20,7 +20,7 @@ def test_api_run_selected_formats_and_reuse(tiny_model, tmp_path):
 
 
 def test_api_returns_metrics_and_gate_failures(tiny_model, tmp_path):
-    evaluation = {"enabled": True, "corpus": "embedded", "windows": 2, "context": 48, "speed": {"enabled": False}}
+    evaluation = {"enabled": True, "corpus": "embedded", "windows": 2, "context": 48, "speed": {"enabled": False}, "vllm": False}
     formats = [{"format": "w8a16"}, {"format": "fp8", "gates": {"min_top1": 100.0, "max_kld": 0.0}}]
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, formats, evaluation=evaluation))
     result = api.run(recipe, workdir=tmp_path / "runs")

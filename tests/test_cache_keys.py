@@ -37,7 +37,7 @@ def setup(tmp_path, tiny_model):
                     {"format": "llmcompressor-recipe", "recipe": "lc.yaml", "calibration": False, "name": "lcr"},
                     {"format": "gguf", "type": "Q4_K_M"}],
         "evaluation": {"enabled": True, "corpus": {"kind": "local", "files": ["heldout.jsonl"], "text_field": "text"},
-                       "windows": 2, "context": 32, "tasks": ["tiny_task"], "task_dirs": ["tasks"], "speed": {"prompt_tokens": 16}},
+                       "windows": 2, "context": 32, "tasks": ["tiny_task"], "task_dirs": ["tasks"], "speed": {"prompt_tokens": 16}, "vllm": False},
     }
     return tmp_path, recipe
 

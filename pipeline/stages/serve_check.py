@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-VERSION = 1
+VERSION = 2  # 2: the root cause of a refusal, not the wrapper exception
 
 
 def config_name() -> str:

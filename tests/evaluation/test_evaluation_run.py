@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import cli, tiny_recipe, write_recipe
 
-EVAL = {"enabled": True, "corpus": "embedded", "windows": 4, "context": 64,
+EVAL = {"enabled": True, "vllm": False, "corpus": "embedded", "windows": 4, "context": 64,
         "speed": {"prompt_tokens": 32, "decode_tokens": 8, "repeats": 2, "warmup": 1}}
 
 

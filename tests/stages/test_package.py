@@ -17,7 +17,7 @@ from pipeline.cache import file_sha256
 from tests.conftest import cli, tiny_recipe, write_recipe
 from tests.helpers import check_serving
 
-EVAL = {"enabled": True, "corpus": "embedded", "windows": 2, "context": 64,
+EVAL = {"enabled": True, "vllm": False, "corpus": "embedded", "windows": 2, "context": 64,
         "speed": {"prompt_tokens": 32, "decode_tokens": 4, "repeats": 1, "warmup": 0}}
 PACKAGE = {"base_model": "org/tiny-base", "license": "mit", "quantized_by": "pytest", "tags": ["test"]}
 PUBLISH = {"org": "test-org", "private": True}
