@@ -102,8 +102,9 @@ def test_packages_get_the_servers_that_load_them(gguf_run):
     from tests.helpers import check_serving
 
     whole, split = gguf_run / "packages" / "gguf-q4_k_m", gguf_run / "packages" / "gguf-q2_k"
-    assert sorted(check_serving(whole / "serving")) == ["Modelfile", "k8s-llama-cpp.yaml", "llama-cpp-python.sh", "llama-server.sh", "vllm.sh", "vllm.yaml"]
-    assert sorted(check_serving(split / "serving")) == ["k8s-llama-cpp.yaml", "llama-cpp-python.sh", "llama-server.sh"]  # no split GGUF in vLLM/Ollama
+    # vLLM 0.32/0.33 core loads no GGUF (vllm-gguf-plugin): no vLLM config
+    assert sorted(check_serving(whole / "serving")) == ["Modelfile", "k8s-llama-cpp.yaml", "llama-cpp-python.sh", "llama-server.sh"]
+    assert sorted(check_serving(split / "serving")) == ["k8s-llama-cpp.yaml", "llama-cpp-python.sh", "llama-server.sh"]  # no split GGUF in Ollama
     assert "--model model-Q2_K-00001-of-" in (split / "serving" / "llama-server.sh").read_text()  # llama.cpp finds the other shards
     files = json.loads((split / "manifest.json").read_text())["files"]
     assert len([f for f in files if f.endswith(".gguf")]) == len(list((gguf_run / "artifacts" / "gguf-q2_k").glob("*.gguf")))
