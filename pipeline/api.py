@@ -48,7 +48,7 @@ def run(recipe: str | Path, workdir: str | Path = "runs", only_formats: list[str
     packages = {r.artifact: p.run_dir / r.path for r in manifest.records if r.kind == "package" and r.status in ("done", "cached")}
     failures = {r.id: r.error or r.status for r in manifest.failed()}
     metrics = {("base" if r.kind == "reference" else r.id[len("evaluate["):-1]): r.info for r in manifest.records
-               if r.kind in ("reference", "evaluate") and r.info}
+               if r.kind in ("reference", "evaluate", "evaluate-engine") and r.info}  # "fp8@vllm": fp8 measured in vLLM
     from pipeline.report import report
 
     report.write(p.run_dir)

@@ -41,8 +41,8 @@ def _json_problem(path: Path) -> str | None:
     return None
 
 
-def check_safetensors(path: Path, field: str) -> None:
-    """Header parses, and the file holds every byte the header points at (a cut-off download does not)."""
+def safetensors_header(path: Path, field: str = "") -> tuple[int, dict]:
+    """(header length, header) of a safetensors file, read without loading a tensor."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -50,9 +50,21 @@ def check_safetensors(path: Path, field: str) -> None:
         if n is None or n > min(MAX_HEADER, size - 8):
             raise RecipeError(f"{path.name} is not a safetensors file (no valid header)", field=field)
         try:
-            header = json.loads(f.read(n))
+            return n, json.loads(f.read(n))
         except ValueError:
             raise RecipeError(f"{path.name} is not a safetensors file (its header is not JSON)", field=field) from None
+
+
+def tensor_bytes(path: Path) -> dict[str, int]:
+    """Bytes of each tensor in a safetensors file, from its header."""
+    _, header = safetensors_header(path)
+    return {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
+
+
+def check_safetensors(path: Path, field: str) -> None:
+    """Header parses, and the file holds every byte the header points at (a cut-off download does not)."""
+    size = path.stat().st_size
+    n, header = safetensors_header(path, field)
     ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
     need = 8 + n + max(ends, default=0)
     if size < need:

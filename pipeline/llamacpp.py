@@ -26,6 +26,7 @@ from typing import Callable
 
 from pipeline.errors import RecipeError
 from pipeline.fingerprint import cache_root
+from pipeline.proc import run_to_file
 
 VERSION = "0.3.36"  # llama-cpp-python sdist; its vendor/llama.cpp is the llama.cpp we build
 TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-server", "llama-bench", "llama-gguf-split")
@@ -126,7 +127,7 @@ def _download(cache: Path, report: Report, log) -> Path:
     if not sdist.is_file():
         report(f"downloading llama-cpp-python {VERSION} source", None, None)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={VERSION}", "-d", tmp], log)
+            run_to_file([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={VERSION}", "-d", tmp], log)
             os.replace(next(Path(tmp).glob("*.tar.gz")), sdist)
     return sdist
 
@@ -139,7 +140,7 @@ def _build(sdist: Path, tmp: Path, jobs: int, report: Report, log) -> None:
     build = tmp / "build"
     report("configuring llama.cpp", None, None)
     cmake, ninja = _build_tool("cmake"), _build_tool("ninja")
-    _run([cmake, "-S", str(src), "-B", str(build), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}", *CMAKE_FLAGS], log)
+    run_to_file([cmake, "-S", str(src), "-B", str(build), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}", *CMAKE_FLAGS], log)
     proc = subprocess.Popen([ninja, "-C", str(build), f"-j{jobs}", *TOOLS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:  # ninja prints "[done/total] ..." per compile step: drives the progress bar
         log.write(line)
@@ -181,7 +182,7 @@ def _install_bindings(chain: Toolchain, report: Report, log) -> None:
     report("installing llama-cpp-python (bindings only)", None, None)
     sdist = chain.root.parent / f"llama_cpp_python-{VERSION}.tar.gz"
     env = {**os.environ, "CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"}
-    _run([sys.executable, "-m", "pip", "install", "--no-cache-dir", f"llama-cpp-python[server] @ {sdist.as_uri()}"], log, env)
+    run_to_file([sys.executable, "-m", "pip", "install", "--no-cache-dir", f"llama-cpp-python[server] @ {sdist.as_uri()}"], log, env)
     spec = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('llama_cpp').submodule_search_locations[0])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     target = Path(spec) / "lib"
@@ -191,11 +192,3 @@ def _install_bindings(chain: Toolchain, report: Report, log) -> None:
         shutil.copy2(lib, target / lib.name, follow_symlinks=False)
     if not bindings_ready():
         raise RuntimeError(f"llama-cpp-python {VERSION} installed but does not load the libraries in {target}")
-
-
-def _run(cmd: list[str], log, env: dict | None = None) -> None:
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    log.write(proc.stdout)
-    if proc.returncode:
-        tail = proc.stdout.strip().splitlines()[-1:] or [""]
-        raise RuntimeError(f"{Path(cmd[0]).name} {cmd[1] if len(cmd) > 1 else ''} failed (exit {proc.returncode}): {tail[0]}")

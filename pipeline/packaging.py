@@ -11,7 +11,7 @@ from pipeline.backends import FORMATS
 from pipeline.errors import RecipeError
 from pipeline.recipe import Recipe
 from pipeline.stage import Stage
-from pipeline.stages import package, publish, serve_check
+from pipeline.stages import package, publish
 from pipeline.versions import versions
 
 
@@ -37,19 +37,19 @@ def _excerpt(recipe: Recipe, opts: Any, calibrated: bool) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def package_stages(recipe: Recipe, calibrated: list[Any], with_publish: bool, stage_ids: list[str]) -> tuple[list[Stage], list[str]]:
-    """The package stages (with the serve checks before them, and publish stages after when publishing),
-    and the notes for what was skipped."""
+def jobs(recipe: Recipe, calibrated: list[Any], stage_ids: list[str]) -> list[package.PackageJob]:
+    """What each artifact's package will be, given the stages planned so far."""
+    return [_job(recipe, o, calibrated, repo_ids(recipe), stage_ids) for o in recipe.formats]
+
+
+def package_stages(recipe: Recipe, calibrated: list[Any], with_publish: bool, stage_ids: list[str]) -> list[Stage]:
+    """The package stages (and publish stages after them when publishing)."""
     stages, repos = [], repo_ids(recipe)
     if with_publish and not repos:
         raise RecipeError("publishing needs publish.org: repo_template uses {org}", field=("publish", "org"))
-    jobs = {o.artifact: _job(recipe, o, calibrated, repos, stage_ids) for o in recipe.formats}
-    checks, notes = _serve_checks(recipe, jobs)
-    stages += checks
     for opts in recipe.formats:
-        art, job = opts.artifact, jobs[opts.artifact]
+        art, job = opts.artifact, _job(recipe, opts, calibrated, repos, stage_ids)
         ev, floor = job.evaluate_id, job.floor_id
-        job.serve_check_id = f"serve-check[{art}]" if any(c.id == f"serve-check[{art}]" for c in checks) else None
         deps = ["source", job.quantize_id] + (["calibration"] if opts in calibrated else []) + ([ev, "reference"] if ev else []) \
             + ([floor] if floor else []) + ([job.serve_check_id] if job.serve_check_id else [])
         stages.append(Stage(
@@ -63,7 +63,7 @@ def package_stages(recipe: Recipe, calibrated: list[Any], with_publish: bool, st
                 config={"version": publish.VERSION, "repo": repo, "private": spec.private}, deps=[f"package[{art}]"],
                 versions=versions(("huggingface_hub",)), artifact=art, inline=True,
                 run=lambda out, inputs, ctx, r=repo, p=f"package[{art}]": publish.run(spec, r, inputs[p], out, ctx)))
-    return stages, notes
+    return stages
 
 
 def _job(recipe: Recipe, opts: Any, calibrated: list[Any], repos: dict[str, str], stage_ids: list[str]) -> package.PackageJob:
@@ -76,33 +76,5 @@ def _job(recipe: Recipe, opts: Any, calibrated: list[Any], repos: dict[str, str]
         recipe_name=recipe.name, artifact=art, format=opts.format, kind=backend.kind, description=backend.describe(opts),
         tags=backend.tags(opts), spec=recipe.package, recipe_excerpt=_excerpt(recipe, opts, opts in calibrated),
         quantize_id=f"quantize[{art}]", versions=backend.versions(), repo_id=repos.get(art), evaluate_id=ev,
-        bnb_quantize=getattr(backend, "tgi_quantize", lambda o: None)(opts), seeds=seeds, floor_id=floor)
-
-
-def _serve_checks(recipe: Recipe, jobs: dict[str, package.PackageJob]) -> tuple[list[Stage], list[str]]:
-    """A serve check per artifact vLLM's core loads, and one of the base model (the control: it shows the
-    environment itself works), when the recipe wants them and vLLM's environment is set up."""
-    from pipeline import toolenv
-    from pipeline.serving import vllm
-
-    servable = [j for j in jobs.values() if j.kind in vllm.KINDS]
-    if not (recipe.evaluation.enabled and recipe.evaluation.vllm and servable):
-        return [], []
-    env = toolenv.get("vllm")
-    if not env.ready():
-        return [], [f"vLLM serve checks skipped: vLLM's environment is not set up on this machine ({env.setup_hint()}; "
-                    "evaluation.vllm: false turns them off)"]
-    base = package.PackageJob(recipe_name=recipe.name, artifact="base", format="base", kind="compressed-tensors",
-                              description="the unquantized base model", tags=[], spec=recipe.package, recipe_excerpt="",
-                              quantize_id="source", versions={})
-    stages = []
-    for job in [base, *servable]:
-        deps = ["source"] if job is base else ["source", job.quantize_id]
-        stages.append(Stage(
-            id=f"serve-check[{job.artifact}]", kind="serve-check", label=f"serve-check-{job.artifact}",
-            describe=f"start it in vLLM ({serve_check.config_name()}) and ask it",
-            config={"version": serve_check.VERSION, "job": job.config(), "env": env.key, "config": serve_check.config_name()},
-            deps=deps, versions={"vllm": " ".join(env.requirements)}, artifact=None if job is base else job.artifact,
-            run=lambda out, inputs, ctx, j=job: serve_check.run(j, inputs, out, ctx)))
-    return stages, []
-
+        bnb_quantize=getattr(backend, "tgi_quantize", lambda o: None)(opts), seeds=seeds, floor_id=floor,
+        serve_check_id=f"serve-check[{art}]" if f"serve-check[{art}]" in stage_ids else None)

@@ -14,7 +14,8 @@ from pipeline.backends import FORMATS
 from pipeline.cache import is_finished, stable_hash, stage_dir
 from pipeline.errors import RecipeError
 from pipeline.evaluation.plan import check_evaluation, evaluation_stages
-from pipeline.packaging import package_stages
+from pipeline.evaluation.vllm_plan import vllm_stages
+from pipeline.packaging import jobs, package_stages
 from pipeline.recipe import Recipe
 from pipeline.recipe_loader import line_of
 from pipeline.stage import Stage
@@ -114,12 +115,13 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
         ))
     if recipe.evaluation.enabled:
         stages += evaluation_stages(recipe, base, [s.id for s in stages])
+        served, skipped = vllm_stages(recipe, jobs(recipe, needs, [s.id for s in stages]))
+        stages += served
+        notes += skipped
     if with_publish and not recipe.package.enabled:
         raise RecipeError("publishing needs the packages: set package.enabled: true", field=("package", "enabled"))
     if recipe.package.enabled:
-        packaging, skipped = package_stages(recipe, needs, with_publish, [s.id for s in stages])
-        stages += packaging
-        notes += skipped
+        stages += package_stages(recipe, needs, with_publish, [s.id for s in stages])
     run_dir = workdir / recipe.name
     keys: dict[str, str] = {}
     for s in stages:

@@ -42,3 +42,13 @@ def run_logged(cmd: list[str | Path], env: dict[str, str] | None = None, on_line
         tool = Path(args[1] if Path(args[0]).name.startswith("python") else args[0]).name
         raise StageError(f"{tool} exited with {code}: {reason.strip()}")
     return list(tail)
+
+
+def run_to_file(cmd: list[str], log, env: dict | None = None) -> None:
+    """Run a setup step (a build, a pip install) with its output written to the open file `log`; a
+    failure raises RuntimeError naming the step and its last non-empty line."""
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log.write(proc.stdout)
+    if proc.returncode:
+        tail = [line for line in proc.stdout.strip().splitlines() if line.strip()][-1:] or [""]
+        raise RuntimeError(f"{Path(cmd[0]).name} {' '.join(cmd[1:3])} failed (exit {proc.returncode}): {tail[0]}")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.fingerprint import cache_root
+from pipeline.proc import run_to_file
 
 MARKER = "toolenv.json"
 Report = Callable[[str], None]
@@ -81,16 +82,16 @@ class ToolEnv:
         start = time.monotonic()
         shutil.rmtree(self.home, ignore_errors=True)  # a half-built one from a crash
         report(f"{self.name}: creating a venv")
-        _run([_base_python(), "-m", "venv", str(self.home)], log)
+        run_to_file([_base_python(), "-m", "venv", str(self.home)], log)
         report(f"{self.name}: pip install {' '.join(self.requirements)}")
-        _run([str(self.python), "-m", "pip", "install", "--no-input", *self.requirements], log)
+        run_to_file([str(self.python), "-m", "pip", "install", "--no-input", *self.requirements], log)
         if self.remove:
             report(f"{self.name}: removing {', '.join(self.remove)}")
-            _run([str(self.python), "-m", "pip", "uninstall", "-y", *self.remove], log)
+            run_to_file([str(self.python), "-m", "pip", "uninstall", "-y", *self.remove], log)
         for dist, version in self.aliases.items():
             _alias(self.home, dist, version)
         report(f"{self.name}: checking `import {self.probe}`")
-        _run([str(self.python), "-c", f"import {self.probe}"], log)
+        run_to_file([str(self.python), "-c", f"import {self.probe}"], log)
         freeze = subprocess.run([str(self.python), "-m", "pip", "freeze"], capture_output=True, text=True).stdout.split()
         marker = {"name": self.name, "requirements": self.requirements, "seconds": round(time.monotonic() - start, 1), "freeze": freeze}
         tmp = self.home / f".{MARKER}.tmp"
@@ -127,14 +128,6 @@ def _alias(home: Path, dist: str, version: str) -> None:
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "INSTALLER").write_text("llm-quant-pipeline (alias)\n")
     (info / "RECORD").write_text("")
-
-
-def _run(cmd: list[str], log) -> None:
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log.write(proc.stdout)
-    if proc.returncode:
-        tail = [line for line in proc.stdout.strip().splitlines() if line.strip()][-1:] or [""]
-        raise RuntimeError(f"{' '.join(cmd[1:4])} failed (exit {proc.returncode}): {tail[0]}")
 
 
 from pipeline import vllm_tool  # noqa: E402,F401,I001  (registration)

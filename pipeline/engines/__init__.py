@@ -22,17 +22,20 @@ class Settings:
     threads: int | None = None  # CPU threads (None: the engine's default)
     trust_remote_code: bool = False
     params: int | None = None  # parameters of the unquantized model: sizes a compressed artifact decompressed
+    workdir: Path | None = None  # where an engine that runs a server keeps its log (the stage's output)
 
 
 class Engine:
     name: ClassVar[str]
     title: ClassVar[str]  # for tables: "transformers", "llama.cpp"
+    runs_tasks: ClassVar[bool] = True  # lm-eval tasks run in it (else they are measured in the artifact's own engine)
 
     def __init__(self, path: Path, settings: Settings) -> None:
         raise NotImplementedError
 
-    def logprobs(self, ids: list[int]) -> np.ndarray:
-        """[len(ids), vocab] float32 log-probs of the next token after each position."""
+    def logprobs(self, ids: list[int]) -> Any:
+        """[len(ids), vocab] float32 log-probs of the next token after each position (or, from an engine
+        that reports only its top-k, a pipeline.evaluation.metrics.TopLogprobs)."""
         raise NotImplementedError
 
     def weight_bytes(self) -> int:
@@ -45,6 +48,10 @@ class Engine:
 
     def close(self) -> None:
         """Let go of the model's memory."""
+
+    def caveat(self) -> str | None:
+        """What this engine does not run as a serving engine would (printed beside its figures)."""
+        return None
 
     def speed(self, prompt_ids: list[int], spec: Any) -> dict[str, Any]:
         """Prefill and decode speed on what this engine loaded (no second load: an 8B model in memory
@@ -90,4 +97,4 @@ def log_softmax(logits: Any, chunk: int = 128) -> np.ndarray:
     return out
 
 
-from pipeline.engines import hf, llamacpp  # noqa: E402,F401,I001  (registration)
+from pipeline.engines import hf, llamacpp, vllm  # noqa: E402,F401,I001  (registration)

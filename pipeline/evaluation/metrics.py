@@ -34,7 +34,12 @@ def scored(window_len: int, convention: str) -> range:
 
 
 def describe(method: str, convention: str) -> str:
-    what = "exact KLD over the full vocabulary" if method == "full" else f"{method} KLD (a lower bound on the full KLD)"
+    if method == "full":
+        what = "exact KLD over the full vocabulary"
+    elif method.startswith("engine top-"):
+        what = f"KLD over the {method.removeprefix('engine ')} tokens the engine reports and the rest (a lower bound on the full KLD)"
+    else:
+        what = f"{method} KLD (a lower bound on the full KLD)"
     where = "the second half of each window (llama-perplexity's convention)" if convention == "second-half" else "every position"
     return f"{what}, scored on {where}"
 
@@ -96,8 +101,27 @@ class Reference:
         return cls(meta["method"], meta["score"], full=full, **arrays)
 
 
-def token_stats(ref: Reference, lo: int, lp: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+@dataclass
+class TopLogprobs:
+    """Next-token log-probs an engine reports only in part (vLLM: its top-k and the token that follows):
+    per position the token ids (-1 pads) and their log-probs. Perplexity and top-1 stay exact; the KLD is
+    that of the two distributions coarsened to (the reported tokens, the rest), a lower bound on the full one."""
+
+    idx: np.ndarray  # [n, m] int64
+    vals: np.ndarray  # [n, m] float32
+
+    def __getitem__(self, rows: slice) -> "TopLogprobs":
+        return TopLogprobs(self.idx[rows], self.vals[rows])
+
+    @property
+    def k(self) -> int:
+        return self.idx.shape[1] - 1  # the top-k, and the scored token when it is not among them
+
+
+def token_stats(ref: Reference, lo: int, lp: np.ndarray | TopLogprobs, targets: np.ndarray) -> dict[str, np.ndarray]:
     """Per-position KLD(base || artifact), artifact NLL and top-1 match for reference rows lo..lo+len(targets)."""
+    if isinstance(lp, TopLogprobs):
+        return _partial_stats(ref, lo, lp, targets)
     hi = lo + len(targets)
     if ref.full is not None:
         kld = np.concatenate([_kld_rows(np.asarray(ref.full[a:min(a + ROWS, hi)], dtype=np.float32), lp[a - lo:min(a + ROWS, hi) - lo])
@@ -112,6 +136,30 @@ def token_stats(ref: Reference, lo: int, lp: np.ndarray, targets: np.ndarray) ->
     nll = -lp[np.arange(len(targets)), targets]
     return {"kld": np.maximum(kld, 0.0), "nll": nll, "base_nll": -np.asarray(ref.target_lp[lo:hi]),
             "same_top1": lp.argmax(-1) == np.asarray(ref.top1[lo:hi])}
+
+
+def _partial_stats(ref: Reference, lo: int, lp: TopLogprobs, targets: np.ndarray) -> dict[str, np.ndarray]:
+    n = len(targets)
+    known, hit = lp.idx >= 0, lp.idx == targets[:, None]
+    if not hit.any(-1).all():
+        raise ValueError("the engine did not report the log-prob of every scored token")
+    nll = -np.where(hit, lp.vals, 0).sum(-1)
+    top1 = lp.idx[np.arange(n), np.where(known, lp.vals, -np.inf).argmax(-1)]
+    kld = np.full(n, np.nan)
+    if ref.full is not None:  # the base's probabilities of exactly the reported tokens
+        for a in range(0, n, ROWS):
+            p_lp = np.asarray(ref.full[lo + a:lo + min(a + ROWS, n)], dtype=np.float32)
+            p_lp = p_lp - np.logaddexp.reduce(p_lp, axis=-1, keepdims=True)
+            m, ids, q_lp = known[a:a + ROWS], np.maximum(lp.idx[a:a + ROWS], 0), lp.vals[a:a + ROWS].astype(np.float64)
+            p_k = np.take_along_axis(p_lp, ids, -1).astype(np.float64)
+            p, q = np.where(m, np.exp(p_k), 0), np.where(m, np.exp(q_lp), 0)
+            p_rest, q_rest = np.clip(1 - p.sum(-1), 0, 1), np.clip(1 - q.sum(-1), 1e-30, 1)
+            tail = np.where(p_rest > 0, p_rest * (np.log(np.maximum(p_rest, 1e-30)) - np.log(q_rest)), 0.0)
+            with np.errstate(invalid="ignore"):  # p = 0: no term (0 * -inf is NaN, masked out)
+                terms = np.where(m & (p > 0), p * (p_k - q_lp), 0)
+            kld[a:a + ROWS] = terms.sum(-1) + tail
+    return {"kld": np.maximum(kld, 0.0), "nll": nll, "base_nll": -np.asarray(ref.target_lp[lo:lo + n]),
+            "same_top1": top1 == np.asarray(ref.top1[lo:lo + n])}
 
 
 def _kld_rows(p_lp: np.ndarray, q_lp: np.ndarray) -> np.ndarray:
@@ -133,12 +181,14 @@ def summarize(stats: list[dict[str, np.ndarray]], method: str, convention: str) 
 
 def score(engine: Any, windows: list[list[int]], ref: Reference, progress=lambda i, n: None) -> dict[str, Any]:
     """The artifact's metrics over every window, through `engine.logprobs(ids) -> [len(ids), V]`."""
-    stats, lo = [], 0
+    stats, lo, method = [], 0, ref.method
     for i, ids in enumerate(windows):
         pos = scored(len(ids), ref.score)
         lp = engine.logprobs(ids)[pos.start:pos.stop]
+        if isinstance(lp, TopLogprobs):
+            method = f"engine top-{lp.k}" if ref.full is not None else "none"
         targets = np.asarray(ids[pos.start + 1:pos.stop + 1])
         stats.append(token_stats(ref, lo, lp, targets))
         lo += len(targets)
         progress(i + 1, len(windows))
-    return summarize(stats, ref.method, ref.score)
+    return summarize(stats, method, ref.score)

@@ -41,22 +41,27 @@ def gates_for(recipe: Recipe, opts: Any) -> gates.GatesSpec:
     return gates.resolve(opts.gates, ev.gates, family)
 
 
+def measured(ev: Any) -> dict[str, Any]:
+    """What an evaluate stage measures besides quality: part of its cache key."""
+    from pipeline.evaluation import lmeval
+
+    return {"speed": ev.speed.model_dump(mode="json"), "tasks": ev.tasks, "task_limit": ev.task_limit,
+            "task_files": lmeval.fingerprint(ev.tasks, lmeval.task_dirs(ev.task_dirs))}
+
+
 def evaluation_stages(recipe: Recipe, base: Path, stage_ids: list[str]) -> list[Stage]:
     """`stage_ids`: the stages planned so far (an engine's floor is the output of one of them)."""
     from pipeline import engines
 
     ev = recipe.evaluation
-    from pipeline.evaluation import lmeval
-
     tasks = ("lm_eval",) if ev.tasks else ()
-    measured = {"speed": ev.speed.model_dump(mode="json"), "tasks": ev.tasks, "task_limit": ev.task_limit,
-                "task_files": lmeval.fingerprint(ev.tasks, lmeval.task_dirs(ev.task_dirs))}
+    spec = measured(ev)
     stages = [
         Stage(id="eval-corpus", kind="eval-corpus", label="eval-corpus", describe=f"held-out text: {ev.windows} x {ev.context} tokens",
               config=eval_corpus.fingerprint(ev, base), deps=["source"], versions=versions(("transformers", "tokenizers", "datasets")),
               run=lambda out, inputs, ctx: eval_corpus.run(ev, base, inputs["source"], out, ctx)),
         Stage(id="reference", kind="reference", label="reference", describe="base model: log-probs, perplexity, speed" + (", tasks" if ev.tasks else ""),
-              config={"version": reference.VERSION, "kld": ev.kld, "top_k": ev.top_k, "score": ev.score, **measured},
+              config={"version": reference.VERSION, "kld": ev.kld, "top_k": ev.top_k, "score": ev.score, **spec},
               deps=["source", "eval-corpus"], versions=versions(EVAL_PACKAGES), link="evaluation/base", imports=tasks,
               run=lambda out, inputs, ctx: reference.run(ev, inputs["source"], inputs["eval-corpus"], out, ctx)),
     ]
@@ -68,7 +73,7 @@ def evaluation_stages(recipe: Recipe, base: Path, stage_ids: list[str]) -> list[
             continue
         stages.append(Stage(
             id=f"floor[{name}]", kind="floor", label=f"floor-{name}", describe=f"unquantized model in {Engine.title}: the engine's own floor",
-            config={"version": evaluate.VERSION, "engine": name, **measured}, deps=[src, "eval-corpus", "reference"],
+            config={"version": evaluate.VERSION, "engine": name, **spec}, deps=[src, "eval-corpus", "reference"],
             versions=versions(EVAL_PACKAGES), link=f"evaluation/floor-{name}", imports=tasks,
             run=lambda out, inputs, ctx, E=Engine, n=name, s=src: evaluate.run(ev, n, E.floor_model(inputs[s]), inputs["eval-corpus"],
                                                                                 inputs["reference"], out, ctx)))
@@ -77,7 +82,7 @@ def evaluation_stages(recipe: Recipe, base: Path, stage_ids: list[str]) -> list[
         limits = gates_for(recipe, opts)
         stages.append(Stage(
             id=f"evaluate[{art}]", kind="evaluate", label=f"evaluate-{art}", describe=f"quality vs base, speed ({backend.engine})",
-            config={"version": evaluate.VERSION, "engine": backend.engine, **measured}, deps=[q, "eval-corpus", "reference"],
+            config={"version": evaluate.VERSION, "engine": backend.engine, **spec}, deps=[q, "eval-corpus", "reference"],
             versions={**versions(EVAL_PACKAGES), **backend.versions()}, link=f"evaluation/{art}", imports=tasks + backend.modules,
             check=lambda info, g=limits: gates.failures(info, g),
             run=lambda out, inputs, ctx, e=backend.engine, q=q: evaluate.run(ev, e, inputs[q], inputs["eval-corpus"], inputs["reference"], out, ctx),

@@ -26,6 +26,11 @@ def rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         status = {"done": "ok", "cached": "ok", "failed-gates": "FAILED: " + (ev.get("error") or "")}.get(ev["status"], ev["status"])
         out.append(row(name, _describe(fmt), ev.get("info") or {}, status))
+        for s in manifest["stages"]:  # the same artifact measured in another engine (vLLM): no gates, its own row
+            if s["kind"] == "evaluate-engine" and s.get("artifact") == name:
+                info = s.get("info") or {}
+                done = s["status"] in ("done", "cached")
+                out.append(row(name, _describe(fmt), info, ("not served: " + info["refused"]) if "refused" in info else "-" if done else s["status"]))
     return out
 
 
@@ -45,8 +50,10 @@ def row(name: str, fmt: str, info: dict[str, Any], gates: str) -> dict[str, Any]
             "kld": info.get("kld"), "kld_p99": info.get("kld_p99"), "top1_pct": info.get("top1_pct"),
             "pp_tps": (sp.get("pp_tps") or {}).get("median"), "tg_tps": (sp.get("tg_tps") or {}).get("median"),
             "pp_spread": (sp.get("pp_tps") or {}).get("spread_pct"), "tg_spread": (sp.get("tg_tps") or {}).get("spread_pct"),
+            "batch_tps": (sp.get("batch_tps") or {}).get("median"), "batch_spread": (sp.get("batch_tps") or {}).get("spread_pct"),
+            "batch": sp.get("batch"), **{f"{k}_n": (sp.get(f"{k}_tps") or {}).get("n") for k in ("pp", "tg", "batch")},
             "noisy": sp.get("noisy") or [], "roofline_pct": sp.get("roofline_pct"), "roofline_note": sp.get("roofline_note"),
-            "tasks": info.get("tasks"), "gates": gates, "kld_method": info.get("kld_method"), "score": info.get("score")}
+            "tasks": info.get("tasks"), "gates": gates, "caveat": info.get("caveat"), "kld_method": info.get("kld_method"), "score": info.get("score")}
 
 
 def _mb(n: int | None) -> float | None:
@@ -66,6 +73,8 @@ def _speed(r: dict[str, Any], which: str) -> str:
     if value is None:
         return "-"
     mark = " noisy" if f"{which}_tps" in (r.get("noisy") or []) else ""
+    if r.get(f"{which}_n") == 1:  # one sample has no spread to show
+        return f"{value:.1f} (1 sample){mark}"
     return f"{value:.1f} ±{spread:.0f}%{mark}" if spread is not None else f"{value:.1f}{mark}"
 
 
@@ -85,14 +94,23 @@ def _task_cells(r: dict[str, Any], cols: list[tuple[str, str]]) -> list[str]:
     return ["-" if v is None else f"{v:.3f}" for v in vals]
 
 
+def _batched(table: list[dict[str, Any]]) -> bool:
+    return any(r.get("batch_tps") is not None for r in table)
+
+
 def header(table: list[dict[str, Any]]) -> list[str]:
-    """Column names: the fixed ones, one per lm-eval task, then gates."""
-    return list(COLUMNS[:-1]) + [f"{t} {m.split(',')[0]}" for t, m in task_columns(table)] + [COLUMNS[-1]]
+    """Column names: the fixed ones (with batched throughput when an engine measured it), one per lm-eval task, then gates."""
+    fixed = list(COLUMNS[:-1])
+    if _batched(table):
+        fixed.insert(fixed.index("tg t/s") + 1, "batch t/s")
+    return fixed + [f"{t} {m.split(',')[0]}" for t, m in task_columns(table)] + [COLUMNS[-1]]
 
 
 def cells(r: dict[str, Any], table: list[dict[str, Any]]) -> list[str]:
     """One row's cells, in header(table)'s order."""
     fixed = _fixed_cells(r)
+    if _batched(table):
+        fixed.insert(COLUMNS.index("tg t/s") + 1, _speed(r, "batch"))
     return fixed[:-1] + _task_cells(r, task_columns(table)) + fixed[-1:]
 
 
@@ -101,11 +119,21 @@ def notes(table: list[dict[str, Any]]) -> list[str]:
     from pipeline.evaluation.metrics import describe
 
     out = []
-    r = next((r for r in table if r.get("kld_method")), None)
-    if r:
-        out.append(f"KLD: mean KL(base || artifact) per token in nats; {describe(r['kld_method'], r.get('score') or 'all')}.")
+    methods = {r["kld_method"]: r.get("score") or "all" for r in table if r.get("kld_method") and r.get("kld") is not None}
+    for i, (method, score) in enumerate(methods.items()):
+        engines = sorted({r["engine"] or "-" for r in table if r.get("kld_method") == method}) if len(methods) > 1 else []
+        which = f" ({', '.join(engines)})" if engines else ""
+        out.append(f"KLD{which}: mean KL(base || artifact) per token in nats; {describe(method, score)}." if i == 0 else
+                   f"KLD{which}: {describe(method, score)}.")
     out.append("Speed: median tokens/s ± half the spread of the settled repetitions; `noisy`: they never agreed within the "
                "tolerance (another process was busy): do not compare it.")
+    for r in table:
+        if r.get("caveat"):
+            out.append(f"{r['artifact']} ({r['engine']}): {r['caveat']}.")
+    batch = next((r["batch"] for r in table if r.get("batch")), None)
+    if batch:
+        out.append(f"batch t/s: tokens generated per second by {batch} concurrent requests (vLLM, over HTTP: TTFT and decode "
+                   "include the server's request overhead).")
     if any(r.get("roofline_note") for r in table):
         out.append("tg % roofline `probe?`: decode ran faster than the measured memory bandwidth allows, so the bandwidth probe was "
                    "wrong in this run (measured under load); no percentage is given.")

@@ -21,23 +21,16 @@ GIB = 1 << 30
 KINDS = ("compressed-tensors",)  # what vLLM's core loads (no bitsandbytes, no GGUF: plugins)
 
 
-def options(a: Artifact, model: str, host: str) -> dict[str, Any]:
-    """`vllm serve` options for the GPU build as {long name: value}; shared by the YAML here and the Kubernetes target."""
+def options(a: Artifact, model: str, host: str, cpu: bool = False) -> dict[str, Any]:
+    """`vllm serve` options as {long name: value}, for the GPU build (shared by the YAML here and the
+    Kubernetes target) or the CPU build (KV cache in bytes instead of a memory fraction, eager start-up)."""
     o = a.options
     cfg: dict[str, Any] = {"model": model, "served-model-name": a.served_model_name, "host": host, "port": o["port"],
-                           "max-model-len": a.max_model_len, "gpu-memory-utilization": o["gpu_memory_utilization"],
-                           "tensor-parallel-size": o["tensor_parallel_size"]}
-    cfg.update(o["vllm_args"])
-    argnames.require("vllm", list(cfg))
-    return cfg
-
-
-def cpu_options(a: Artifact, model: str, host: str) -> dict[str, Any]:
-    """The same for vLLM's CPU build: KV cache in bytes instead of a memory fraction, eager start-up."""
-    o = a.options
-    cfg: dict[str, Any] = {"model": model, "served-model-name": a.served_model_name, "host": host, "port": o["port"],
-                           "max-model-len": a.max_model_len, "kv-cache-memory-bytes": int(o["cpu_kv_cache_gib"] * GIB),
-                           "enforce-eager": True}
+                           "max-model-len": a.max_model_len}
+    if cpu:
+        cfg |= {"kv-cache-memory-bytes": int(o["cpu_kv_cache_gib"] * GIB), "enforce-eager": True}
+    else:
+        cfg |= {"gpu-memory-utilization": o["gpu_memory_utilization"], "tensor-parallel-size": o["tensor_parallel_size"]}
     cfg.update(o["vllm_args"])
     argnames.require("vllm", list(cfg))
     return cfg
@@ -60,7 +53,7 @@ class Vllm(ServingTarget):
                            "Health: GET /health; API: /v1. A command-line option overrides the YAML: ./vllm.sh --port 9000",
                            ["vllm", "serve", "--config", "serving/vllm.yaml", '"$@"'])
         return {"vllm.yaml": head.format("vllm.yaml") + yaml.safe_dump(options(a, ".", "127.0.0.1"), sort_keys=False),
-                "vllm-cpu.yaml": head.format("vllm-cpu.yaml") + cpu_head + yaml.safe_dump(cpu_options(a, ".", "127.0.0.1"), sort_keys=False),
+                "vllm-cpu.yaml": head.format("vllm-cpu.yaml") + cpu_head + yaml.safe_dump(options(a, ".", "127.0.0.1", cpu=True), sort_keys=False),
                 "vllm.sh": cmd}
 
     def usage(self, a: Artifact) -> str:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline.engines.hf import HFEngine
-from pipeline.evaluation.metrics import Reference, score, scored
+from pipeline.evaluation.metrics import Reference, TopLogprobs, score, scored
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,33 @@ def test_top_k_is_a_lower_bound_and_exact_at_full_vocab(base, windows, tiny_mode
     assert approx["kld"] <= full["kld"] + 1e-6 and approx["kld_method"] == "top-64"
     assert exact["kld"] == pytest.approx(full["kld"], rel=1e-3)
     assert approx["top1_pct"] == full["top1_pct"] and approx["ppl"] == pytest.approx(full["ppl"])
+
+
+class TopOnly:
+    """What vLLM gives per position, made from an engine's full log-probs: its top-k, and the token that
+    follows when it is not among them (pipeline.engines.vllm.VllmEngine.logprobs)."""
+
+    def __init__(self, engine, k):
+        self.engine, self.k = engine, k
+
+    def logprobs(self, ids):
+        lp = self.engine.logprobs(ids)
+        idx = np.argsort(-lp, -1)[:, :self.k]
+        nxt = np.array(ids[1:] + [ids[-1]])[:, None]
+        idx = np.concatenate([idx, np.where((idx == nxt).any(-1, keepdims=True), -1, nxt)], -1)
+        vals = np.where(idx >= 0, np.take_along_axis(lp, np.maximum(idx, 0), -1), -np.inf).astype(np.float32)
+        return TopLogprobs(idx, vals)
+
+
+def test_engine_top_k_is_a_lower_bound_exact_at_full_vocab_with_exact_ppl_and_top1(base, windows, tiny_model, tmp_path):
+    bad, ref = HFEngine(damaged(tiny_model, tmp_path, 0.5)), _reference(base, windows)
+    full = score(bad, windows, ref)
+    few, more = score(TopOnly(bad, 8), windows, ref), score(TopOnly(bad, 64), windows, ref)
+    whole = score(TopOnly(bad, base.model.config.vocab_size), windows, ref)
+    assert few["kld"] < more["kld"] < full["kld"] and few["kld_method"] == "engine top-8"
+    assert whole["kld"] == pytest.approx(full["kld"], rel=1e-3)
+    for m in (few, more):  # the scored token's log-prob and the argmax are always reported: exact
+        assert m["ppl"] == pytest.approx(full["ppl"], rel=1e-5) and m["top1_pct"] == full["top1_pct"]
 
 
 def test_reference_roundtrip(base, windows):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.vllm_tool import free_port
 from tests.conftest import cli, llama_cpp_or_skip, write_recipe
 from tests.helpers import check_serving
 
@@ -39,12 +39,6 @@ def package(tmp_path_factory) -> Path:
     return tmp / "runs" / "serve" / "packages" / "gguf-q8_0"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(script: Path, port: int, log: Path) -> subprocess.Popen:
     from pipeline import llamacpp
 
@@ -59,7 +53,7 @@ def test_generated_server_answers_openai_client(package, script, tmp_path):
     from openai import OpenAI
 
     check_serving(package / "serving")
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "server.log"
     server = _serve(package / "serving" / script, port, log)
     try:

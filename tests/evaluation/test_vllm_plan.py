@@ -1,5 +1,5 @@
-"""The packaging part of the plan: serve checks before the packages, only where vLLM loads the kind,
-off by a recipe option, and a one-line note instead of them when vLLM's environment is not set up."""
+"""The vLLM part of the plan: serve checks (and measurements through vLLM) only where vLLM loads the
+kind, off by a recipe option, and a one-line note instead of them when vLLM's environment is not set up."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def test_without_vllm_environment_the_checks_are_a_one_line_note(tiny_model, tmp
     monkeypatch.setenv("LLM_PIPELINE_CACHE", str(tmp_path / "empty-cache"))
     proc = _plan(tmp_path, tiny_model)
     assert proc.returncode == 0, proc.stderr
-    assert "serve-check[" not in proc.stdout
-    note = [line for line in (proc.stdout + proc.stderr).splitlines() if "serve checks skipped" in line]
+    assert "serve-check[" not in proc.stdout and "@vllm]" not in proc.stdout
+    note = [line for line in (proc.stdout + proc.stderr).splitlines() if "serve checks and evaluation skipped" in line]
     assert len(note) == 1 and "python -m pipeline setup vllm" in note[0]
 
 
@@ -31,6 +31,11 @@ def test_checks_only_what_vllm_loads_and_the_option_turns_them_off(tiny_model, t
     proc = _plan(tmp_path, tiny_model)
     assert proc.returncode == 0, proc.stderr
     assert "serve-check[base]" in proc.stdout and "serve-check[w8a16]" in proc.stdout
-    assert "serve-check[bnb-nf4]" not in proc.stdout and "serve checks skipped" not in proc.stderr  # vLLM's core loads no bnb
+    assert "floor[vllm]" in proc.stdout and "evaluate[w8a16@vllm]" in proc.stdout
+    assert "serve-check[bnb-nf4]" not in proc.stdout and "bnb-nf4@vllm" not in proc.stdout  # vLLM's core loads no bnb
+    assert "skipped" not in proc.stdout + proc.stderr
     off = _plan(tmp_path, tiny_model, vllm=False)
-    assert off.returncode == 0 and "serve-check[" not in off.stdout and "serve checks skipped" not in off.stderr
+    assert off.returncode == 0 and not any(s in off.stdout for s in ("serve-check[", "@vllm]", "floor[vllm]")) and "skipped" not in off.stderr
+    top_k = _plan(tmp_path, tiny_model, kld="top-k")  # vLLM's top-k needs the base's full log-probs to compare with
+    assert top_k.returncode == 0 and "serve-check[w8a16]" in top_k.stdout and "@vllm]" not in top_k.stdout
+    assert "vLLM evaluation skipped: it needs the base's full log-probs" in top_k.stdout + top_k.stderr
