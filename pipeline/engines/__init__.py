@@ -49,10 +49,6 @@ class Engine:
     def close(self) -> None:
         """Let go of the model's memory."""
 
-    def caveat(self) -> str | None:
-        """What this engine does not run as a serving engine would (printed beside its figures)."""
-        return None
-
     def speed(self, prompt_ids: list[int], spec: Any) -> dict[str, Any]:
         """Prefill and decode speed on what this engine loaded (no second load: an 8B model in memory
         twice does not fit), repeated until settled (pipeline.evaluation.speed). Called last: an engine

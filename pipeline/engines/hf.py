@@ -60,16 +60,6 @@ class HFEngine(Engine):
     def close(self) -> None:
         self.__dict__.pop("model", None)
 
-    def caveat(self) -> str | None:
-        # transformers decompresses compressed-tensors weights to dense Linear layers and runs plain
-        # forwards: a checkpoint's activation quantization (W8A8, FP8) is not applied (measured: the demo's
-        # w8a8-int8 has 1.6x this KLD in vLLM, which quantizes activations).
-        q = getattr(self.model.config, "quantization_config", None)
-        groups = (q.to_dict() if hasattr(q, "to_dict") else q or {}).get("config_groups") or {}
-        if any((g or {}).get("input_activations") for g in groups.values()):
-            return "weights only: transformers does not quantize this checkpoint's activations"
-        return None
-
     def speed(self, prompt_ids: list[int], spec: Any) -> dict[str, Any]:
         """Prefill the prompt, then greedy-decode one token at a time with the KV cache, until settled."""
         import torch

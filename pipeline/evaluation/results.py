@@ -53,7 +53,7 @@ def row(name: str, fmt: str, info: dict[str, Any], gates: str) -> dict[str, Any]
             "batch_tps": (sp.get("batch_tps") or {}).get("median"), "batch_spread": (sp.get("batch_tps") or {}).get("spread_pct"),
             "batch": sp.get("batch"), **{f"{k}_n": (sp.get(f"{k}_tps") or {}).get("n") for k in ("pp", "tg", "batch")},
             "noisy": sp.get("noisy") or [], "roofline_pct": sp.get("roofline_pct"), "roofline_note": sp.get("roofline_note"),
-            "tasks": info.get("tasks"), "gates": gates, "caveat": info.get("caveat"), "kld_method": info.get("kld_method"), "score": info.get("score")}
+            "tasks": info.get("tasks"), "gates": gates, "kld_method": info.get("kld_method"), "score": info.get("score")}
 
 
 def _mb(n: int | None) -> float | None:
@@ -127,9 +127,6 @@ def notes(table: list[dict[str, Any]]) -> list[str]:
                    f"KLD{which}: {describe(method, score)}.")
     out.append("Speed: median tokens/s ± half the spread of the settled repetitions; `noisy`: they never agreed within the "
                "tolerance (another process was busy): do not compare it.")
-    for r in table:
-        if r.get("caveat"):
-            out.append(f"{r['artifact']} ({r['engine']}): {r['caveat']}.")
     batch = next((r["batch"] for r in table if r.get("batch")), None)
     if batch:
         out.append(f"batch t/s: tokens generated per second by {batch} concurrent requests (vLLM, over HTTP: TTFT and decode "

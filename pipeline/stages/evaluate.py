@@ -12,7 +12,7 @@ from pipeline.recipe import EvaluationSpec
 from pipeline.stages import eval_corpus
 from pipeline.stages.reference import METRICS, prompt_ids
 
-VERSION = 4  # 2: engines registry, exact KLD, scoring convention, settled speed; 3: speed on the loaded model; 4: caveat
+VERSION = 3  # 2: engines registry, exact KLD, scoring convention, settled speed; 3: speed on the loaded model
 
 
 def run(ev: EvaluationSpec, engine_name: str, model: Path, corpus: Path, reference: Path, out: Path, ctx: Any) -> dict[str, Any]:
@@ -33,8 +33,6 @@ def run(ev: EvaluationSpec, engine_name: str, model: Path, corpus: Path, referen
     metrics: dict[str, Any] = {"engine": engine_name, **score(engine, windows, ref, lambda i, n: ctx.status(f"scoring window {i}/{n}"))}
     files = [model] if model.is_file() else [p for p in model.rglob("*") if p.is_file() and p.name not in ("stage_info.json", ".stage.json")]
     metrics["size_bytes"] = sum(p.stat().st_size for p in files)
-    if engine.caveat():
-        metrics["caveat"] = engine.caveat()
     if ev.tasks and Engine.runs_tasks:
         ctx.status(f"lm-eval: {', '.join(ev.tasks)}")
         metrics["tasks"] = lmeval.evaluate(engine.lm_eval_model(), ev.tasks, ev.task_limit, out, lmeval.task_dirs(ev.task_dirs))
