@@ -67,6 +67,10 @@ class ToolEnv:
     def setup_hint(self) -> str:
         return f"python -m pipeline setup {self.name}"
 
+    @property
+    def setup_log(self) -> Path:
+        return self.home.parent / f"{self.home.name}-setup.log"
+
     def ensure(self, report: Report = lambda m: None, log=sys.stderr) -> ToolEnv:
         """Create the environment unless it is ready. Concurrent callers wait for one builder."""
         if self.ready():
@@ -130,4 +134,4 @@ def _alias(home: Path, dist: str, version: str) -> None:
     (info / "RECORD").write_text("")
 
 
-from pipeline import vllm_tool  # noqa: E402,F401,I001  (registration)
+from pipeline import openvino_tool, vllm_tool  # noqa: E402,F401,I001  (registration)

@@ -62,6 +62,19 @@ def tiny_recipe(model_dir: Path, formats: list[dict], name: str = "tiny", **extr
     return {"name": name, "model": {"path": str(model_dir)}, "formats": formats, **extra}
 
 
+def run_shipped_recipe(tmp: Path, name: str) -> Path:
+    """Run recipes/NAME.yaml as the README does (a copy, quiet, a workdir of its own); returns its run dir
+    with the printed output kept in run-stdout.txt."""
+    import shutil
+
+    recipe = tmp / f"{name}.yaml"
+    shutil.copy(ROOT / "recipes" / f"{name}.yaml", recipe)
+    proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"), timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (tmp / "runs" / name / "run-stdout.txt").write_text(proc.stdout)
+    return tmp / "runs" / name
+
+
 def cli(*args: str, cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -107,6 +107,8 @@ def check_serving(serving: Path) -> dict[str, object]:
             assert all(v.split()[0] in OLLAMA_PARAMETERS for k, v in instructions if k == "PARAMETER")
         elif name.endswith(".sh"):
             parsed[name] = script_argv(path)
+        elif name.endswith(".py"):
+            parsed[name] = compile(path.read_text(), name, "exec")  # runs elsewhere (the tool's own environment): it must parse here
         else:
             raise AssertionError(f"unexpected serving file {name}")
     argv = parsed.get("tgi-launcher.sh")

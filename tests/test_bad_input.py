@@ -103,6 +103,9 @@ CASES = [  # (id, builder, what the one line says)
     ("newline-in-tgi-arg", lambda t, m: _recipe(t, m, package={"serving": {"tgi_args": {"max-concurrent-requests": "5\nMODEL_ID=/evil"}}}),
      "package.serving.tgi_args: value: '5\\nMODEL_ID=/evil' contains a control character"),
     ("newline-in-vllm-arg", lambda t, m: _recipe(t, m, package={"serving": {"vllm_args": {"chat-template": "x\ny"}}}), "contains a control character"),
+    ("openvino-group-size", lambda t, m: _recipe(t, m, formats=[{"format": "openvino-int4", "group_size": 48}]),
+     "formats[0].group_size: 48 does not divide q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj (input width 64)"),
+    ("openvino-unknown-mode", lambda t, m: _recipe(t, m, formats=[{"format": "openvino-int4", "mode": "magic"}]), "formats[0].mode: "),
     ("newline-in-served-name", lambda t, m: _recipe(t, m, package={"serving": {"served_model_name": "a\nb"}}), "package.serving.served_model_name"),
 ]
 

@@ -53,8 +53,21 @@ def test_every_declared_environment_has_a_setup_command():
 
     from pipeline.cli import app
 
-    assert "vllm" in toolenv.ENVS
+    assert {"vllm", "openvino"} <= set(toolenv.ENVS)
     env = toolenv.get("vllm")
     assert env.requirements[0].startswith("vllm") and env.probe == "vllm"
     help_text = CliRunner().invoke(app, ["setup", "--help"]).output
     assert all(name in help_text for name in toolenv.ENVS)
+
+
+def test_openvino_runs_only_in_its_own_environment():
+    """optimum-intel pins transformers<5.6: nothing of it is installed in our venv, and loading every
+    backend, engine and serving target (what plan and run import) pulls none of it in."""
+    import sys
+
+    code = ("import sys, pipeline.backends, pipeline.engines, pipeline.serving, pipeline.toolenv; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('openvino', 'openvino_genai', 'nncf', 'vllm') or m.startswith('optimum.intel')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert all(importlib.util.find_spec(m) is None for m in ("openvino", "openvino_genai", "nncf"))
+    env = toolenv.get("openvino")
+    assert any(r.startswith("optimum-intel[openvino]==") for r in env.requirements) and "torchvision" in env.remove

@@ -91,6 +91,32 @@ class Backend:
         raise NotImplementedError
 
 
+GROUP_SIZES = (32, 64, 128, 256)
+
+
+def layer_widths(model_config: dict[str, Any]) -> dict[str, int]:
+    """Input widths of a decoder block's Linear layers, from config.json alone (no weights needed)."""
+    hidden, inter = model_config.get("hidden_size"), model_config.get("intermediate_size")
+    widths = {"q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj": hidden} if hidden else {}
+    if inter:
+        widths["down_proj"] = inter
+    return widths
+
+
+def group_size_problems(group: int | None, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """A group size must divide every quantized layer's input width; the message names those that fit."""
+    if not group or group < 0 or not model_config:
+        return []
+    widths = layer_widths(model_config)
+    bad = {name: w for name, w in widths.items() if w % group}
+    if not bad:
+        return []
+    fits = [g for g in GROUP_SIZES if all(w % g == 0 for w in widths.values())]
+    layers = ", ".join(f"{n} (input width {w})" for n, w in bad.items())
+    hint = f"group sizes that fit every layer: {', '.join(map(str, fits))}" if fits else "no power-of-two group size fits"
+    return [("group_size", f"{group} does not divide {layers}; {hint}")]
+
+
 @dataclass(frozen=True)
 class FormatInfo:
     name: str
@@ -114,4 +140,4 @@ def get_format(name: str) -> FormatInfo:
     return FORMATS[name]
 
 
-from pipeline.backends import bitsandbytes, gguf, llmcompressor  # noqa: E402,F401  (registration)
+from pipeline.backends import bitsandbytes, gguf, llmcompressor, openvino  # noqa: E402,F401  (registration)

@@ -11,10 +11,9 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt
 
-from pipeline.backends import Backend, FormatOptions, register
+from pipeline.backends import Backend, FormatOptions, group_size_problems, register
 
 log = logging.getLogger(__name__)
-GROUP_SIZES = (32, 64, 128, 256)
 
 
 class _LcOptions(FormatOptions):
@@ -121,15 +120,6 @@ def modifiers(opts: FormatOptions) -> list[Any]:
     return [QuantizationModifier(ignore=ignore, config_groups=groups)]
 
 
-def layer_widths(model_config: dict[str, Any]) -> dict[str, int]:
-    """Input widths of a decoder block's Linear layers, from config.json alone (no weights needed)."""
-    hidden, inter = model_config.get("hidden_size"), model_config.get("intermediate_size")
-    widths = {"q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj": hidden} if hidden else {}
-    if inter:
-        widths["down_proj"] = inter
-    return widths
-
-
 @register
 class LlmCompressorBackend(Backend):
     name = "llmcompressor"
@@ -178,17 +168,7 @@ class LlmCompressorBackend(Backend):
     def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
         if isinstance(opts, RecipeFileOptions):
             return _recipe_file_problems(opts.recipe)
-        group = getattr(opts, "group_size", None)
-        if not group or not model_config:
-            return []
-        widths = layer_widths(model_config)
-        bad = {name: w for name, w in widths.items() if w % group}
-        if not bad:
-            return []
-        fits = [g for g in GROUP_SIZES if all(w % g == 0 for w in widths.values())]
-        layers = ", ".join(f"{n} (input width {w})" for n, w in bad.items())
-        hint = f"group sizes that fit every layer: {', '.join(map(str, fits))}" if fits else "no power-of-two group size fits"
-        return [("group_size", f"{group} does not divide {layers}; {hint}")]
+        return group_size_problems(getattr(opts, "group_size", None), model_config)
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         from pipeline.backends import llmcompressor_run

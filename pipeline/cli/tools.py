@@ -47,7 +47,7 @@ def _env_command(name: str) -> None:
         from pipeline import toolenv
 
         env = toolenv.get(name)
-        log_path = env.home.parent / f"{env.home.name}-setup.log"
+        log_path = env.setup_log
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if not env.ready():
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

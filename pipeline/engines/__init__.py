@@ -93,4 +93,4 @@ def log_softmax(logits: Any, chunk: int = 128) -> np.ndarray:
     return out
 
 
-from pipeline.engines import hf, llamacpp, vllm  # noqa: E402,F401,I001  (registration)
+from pipeline.engines import hf, llamacpp, openvino, vllm  # noqa: E402,F401,I001  (registration)

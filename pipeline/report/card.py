@@ -12,6 +12,7 @@ from pipeline.serving import vllm
 from pipeline.serving.tgi import MAINTENANCE
 
 PROJECT = "llm-quant-pipeline"
+LIBRARY = {"gguf": "gguf", "openvino": "openvino"}  # the Hub's library_name by artifact kind
 
 
 def metadata(job: Any, artifact: serving.Artifact, license_: str | None) -> Any:
@@ -20,7 +21,7 @@ def metadata(job: Any, artifact: serving.Artifact, license_: str | None) -> Any:
     extra = {"quantized_by": job.spec.quantized_by} if job.spec.quantized_by else {}
     base = {"base_model": artifact.base_model, "base_model_relation": "quantized"} if artifact.base_model else {}
     tags = list(dict.fromkeys([*job.tags, "quantized", PROJECT, *job.spec.tags]))
-    return ModelCardData(license=license_, library_name="gguf" if artifact.kind == "gguf" else "transformers",
+    return ModelCardData(license=license_, library_name=LIBRARY.get(artifact.kind, "transformers"),
                          pipeline_tag="text-generation", tags=tags, **base, **extra)
 
 
@@ -76,8 +77,9 @@ def _usage(a: serving.Artifact, targets: list[str]) -> str:
     for name in targets:
         t = serving.TARGETS[name]
         out.append(f"### {t.title}{' (experimental)' if t.experimental(a) else ''}\n\n{t.usage(a)}")
+    api = serving.TARGETS[targets[0]].api_path if targets else "/v1"
     out.append("### Query it\n\nEvery server above speaks the OpenAI API:\n\n```python\nfrom openai import OpenAI\n\n"
-               f"client = OpenAI(base_url=\"http://127.0.0.1:{a.options['port']}/v1\", api_key=\"none\")\n"
+               f"client = OpenAI(base_url=\"http://127.0.0.1:{a.options['port']}{api}\", api_key=\"none\")\n"
                f"reply = client.chat.completions.create(model=\"{a.served_model_name}\", messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}])\n"
                "print(reply.choices[0].message.content)\n```\n")
     return "\n".join(out)

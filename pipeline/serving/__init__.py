@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-# The three kinds of artifact this pipeline produces; targets decide on these, not on format names.
-KINDS = ("compressed-tensors", "bitsandbytes", "gguf")
+# The kinds of artifact this pipeline produces; targets decide on these, not on format names.
+KINDS = ("compressed-tensors", "bitsandbytes", "gguf", "openvino")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Artifact:
 class ServingTarget:
     name: ClassVar[str]
     title: ClassVar[str]  # shown in the card: "vLLM"
+    api_path: ClassVar[str] = "/v1"  # where its OpenAI-compatible API lives
 
     def experimental(self, a: Artifact) -> bool:
         return False
@@ -103,4 +104,4 @@ def shell_script(comment: str, command: list[str], cd_package: bool = True) -> s
 
 
 # Registration order is the order of the card's usage sections: the recommended server first.
-from pipeline.serving import vllm, tgi, llamacpp, ollama, kubernetes  # noqa: E402,F401,I001  (registration)
+from pipeline.serving import vllm, tgi, llamacpp, ollama, openvino, kubernetes  # noqa: E402,F401,I001  (registration)

@@ -69,7 +69,7 @@ class Kubernetes(ServingTarget):
 
     def serves(self, a: Artifact) -> bool:
         # GGUF runs in llama.cpp's server, compressed-tensors in vLLM; neither loads bitsandbytes files.
-        return a.kind != "bitsandbytes"
+        return a.kind in ("compressed-tensors", "gguf")
 
     def files(self, a: Artifact) -> dict[str, str]:
         size_gib = a.size_bytes / GIB

@@ -36,6 +36,7 @@ def artifact(kind: str, **kw) -> serving.Artifact:
     ("compressed-tensors", ["vllm", "tgi", "kubernetes"]),
     ("bitsandbytes", ["tgi"]),  # vLLM 0.32/0.33 core loads no bitsandbytes, so no vLLM (nor vLLM-based k8s) target
     ("gguf", ["llama-cpp", "ollama", "kubernetes"]),  # nor GGUF (vllm-gguf-plugin)
+    ("openvino", ["openvino"]),  # OpenVINO IR: openvino-genai and OpenVINO Model Server only
 ])
 def test_every_file_parses_for_its_tool(tmp_path, kind, expected):
     a = artifact(kind)
@@ -49,6 +50,11 @@ def test_every_file_parses_for_its_tool(tmp_path, kind, expected):
         assert "gpu-memory-utilization" not in cpu and cpu["kv-cache-memory-bytes"] == 2 << 30 and cpu["enforce-eager"] is True
         assert {k: v for k, v in cpu.items() if k not in ("kv-cache-memory-bytes", "enforce-eager")} == \
             {k: v for k, v in vllm.items() if k not in ("gpu-memory-utilization", "tensor-parallel-size")}
+    if kind == "openvino":
+        ovms = parsed["ovms.sh"]
+        assert ovms[:2] == ["docker", "run"] and ovms[ovms.index("--model_name") + 1] == a.served_model_name
+        assert ovms[ovms.index("-p") + 1].startswith("${HOST:-127.0.0.1}:")  # published on loopback unless HOST says otherwise
+        return
     if kind == "bitsandbytes":
         assert "vLLM's core no longer loads bitsandbytes" in (tmp_path / "serving" / "tgi.env").read_text()
         env = parsed["tgi.env"]  # TGI quantizes the unquantized model itself at load
