@@ -57,7 +57,7 @@ def _env_command(name: str) -> None:
                 task = progress.add_task(name, total=None)
                 env.ensure(lambda m: (progress.update(task, description=escape(m)), log.write(f"# {m}\n")), log)
         info = env.info()
-        out.print(f"{name} environment: {env.home}  [dim]({' '.join(info['requirements'])}; built in {info['seconds']} s; log: {log_path})[/]")
+        out.print(f"{name} environment: {env.home}  [dim]({escape(' '.join(info['requirements']))}; built in {info['seconds']} s; log: {log_path})[/]")
 
     setup_env.__doc__ = f"Create {name}'s own Python environment (once per machine; runs are then able to use it)."
     setup_app.command(name)(setup_env)

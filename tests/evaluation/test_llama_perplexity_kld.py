@@ -40,7 +40,9 @@ def _heldout_text(min_chars: int) -> str:
 def _tool(*args: str) -> str:
     from pipeline import llamacpp
 
-    proc = subprocess.run([str(llamacpp.require().tool("llama-perplexity")), *args, "-c", str(CTX), "-b", str(CTX), "-t", "2"],
+    # -fa off: our llama.cpp engine (llama-cpp-python) runs without flash attention; the tool's default `auto`
+    # turns it on where the CPU build supports it (AVX512 here), which moved PPL(Q) of Q4_K_M by 0.75 % (KLD 0.1 %).
+    proc = subprocess.run([str(llamacpp.require().tool("llama-perplexity")), *args, "-c", str(CTX), "-b", str(CTX), "-t", "2", "-fa", "off"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout + proc.stderr
