@@ -192,3 +192,14 @@ def _install_bindings(chain: Toolchain, report: Report, log) -> None:
         shutil.copy2(lib, target / lib.name, follow_symlinks=False)
     if not bindings_ready():
         raise RuntimeError(f"llama-cpp-python {VERSION} installed but does not load the libraries in {target}")
+
+
+def count_tokens(gguf: Path, text: str) -> int:
+    """Tokens of `text` as llama-imatrix and llama-perplexity make them (its tokenizer, BOS added, special tokens parsed)."""
+    from llama_cpp import Llama
+
+    vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    try:
+        return len(vocab.tokenize(text.encode(), add_bos=True, special=True))
+    finally:
+        vocab.close()

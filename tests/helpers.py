@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -124,3 +129,54 @@ def tool_flags(command: list[str]) -> set[str]:
 
     text = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60).stdout
     return set(re.findall(r"--([a-zA-Z0-9][\w-]*)", text))
+
+
+# "... of France?" alone makes SmolLM2-135M (the original GGUF too) ramble about "L'Étoile" under greedy decoding.
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+
+def _serve_llamacpp(script: Path, port: int, log: Path) -> subprocess.Popen:
+    from pipeline import llamacpp
+
+    env = {**os.environ, "PORT": str(port), "LLAMA_SERVER": str(llamacpp.require().tool("llama-server")), "PYTHON": sys.executable}
+    env.pop("HOST", None)  # the script's default: 127.0.0.1
+    with open(log, "w") as f:  # a file, not a pipe: nobody reads the server's chatter while it runs, and a full pipe blocks it
+        return subprocess.Popen([str(script)], env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def ask_llamacpp_server(package: Path, script: str, served_name: str, tmp_path: Path) -> str:
+    """Start the package's serving/`script` as it is (127.0.0.1, a free port) and chat with it through
+    the official openai client, plain and streaming; both answers must name Paris. Returns the answer."""
+    from openai import OpenAI
+
+    from pipeline.vllm_tool import free_port
+
+    check_serving(package / "serving")
+    port = free_port()
+    log = tmp_path / "server.log"
+    server = _serve_llamacpp(package / "serving" / script, port, log)
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
+        deadline = time.time() + 180
+        while True:  # until the model is loaded and the API answers
+            assert server.poll() is None, log.read_text()[-2000:]
+            try:
+                models = [m.id for m in client.models.list().data]
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                assert time.time() < deadline, "server did not come up in 180 s"
+                time.sleep(1)
+        assert served_name in models, models  # the alias the config gives
+        reply = client.chat.completions.create(model=served_name, messages=QUESTION, temperature=0, max_tokens=24)
+        assert "Paris" in reply.choices[0].message.content, reply.choices[0].message.content
+        chunks = [c.choices[0].delta.content or "" for c in
+                  client.chat.completions.create(model=served_name, messages=QUESTION, temperature=0, max_tokens=24, stream=True)
+                  if c.choices]
+        assert len([c for c in chunks if c]) > 3 and "Paris" in "".join(chunks), chunks
+        return reply.choices[0].message.content
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)

@@ -106,6 +106,13 @@ CASES = [  # (id, builder, what the one line says)
     ("openvino-group-size", lambda t, m: _recipe(t, m, formats=[{"format": "openvino-int4", "group_size": 48}]),
      "formats[0].group_size: 48 does not divide q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj (input width 64)"),
     ("openvino-unknown-mode", lambda t, m: _recipe(t, m, formats=[{"format": "openvino-int4", "mode": "magic"}]), "formats[0].mode: "),
+    ("gguf-auto-without-budget", lambda t, m: _recipe(t, m, formats=[{"format": "gguf", "type": "auto"}]),
+     "type: auto needs exactly one size budget"),
+    ("gguf-auto-without-imatrix", lambda t, m: _recipe(t, m, formats=[{"format": "gguf", "type": "auto", "like": "Q4_K_M", "imatrix": "off"}]),
+     "formats[0].imatrix: type: auto weighs each tensor's error by the importance matrix"),
+    ("autoround-asymmetric", lambda t, m: _recipe(t, m, formats=[{"format": "autoround", "group_size": 32, "symmetric": False}]),
+     "formats[0].symmetric: llm-compressor 0.14's AutoRoundModifier writes asymmetric weights"),
+    ("awq-unknown-rounding", lambda t, m: _recipe(t, m, formats=[{"format": "awq", "group_size": 32, "rounding": "magic"}]), "formats[0].rounding: "),
     ("newline-in-served-name", lambda t, m: _recipe(t, m, package={"serving": {"served_model_name": "a\nb"}}), "package.serving.served_model_name"),
 ]
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline import llamacpp
 from pipeline.backends import Backend, FormatOptions, register
@@ -26,17 +26,35 @@ UNQUANTIZED = {"F16", "BF16"}
 
 
 class GgufOptions(FormatOptions):
-    """A llama.cpp GGUF file of one quantization type, with the tokenizer and chat template inside."""
+    """A llama.cpp GGUF file of one quantization type, with the tokenizer and chat template inside.
+
+    type: auto chooses a type per tensor at a size budget (one of like, target_bpw, target_size) from
+    measured sensitivity (backends/gguf_auto.py); llama-quantize writes it."""
 
     format: Literal["gguf"]
-    type: Literal[TYPES]  # type: ignore[valid-type]
+    type: Literal[TYPES + ("auto",)]  # type: ignore[valid-type]
+    like: Literal[TYPES] | None = Field(None, description="type: auto at the size llama.cpp's own TYPE has")  # type: ignore[valid-type]
+    target_bpw: float | None = Field(None, gt=1.5, lt=16, description="type: auto at this many bits per weight (llama.cpp's BPW)")
+    target_size: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?(MB|GB|MiB|GiB)$", description="type: auto at this file size, e.g. 105MB")
     imatrix: Literal["auto", "off"] | Path = Field("auto", description="auto: computed from the run's calibration set; off; or a file")
     convert_dtype: Literal["f16", "bf16"] = Field("f16", description="precision of the shared conversion that is quantized")
     split_max_size: str | None = Field(None, pattern=r"^[1-9][0-9]*[MG]$", description="shard size, e.g. 2G; null = one file")
 
     @property
     def artifact(self) -> str:
-        return self.name or f"gguf-{self.type.lower()}"
+        if self.name or self.type != "auto":
+            return self.name or f"gguf-{self.type.lower()}"
+        budget = self.like or (f"{self.target_bpw:g}bpw" if self.target_bpw else self.target_size)
+        return f"gguf-auto-{str(budget).lower()}"
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "GgufOptions":
+        given = [f for f in ("like", "target_bpw", "target_size") if getattr(self, f) is not None]
+        if self.type == "auto" and len(given) != 1:
+            raise ValueError("type: auto needs exactly one size budget: like (a llama.cpp type), target_bpw or target_size")
+        if self.type != "auto" and given:
+            raise ValueError(f"{given[0]} is a size budget for type: auto; type {self.type} has its own size")
+        return self
 
     @field_validator("imatrix", mode="before")
     @classmethod
@@ -65,22 +83,29 @@ class GgufBackend(Backend):
         return {**super().versions(), "llama.cpp": f"llama-cpp-python {llamacpp.VERSION} source"}
 
     def needs_calibration(self, opts: FormatOptions) -> bool:
-        return isinstance(opts, GgufOptions) and opts.uses_imatrix() and opts.imatrix == "auto"
+        # type: auto probes its sensitivity on the calibration text even with a given importance matrix
+        return isinstance(opts, GgufOptions) and opts.uses_imatrix() and (opts.imatrix == "auto" or opts.type == "auto")
 
     def describe(self, opts: FormatOptions) -> str:
         assert isinstance(opts, GgufOptions)
         im = "" if not opts.uses_imatrix() else " + importance matrix" if opts.imatrix == "auto" else f" + imatrix {opts.imatrix}"
+        if opts.type == "auto":
+            budget = f"the size of {opts.like}" if opts.like else f"{opts.target_bpw:g} bpw" if opts.target_bpw else opts.target_size
+            return f"gguf auto: a type per tensor at {budget}, from measured sensitivity{im} (from {opts.convert_dtype.upper()})"
         return f"gguf {opts.type}{im} (from {opts.convert_dtype.upper()})"
 
     def tags(self, opts: FormatOptions) -> list[str]:
         assert isinstance(opts, GgufOptions)
-        return ["gguf", "llama-cpp", opts.type.lower()] + (["imatrix"] if opts.uses_imatrix() else [])
+        kind = "mixed-precision" if opts.type == "auto" else opts.type.lower()  # auto: a type per tensor
+        return ["gguf", "llama-cpp", kind] + (["imatrix"] if opts.uses_imatrix() else [])
 
     def serving_notes(self, opts: FormatOptions) -> list[str]:
         return [f"{opts.artifact}: llama.cpp (llama-server, llama-cpp-python) and Ollama; vLLM's GGUF support is experimental"]
 
     def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
         assert isinstance(opts, GgufOptions)
+        if opts.type == "auto" and not opts.uses_imatrix():
+            return [("imatrix", "type: auto weighs each tensor's error by the importance matrix; use imatrix: auto or a file")]
         if opts.type in NEEDS_IMATRIX and not opts.uses_imatrix():
             return [("imatrix", f"llama.cpp refuses {opts.type} without an importance matrix; use imatrix: auto")]
         if isinstance(opts.imatrix, Path) and not opts.imatrix.is_file():
@@ -116,7 +141,17 @@ class GgufBackend(Backend):
                 id=f"imatrix[{given.name}]", kind="imatrix", label=f"imatrix-file-{given.stem}", describe=f"importance matrix from {given}",
                 config={"version": imatrix.VERSION, "sha256": file_digest(given)}, deps=[], versions={},
                 run=lambda out, inputs, ctx: imatrix.copy_given(given, out, ctx))
-        return [convert, matrix]
+        if opts.type != "auto":
+            return [convert, matrix]
+        from pipeline.stages import gguf_sensitivity
+
+        sensitivity = Stage(
+            id=f"gguf-sensitivity[{dtype}]", kind="gguf-sensitivity", label=f"gguf-sensitivity-{dtype}",
+            describe="cost of each llama.cpp type per tensor (weighted error, KLD probes on calibration text)",
+            config={"version": gguf_sensitivity.VERSION, "ladder": gguf_sensitivity.LADDER, "probe": gguf_sensitivity.PROBE},
+            deps=[convert.id, matrix.id, "calibration"], versions=self.versions(),
+            run=lambda out, inputs, ctx: gguf_sensitivity.run(inputs[convert.id], imatrix.output(inputs[matrix.id]), inputs["calibration"], out, ctx))
+        return [convert, matrix, sensitivity]
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         from pipeline.stages import gguf_convert, imatrix
@@ -125,11 +160,17 @@ class GgufBackend(Backend):
         chain = llamacpp.require()
         base = gguf_convert.output(inputs[f"gguf-convert[{opts.convert_dtype}]"])
         matrix = next((imatrix.output(p) for k, p in inputs.items() if k.startswith("imatrix[")), None)
-        target = out / base.name.replace(f"-{opts.convert_dtype.upper()}.gguf", f"-{opts.type}.gguf")
+        target = out / base.name.replace(f"-{opts.convert_dtype.upper()}.gguf", f"-{opts.type.upper()}.gguf")
         cmd: list[Any] = [chain.tool("llama-quantize")]
         if matrix is not None:
             cmd += ["--imatrix", matrix]
-        cmd += [base, target, opts.type, str(os.cpu_count() or 1)]
+        facts: dict[str, Any] = {}
+        if opts.type == "auto":
+            from pipeline.backends import gguf_auto
+
+            facts = gguf_auto.choose_for(opts, chain, base, matrix, inputs[f"gguf-sensitivity[{opts.convert_dtype}]"], out, ctx)
+            cmd += ["--pure", "--tensor-type-file", out / gguf_auto.TYPES_FILE]
+        cmd += [base, target, "Q8_0" if opts.type == "auto" else opts.type, str(os.cpu_count() or 1)]
         ctx.status(f"llama-quantize {opts.type}" + (" with importance matrix" if matrix else ""))
         run_logged(cmd, on_line=lambda line: _tensor_progress(line, ctx, opts.type))
         files = [target]
@@ -140,7 +181,7 @@ class GgufBackend(Backend):
             target.unlink()
             files = sorted(out.glob(f"{prefix.name}-*-of-*.gguf"))
         return {"files": [f.name for f in files], "type": opts.type, "imatrix": matrix.name if matrix else None,
-                "converted_from": base.name, **metadata(files[0])}
+                "converted_from": base.name, **facts, **metadata(files[0])}
 
 
 def _tensor_progress(line: str, ctx: Any, qtype: str) -> None:

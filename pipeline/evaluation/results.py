@@ -35,11 +35,17 @@ def rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _default_name(fmt: dict[str, Any]) -> str:
-    return f"gguf-{fmt['type'].lower()}" if fmt["format"] == "gguf" else fmt["format"]
+    from pipeline.backends import FORMATS  # cheap: the registry, not the libraries
+
+    info = FORMATS.get(fmt["format"])
+    return info.options.model_validate(fmt).artifact if info else fmt["format"]
 
 
 def _describe(fmt: dict[str, Any]) -> str:
-    return f"gguf {fmt['type']}" if fmt["format"] == "gguf" else fmt["format"]
+    if fmt["format"] != "gguf":
+        return fmt["format"]
+    budget = fmt.get("like") or (f"{fmt['target_bpw']:g} bpw" if fmt.get("target_bpw") else fmt.get("target_size"))
+    return f"gguf auto ~{budget}" if fmt["type"] == "auto" else f"gguf {fmt['type']}"
 
 
 def row(name: str, fmt: str, info: dict[str, Any], gates: str) -> dict[str, Any]:

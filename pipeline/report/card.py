@@ -27,12 +27,12 @@ def metadata(job: Any, artifact: serving.Artifact, license_: str | None) -> Any:
 
 def render(job: Any, artifact: serving.Artifact, targets: list[str], files: dict[str, dict[str, Any]],
            evaluation: dict[str, Any] | None, calibration: dict[str, Any] | None, license_: str | None,
-           serve_check: dict[str, Any] | None = None) -> str:
+           serve_check: dict[str, Any] | None = None, gguf_types: dict[str, Any] | None = None) -> str:
     data = metadata(job, artifact, license_)
     base = f"[{artifact.base_model}](https://huggingface.co/{artifact.base_model})" if artifact.base_model else "its base model (not named: set package.base_model)"
     parts = [f"---\n{data.to_yaml()}\n---\n", f"# {artifact.served_model_name}\n",
              f"{artifact.description}: a quantized {base}, made with {PROJECT} (`python -m pipeline run`) from the recipe below.\n",
-             _evaluation(evaluation, job.artifact), _serve_check(serve_check, artifact), _usage(artifact, targets),
+             _evaluation(evaluation, job.artifact), _types(gguf_types), _serve_check(serve_check, artifact), _usage(artifact, targets),
              _made(job, calibration), _files(files)]
     return "\n".join(p for p in parts if p)
 
@@ -47,6 +47,23 @@ def _evaluation(evaluation: dict[str, Any] | None, name: str) -> str:
     return ("## Evaluation\n\nAgainst the unquantized model on the same held-out token ids (KLD and top-1 agreement of next-token "
             "distributions), in the engine that serves the format on the machine that made it. A `floor` row is the unquantized "
             "model in that engine: what the format itself adds is read against it.\n\n" + results.markdown(table))
+
+
+def _types(choice: dict[str, Any] | None) -> str:
+    """What `type: auto` chose (backends/gguf_auto.py), read from the file the package carries."""
+    if not choice:
+        return ""
+    mib = 1024 * 1024
+    add = choice.get("additivity") or {}
+    rows = "\n".join(f"| {kind} | {', '.join(f'{t} x{n}' for t, n in types.items())} |" for kind, types in choice["by_kind"].items())
+    return ("## Tensor types\n\nOne llama.cpp type per tensor, chosen by `type: auto` to minimise the expected KLD at the size budget "
+            f"({choice['budget_bytes'] / mib:,.2f} MiB of tensors; used {choice['weights_bytes'] / mib:,.2f} MiB, "
+            f"{choice['bpw']:.2f} bits per quantized weight). Expected KLD {choice['expected_kld']:.4f}: the sum of per-tensor costs "
+            "measured on calibration text (importance-weighted error, scaled by llama-perplexity KLD probes per tensor kind and layer band); "
+            f"with every tensor at {add.get('probe')} at once, llama-perplexity measured {add.get('measured', float('nan')):.4f} "
+            f"where the costs summed to {add.get('predicted', float('nan')):.4f}. "
+            "The measured KLD is under Evaluation. `tensor-types.txt` holds every tensor's type as `llama-quantize --tensor-type-file` "
+            "reads it.\n\n| tensor | types (count) |\n|---|---|\n" + rows + "\n")
 
 
 def _serve_check(check: dict[str, Any] | None, a: serving.Artifact) -> str:

@@ -32,7 +32,7 @@ def run(converted: Path, calibration: Path, out: Path, ctx: Any) -> dict[str, An
     # llama-imatrix needs at least two chunks of its context, counted in its own tokens: a GGUF tokenizer
     # can cut the text into fewer tokens than transformers did (or there is a single sample), so the
     # context is sized from llama.cpp's count, at most the calibration length.
-    tokens = _llama_tokens(gguf_convert.output(converted), text.read_text())
+    tokens = llamacpp.count_tokens(gguf_convert.output(converted), text.read_text())
     ctx_len = min(max(len(s["input_ids"]) for s in samples), tokens // 2)
     if ctx_len < MIN_CTX:
         raise StageError(f"the calibration text is {tokens} tokens for llama.cpp: too little for an importance matrix "
@@ -50,17 +50,6 @@ def run(converted: Path, calibration: Path, out: Path, ctx: Any) -> dict[str, An
                on_line=progress)
     text.unlink()  # the calibration stage keeps the text; no second copy
     return {"file": FILE, "chunks": chunks, "ctx": ctx_len, "tokens": tokens, "sha256": file_sha256(out / FILE)}
-
-
-def _llama_tokens(gguf: Path, text: str) -> int:
-    """Tokens of `text` as llama-imatrix makes them (its tokenizer, BOS added, special tokens parsed)."""
-    from llama_cpp import Llama
-
-    vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
-    try:
-        return len(vocab.tokenize(text.encode(), add_bos=True, special=True))
-    finally:
-        vocab.close()
 
 
 def copy_given(path: Path, out: Path, ctx: Any) -> dict[str, Any]:

@@ -54,6 +54,7 @@ class PackageJob:
 
 
 def run(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    from pipeline.backends import gguf_auto
     from pipeline.report import card
 
     artifact, targets, facts = assemble(job, inputs, out, ctx)
@@ -62,7 +63,8 @@ def run(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[s
     serve_check = _json(inputs[job.serve_check_id] / SERVE_CHECK) if job.serve_check_id in inputs else None
     files = _hash_files(out, ctx)  # the weights and serving files; the card and this manifest come after
     license_ = job.spec.license or facts.get("license")
-    (out / "README.md").write_text(card.render(job, artifact, targets, files, evaluation, calibration, license_, serve_check))
+    gguf_types = _json(out / gguf_auto.CHOICE_FILE) if (out / gguf_auto.CHOICE_FILE).is_file() else None
+    (out / "README.md").write_text(card.render(job, artifact, targets, files, evaluation, calibration, license_, serve_check, gguf_types))
     files["README.md"] = {"size": (out / "README.md").stat().st_size, "sha256": file_sha256(out / "README.md")}
     manifest = {"artifact": job.artifact, "format": job.format, "description": job.description, "base_model": artifact.base_model,
                 "license": license_, "repo_id": job.repo_id, "recipe": job.recipe_excerpt, "seeds": job.seeds,

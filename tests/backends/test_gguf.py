@@ -63,7 +63,7 @@ def gguf_run(tmp_path_factory, tiny_smol_model) -> Path:
     llama_cpp_or_skip()
     tmp = tmp_path_factory.mktemp("gguf")
     formats = [{"format": "gguf", "type": "Q8_0", "imatrix": "off"}, {"format": "gguf", "type": "Q4_K_M"},
-               {"format": "gguf", "type": "Q2_K", "split_max_size": "1M"}]
+               {"format": "gguf", "type": "Q2_K", "split_max_size": "1M"}, {"format": "gguf", "type": "auto", "target_bpw": 6}]
     recipe = write_recipe(tmp / "r.yaml", tiny_recipe(tiny_smol_model, formats, calibration={"samples": 4, "seq_len": 64}))
     proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -108,6 +108,29 @@ def test_packages_get_the_servers_that_load_them(gguf_run):
     assert "--model model-Q2_K-00001-of-" in (split / "serving" / "llama-server.sh").read_text()  # llama.cpp finds the other shards
     files = json.loads((split / "manifest.json").read_text())["files"]
     assert len([f for f in files if f.endswith(".gguf")]) == len(list((gguf_run / "artifacts" / "gguf-q2_k").glob("*.gguf")))
+
+
+def test_auto_writes_the_chosen_type_of_every_tensor(gguf_run):
+    """type: auto: one shared sensitivity stage; llama-quantize wrote exactly the chosen type per tensor, within
+    the budget; the file loads and generates in llama.cpp. (Random weights: what the choice is worth is measured on
+    the real model, tests/test_demo_recipe.py.)"""
+    from gguf import GGUFReader
+    from llama_cpp import Llama
+
+    stages = {s["id"]: s for s in json.loads((gguf_run / "manifest.json").read_text())["stages"]}
+    assert [k for k in stages if "sensitivity" in k] == ["gguf-sensitivity[f16]"]
+    sens = json.loads((gguf_run / stages["gguf-sensitivity[f16]"]["path"] / "sensitivity.json").read_text())
+    for name, t in sens["tensors"].items():  # more bits, less weighted error, for every tensor
+        errors = [t["types"][q]["error"] for q in ("q4_0", "q5_0", "q8_0") if q in t["types"]]
+        assert len(errors) == 3 and errors[0] > errors[1] > errors[2] >= 0, (name, errors)
+    art = gguf_run / "artifacts" / "gguf-auto-6bpw"
+    choice = json.loads((art / "gguf-types.json").read_text())
+    assert choice["bpw"] <= 6 and choice["weights_bytes"] <= choice["budget_bytes"]
+    written = {t.name: t.tensor_type.name.lower() for t in GGUFReader(art / "model-AUTO.gguf").tensors}
+    assert {n: written[n] for n in choice["types"]} == {n: t.lower() for n, t in choice["types"].items()}
+    assert stages["quantize[gguf-auto-6bpw]"]["info"]["auto"]["expected_kld"] == choice["expected_kld"]
+    llm = Llama(model_path=str(art / "model-AUTO.gguf"), n_ctx=128, n_threads=2, verbose=False)
+    assert llm("Hello", max_tokens=4, temperature=0)["usage"]["completion_tokens"] > 0
 
 
 def test_split_output_shards_load(gguf_run):

@@ -19,6 +19,11 @@ CASES = [
     ({"format": "awq", "group_size": 32}, "pack-quantized", {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 32, "symmetric": False}, None),
     ({"format": "gptq", "group_size": 32}, "pack-quantized", {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 32, "symmetric": True}, None),
     ({"format": "gptq", "bits": 8, "group_size": None}, "pack-quantized", INT8_CH, None),
+    # the stronger W4A16 recipes (issue 16) write the same layout
+    ({"format": "awq", "group_size": 32, "rounding": "gptq", "observer": "imatrix_mse"}, "pack-quantized",
+     {"num_bits": 4, "group_size": 32, "symmetric": False, "observer": "imatrix_mse", "actorder": "static"}, None),
+    ({"format": "gptq", "group_size": 32, "observer": "mse"}, "pack-quantized", {"num_bits": 4, "group_size": 32, "observer": "mse"}, None),
+    ({"format": "autoround", "group_size": 32, "iters": 20}, "pack-quantized", {"num_bits": 4, "type": "int", "group_size": 32, "symmetric": True}, None),
     ({"format": "w8a8-int8"}, "int-quantized", INT8_CH, {"num_bits": 8, "type": "int", "strategy": "token", "dynamic": True}),
     ({"format": "fp8"}, "float-quantized", {"num_bits": 8, "type": "float", "strategy": "channel"}, {"type": "float", "dynamic": True}),
     ({"format": "fp8", "scheme": "static"}, "float-quantized", {"num_bits": 8, "type": "float"}, {"type": "float", "strategy": "tensor", "dynamic": False}),
@@ -36,7 +41,7 @@ def test_quantize_reload_close(tiny_model, tiny_calibration, tmp_path, entry, co
     opts = Recipe.model_validate({"name": "t", "model": {"path": str(tiny_model)}, "formats": [entry]}).formats[0]
     backend = FORMATS[opts.format].backend
     calibration = tiny_calibration if backend.needs_calibration(opts) else None
-    assert (calibration is not None) == (entry["format"] in ("awq", "gptq", "w8a8-int8") or entry.get("scheme") == "static")
+    assert (calibration is not None) == (entry["format"] in ("awq", "gptq", "autoround", "w8a8-int8") or entry.get("scheme") == "static")
     out = tmp_path / "out"
     out.mkdir()
     with stage_ctx() as ctx:
