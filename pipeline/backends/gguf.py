@@ -44,8 +44,12 @@ class GgufOptions(FormatOptions):
     def artifact(self) -> str:
         if self.name or self.type != "auto":
             return self.name or f"gguf-{self.type.lower()}"
-        budget = self.like or (f"{self.target_bpw:g}bpw" if self.target_bpw else self.target_size)
-        return f"gguf-auto-{str(budget).lower()}"
+        return f"gguf-auto-{self.budget.replace(' ', '').lower()}"
+
+    @property
+    def budget(self) -> str:
+        """type: auto's size budget as written: "Q4_K_M", "4.85 bpw" or "105MB"."""
+        return self.like or (f"{self.target_bpw:g} bpw" if self.target_bpw else str(self.target_size))
 
     @model_validator(mode="after")
     def _one_budget(self) -> "GgufOptions":
@@ -90,7 +94,7 @@ class GgufBackend(Backend):
         assert isinstance(opts, GgufOptions)
         im = "" if not opts.uses_imatrix() else " + importance matrix" if opts.imatrix == "auto" else f" + imatrix {opts.imatrix}"
         if opts.type == "auto":
-            budget = f"the size of {opts.like}" if opts.like else f"{opts.target_bpw:g} bpw" if opts.target_bpw else opts.target_size
+            budget = f"the size of {opts.like}" if opts.like else opts.budget
             return f"gguf auto: a type per tensor at {budget}, from measured sensitivity{im} (from {opts.convert_dtype.upper()})"
         return f"gguf {opts.type}{im} (from {opts.convert_dtype.upper()})"
 

@@ -34,18 +34,22 @@ def rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _default_name(fmt: dict[str, Any]) -> str:
+def _options(fmt: dict[str, Any]) -> Any:
     from pipeline.backends import FORMATS  # cheap: the registry, not the libraries
 
     info = FORMATS.get(fmt["format"])
-    return info.options.model_validate(fmt).artifact if info else fmt["format"]
+    return info.options.model_validate(fmt) if info else None
+
+
+def _default_name(fmt: dict[str, Any]) -> str:
+    opts = _options(fmt)
+    return opts.artifact if opts else fmt["format"]
 
 
 def _describe(fmt: dict[str, Any]) -> str:
     if fmt["format"] != "gguf":
         return fmt["format"]
-    budget = fmt.get("like") or (f"{fmt['target_bpw']:g} bpw" if fmt.get("target_bpw") else fmt.get("target_size"))
-    return f"gguf auto ~{budget}" if fmt["type"] == "auto" else f"gguf {fmt['type']}"
+    return f"gguf auto ~{_options(fmt).budget}" if fmt["type"] == "auto" else f"gguf {fmt['type']}"
 
 
 def row(name: str, fmt: str, info: dict[str, Any], gates: str) -> dict[str, Any]:
