@@ -2,10 +2,12 @@
 hashes it; the second finds every file in the fingerprint memo), and a cached rerun of a finished run.
 
     python bench/plan.py                         # builds a 4-layer Llama-3.1-8B shape twin (3.8 GB) in bench/.work
-    python bench/plan.py --rerun recipes/smollm2-demo.yaml --workdir runs   # also times a cached rerun (run it once first)
+    python bench/plan.py --rerun recipes/smollm2-demo.yaml --workdir runs   # also times a cached rerun (run it once
+    first)
 
 Each figure is the wall time of the whole CLI process (interpreter start included, bytecode caching on),
-best and median of --repeats runs, measured side by side in this one process; the machine's load average is printed with them."""
+best and median of --repeats runs, measured side by side in this one process; the machine's load average is printed
+with them."""
 
 from __future__ import annotations
 
@@ -49,7 +51,9 @@ def main() -> None:
     twin = work / f"llama-3.1-8b-{args.layers}l"
     if not (twin / "config.json").is_file():
         print(f"building a {args.layers}-layer Llama-3.1-8B twin in {twin} ...", flush=True)
-        subprocess.run(py + ["-q", "twin", "llama-3.1-8b", "--layers", str(args.layers), "--out", str(twin)], cwd=ROOT, check=True)
+        subprocess.run(
+            py + ["-q", "twin", "llama-3.1-8b", "--layers", str(args.layers), "--out", str(twin)], cwd=ROOT, check=True
+        )
     size = sum(p.stat().st_size for p in twin.iterdir()) / 1e9
     recipe = work / "plan-bench.yaml"
     recipe.write_text(f"name: plan-bench\nmodel: {{path: {twin}}}\nformats: [{{format: fp8}}, {{format: w8a16}}]\n")

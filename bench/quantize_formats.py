@@ -4,7 +4,8 @@ llm-compressor's `oneshot` directly with the same settings and the same calibrat
 Each measurement runs in its own process. "stage s" is the pipeline's quantize stage as the manifest
 records it (import the libraries, load, quantize, save); "direct s" is the same imports, load,
 oneshot and save written by hand. Both exclude interpreter start-up; "cli s" is the whole
-`python -m pipeline run` for that format (start-up, plan, cache checks), for reference. Usage: python bench/quantize_formats.py [--formats awq,gptq,...]
+`python -m pipeline run` for that format (start-up, plan, cache checks), for reference. Usage: python
+bench/quantize_formats.py [--formats awq,gptq,...]
 """
 
 from __future__ import annotations
@@ -44,12 +45,36 @@ def direct(fmt: str, source: str, calibration: str, out: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None  # CPU-only torch (see FACTS)
-    int_w = lambda bits, group, sym: {"num_bits": bits, "type": "int", "symmetric": sym, **({"strategy": "group", "group_size": group} if group else {"strategy": "channel"})}  # noqa: E731
+
+    def int_w(bits: int, group: int | None, sym: bool) -> dict:
+        strategy = {"strategy": "group", "group_size": group} if group else {"strategy": "channel"}
+        return {"num_bits": bits, "type": "int", "symmetric": sym, **strategy}
+
     groups = {
         "awq": {"targets": ["Linear"], "weights": int_w(4, 64, False)},
         "gptq": {"targets": ["Linear"], "weights": {**int_w(4, 64, True), "actorder": "static"}},
-        "w8a8-int8": {"targets": ["Linear"], "weights": int_w(8, None, True), "input_activations": {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True}},
-        "fp8": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel"}, "input_activations": {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "token", "dynamic": True}},
+        "w8a8-int8": {
+            "targets": ["Linear"],
+            "weights": int_w(8, None, True),
+            "input_activations": {
+                "num_bits": 8,
+                "type": "int",
+                "symmetric": True,
+                "strategy": "token",
+                "dynamic": True,
+            },
+        },
+        "fp8": {
+            "targets": ["Linear"],
+            "weights": {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel"},
+            "input_activations": {
+                "num_bits": 8,
+                "type": "float",
+                "symmetric": True,
+                "strategy": "token",
+                "dynamic": True,
+            },
+        },
         "w8a16": {"targets": ["Linear"], "weights": int_w(8, None, True)},
     }
     cg = {"group_0": groups[fmt]}
@@ -64,7 +89,12 @@ def direct(fmt: str, source: str, calibration: str, out: str) -> None:
     if fmt in ("awq", "gptq", "w8a8-int8"):
         ids = [json.loads(line)["input_ids"] for line in open(Path(calibration) / "samples.jsonl")]
         ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]})
-        kwargs = {"dataset": ds, "num_calibration_samples": len(ids), "max_seq_length": max(map(len, ids)), "shuffle_calibration_samples": False}
+        kwargs = {
+            "dataset": ds,
+            "num_calibration_samples": len(ids),
+            "max_seq_length": max(map(len, ids)),
+            "shuffle_calibration_samples": False,
+        }
     oneshot(model=model, recipe=recipe, tokenizer=tok, **kwargs)
     model.to(torch.bfloat16)
     model.save_pretrained(out, save_compressed=True)
@@ -80,7 +110,14 @@ def _vmhwm_mb() -> float:
 
 
 def _size_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != "stage_info.json" and not p.name.startswith(".")) / 1e6
+    return (
+        sum(
+            p.stat().st_size
+            for p in path.rglob("*")
+            if p.is_file() and p.name != "stage_info.json" and not p.name.startswith(".")
+        )
+        / 1e6
+    )
 
 
 def main() -> None:
@@ -92,7 +129,7 @@ def main() -> None:
     if args.direct:
         return direct(*args.direct)
 
-    from pipeline.plan import build_plan
+    from pipeline.graph.plan import build_plan
     from pipeline.recipe_loader import load_recipe
 
     workdir = Path(args.workdir)
@@ -100,26 +137,62 @@ def main() -> None:
     rows = []
     for fmt in args.formats.split(","):
         recipe = tmp / f"{fmt}.yaml"
-        recipe.write_text(yaml.safe_dump({"name": "bench", "model": {"gguf": GGUF}, "calibration": CALIBRATION, "formats": [FORMATS[fmt]]}))
+        recipe.write_text(
+            yaml.safe_dump(
+                {"name": "bench", "model": {"gguf": GGUF}, "calibration": CALIBRATION, "formats": [FORMATS[fmt]]}
+            )
+        )
         # --force reruns just the measured quantize stage; source and calibration are built once and reused.
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pipeline", "-q", "run", str(recipe), "-w", str(workdir), "--force", fmt], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "pipeline", "-q", "run", str(recipe), "-w", str(workdir), "--force", fmt],
+            check=True,
+            capture_output=True,
+        )
         cli_s = time.perf_counter() - start
         manifest = json.loads((workdir / "bench" / "manifest.json").read_text())
         stage = next(s for s in manifest["stages"] if s["id"] == f"quantize[{fmt}]")
         plan = build_plan(load_recipe(recipe), recipe, workdir, with_calibration=True)
         out = tmp / f"direct-{fmt}"
-        proc = subprocess.run([sys.executable, __file__, "--direct", fmt, str(plan.stage("source").path), str(plan.stage("calibration").path), str(out)],
-                              check=True, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--direct",
+                fmt,
+                str(plan.stage("source").path),
+                str(plan.stage("calibration").path),
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         d = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append((fmt, stage["seconds"], d["seconds"], stage["peak_rss_mb"], d["peak_rss_mb"],
-                     _size_mb(workdir / "bench" / stage["path"]), _size_mb(out), cli_s))
+        rows.append(
+            (
+                fmt,
+                stage["seconds"],
+                d["seconds"],
+                stage["peak_rss_mb"],
+                d["peak_rss_mb"],
+                _size_mb(workdir / "bench" / stage["path"]),
+                _size_mb(out),
+                cli_s,
+            )
+        )
         print(f"{fmt}: stage {stage['seconds']:.1f}s direct {d['seconds']:.1f}s", file=sys.stderr)
 
-    print("\n| format | stage s | direct s | overhead | stage peak RSS MB | direct peak RSS MB | size MB (ours / direct) | cli s |")
+    print(
+        "\n| format | stage s | direct s | overhead | stage peak RSS MB | direct peak RSS "
+        "MB | size MB (ours / direct) | cli s |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for fmt, s, d, rs, rd, zs, zd, c in rows:
-        print(f"| {fmt} | {s:.1f} | {d:.1f} | {100 * (s - d) / d:+.1f} % | {rs:.0f} | {rd:.0f} | {zs:.1f} / {zd:.1f} | {c:.1f} |")
+        print(
+            f"| {fmt} | {s:.1f} | {d:.1f} | {100 * (s - d) / d:+.1f} % | {rs:.0f} | {rd:.0f} | "
+            f"{zs:.1f} / {zd:.1f} | {c:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -25,17 +25,36 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL = {"enabled": True, "corpus": "embedded", "windows": 1, "context": 128, "default_gates": False,
-        "speed": {"prompt_tokens": 32, "decode_tokens": 4, "repeats": 2, "warmup": 0, "budget_s": 60}}
+EVAL = {
+    "enabled": True,
+    "corpus": "embedded",
+    "windows": 1,
+    "context": 128,
+    "default_gates": False,
+    "speed": {"prompt_tokens": 32, "decode_tokens": 4, "repeats": 2, "warmup": 0, "budget_s": 60},
+}
 PARTS = {
-    "full": {"layers": 32, "formats": [{"format": "w8a16"}, {"format": "fp8"}, {"format": "bnb-nf4"}, {"format": "gguf", "type": "Q4_K_M"}],
-             "calibration": {"source": "default", "samples": 4, "seq_len": 128}, "evaluation": EVAL},
+    "full": {
+        "layers": 32,
+        "formats": [
+            {"format": "w8a16"},
+            {"format": "fp8"},
+            {"format": "bnb-nf4"},
+            {"format": "gguf", "type": "Q4_K_M"},
+        ],
+        "calibration": {"source": "default", "samples": 4, "seq_len": 128},
+        "evaluation": EVAL,
+    },
     # Time, not memory, is what AWQ's grid and the calibration size buy here: the grid points run one after
     # another, and at 8B widths 8 x 128 tokens of cached layer inputs are 8 MB beside 3.85 GB of weights.
     # In bf16 on this CPU (no native bf16: slow matmuls) AWQ at n_grid 20 on 16 x 256 tokens had not
     # finished after 78 min, and at n_grid 5 it took ~19 min per layer, so the bench uses n_grid 5, 8 x 128.
-    "small": {"layers": 4, "formats": [{"format": "awq", "group_size": 128, "n_grid": 5}, {"format": "gptq", "group_size": 128}],
-              "calibration": {"source": "sharegpt", "samples": 8, "seq_len": 128}, "evaluation": {"enabled": False}},
+    "small": {
+        "layers": 4,
+        "formats": [{"format": "awq", "group_size": 128, "n_grid": 5}, {"format": "gptq", "group_size": 128}],
+        "calibration": {"source": "sharegpt", "samples": 8, "seq_len": 128},
+        "evaluation": {"enabled": False},
+    },
 }
 LIMIT = {"full": 1.3, "small": 1.5}  # the ceilings: worker peak RSS / bf16 checkpoint size
 
@@ -59,7 +78,11 @@ def run_part(name: str, work: Path, only: list[str] | None = None) -> list[dict]
     py = [sys.executable, "-m", "pipeline"]
     if not (twin / "config.json").is_file():
         t0 = time.perf_counter()
-        subprocess.run(py + ["-q", "twin", "llama-3.1-8b", "--layers", str(part["layers"]), "--out", str(twin)], cwd=ROOT, check=True)
+        subprocess.run(
+            py + ["-q", "twin", "llama-3.1-8b", "--layers", str(part["layers"]), "--out", str(twin)],
+            cwd=ROOT,
+            check=True,
+        )
         print(f"{name}: twin written in {time.perf_counter() - t0:.0f} s", flush=True)
     bf16 = sum(p.stat().st_size for p in twin.glob("*.safetensors"))
     seen_inodes = {p.stat().st_ino for p in twin.iterdir()}
@@ -70,10 +93,22 @@ def run_part(name: str, work: Path, only: list[str] | None = None) -> list[dict]
     # one format at a time (all at once would need ~70 GB).
     for fmt in [f for f in part["formats"] if not only or f["format"] in only]:
         recipe = work / f"scale-{name}.yaml"
-        recipe.write_text(yaml.safe_dump({"name": f"scale-{name}", "model": {"path": str(twin)}, "calibration": part["calibration"],
-                                          "formats": [fmt], "evaluation": part["evaluation"]}, sort_keys=False))
+        recipe.write_text(
+            yaml.safe_dump(
+                {
+                    "name": f"scale-{name}",
+                    "model": {"path": str(twin)},
+                    "calibration": part["calibration"],
+                    "formats": [fmt],
+                    "evaluation": part["evaluation"],
+                },
+                sort_keys=False,
+            )
+        )
         t0 = time.perf_counter()
-        proc = subprocess.run(py + ["run", str(recipe), "-w", str(runs)], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        proc = subprocess.run(
+            py + ["run", str(recipe), "-w", str(runs)], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
         wall = time.perf_counter() - t0
         run_dir = runs / f"scale-{name}"
         manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -83,11 +118,25 @@ def run_part(name: str, work: Path, only: list[str] | None = None) -> list[dict]
                 continue
             seen.add(s["id"])
             peak = s.get("peak_rss_mb") or 0
-            rows.append({"part": name, "stage": s["id"], "status": s["status"], "seconds": s.get("seconds"), "peak_mb": peak,
-                         "ratio": peak * 1e6 / bf16, "written_mb": du(run_dir / s["path"], fresh) / 1e6,
-                         "error": s.get("error"), "limit": LIMIT[name]})
-        print(f"{name} {fmt['format']}: exit {proc.returncode}, {wall / 60:.1f} min, bf16 checkpoint {bf16 / 1e9:.2f} GB, "
-              f"runner peak {manifest.get('runner_peak_rss_mb')} MB", flush=True)
+            rows.append(
+                {
+                    "part": name,
+                    "stage": s["id"],
+                    "status": s["status"],
+                    "seconds": s.get("seconds"),
+                    "peak_mb": peak,
+                    "ratio": peak * 1e6 / bf16,
+                    "written_mb": du(run_dir / s["path"], fresh) / 1e6,
+                    "error": s.get("error"),
+                    "limit": LIMIT[name],
+                }
+            )
+        print(
+            f"{name} {fmt['format']}: exit {proc.returncode}, {wall / 60:.1f} min, bf16 checkpoint "
+            f"{bf16 / 1e9:.2f} GB, "
+            f"runner peak {manifest.get('runner_peak_rss_mb')} MB",
+            flush=True,
+        )
         for s in manifest["stages"]:
             if s["id"].split("[")[0] in ("quantize", "gguf-convert", "package") and s.get("path"):
                 shutil.rmtree(run_dir / s["path"], ignore_errors=True)
@@ -98,20 +147,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=list(PARTS))
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
-    ap.add_argument("--format", action="append", help="only these formats of the part (repeatable), e.g. --format bnb-nf4")
+    ap.add_argument(
+        "--format", action="append", help="only these formats of the part (repeatable), e.g. --format bnb-nf4"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the twins and run directories")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in [args.only] if args.only else list(PARTS):
         rows += run_part(name, args.work, args.format)
-    print(f"\nmachine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM")
-    print("| twin | stage | status | s | worker peak RSS GB | peak / bf16 size | limit | written GB |\n|---|---|---|---|---|---|---|---|")
+    print(
+        f"\nmachine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} "
+        "GiB RAM"
+    )
+    print(
+        "| twin | stage | status | s | worker peak RSS GB | peak / bf16 size | limit | written "
+        "GB |\n|---|---|---|---|---|---|---|---|"
+    )
     for r in rows:
         over = " **over**" if r["ratio"] > r["limit"] else ""
         secs = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
-        print(f"| {r['part']} | {r['stage']} | {r['status']} | {secs} | {r['peak_mb'] / 1000:.2f} | {r['ratio']:.2f}{over} | "
-              f"{r['limit']} | {r['written_mb'] / 1000:.2f} |")
+        print(
+            f"| {r['part']} | {r['stage']} | {r['status']} | {secs} | {r['peak_mb'] / 1000:.2f} "
+            f"| {r['ratio']:.2f}{over} | "
+            f"{r['limit']} | {r['written_mb'] / 1000:.2f} |"
+        )
     failed = [r for r in rows if r["status"] not in ("done", "cached")]
     for r in failed:
         print(f"{r['stage']}: {r['status']}: {r['error']}")

@@ -1,9 +1,9 @@
 """Python API: the same plan and run as the CLI, for notebooks and schedulers.
 
-    from pipeline import api
-    result = api.run("recipes/smollm2-demo.yaml", workdir="runs", only_formats=["fp8"])
-    result.artifacts["fp8"]   # Path of the finished artifact
-    result.packages["fp8"]    # its package: model card, serving/, manifest.json
+from pipeline import api
+result = api.run("recipes/smollm2-demo.yaml", workdir="runs", only_formats=["fp8"])
+result.artifacts["fp8"]   # Path of the finished artifact
+result.packages["fp8"]    # its package: model card, serving/, manifest.json
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import RecipeError
-from pipeline.plan import Plan, build_plan
+from pipeline.graph.plan import Plan, build_plan
 from pipeline.recipe import Recipe
 from pipeline.recipe_loader import load_recipe
-from pipeline.runner import execute
+from pipeline.report import report
+from pipeline.run.runner import execute
+from pipeline.stage_id import REFERENCE, StageId
 
 
 @dataclass
@@ -26,7 +28,9 @@ class RunResult:
     artifacts: dict[str, Path] = field(default_factory=dict)  # artifact name -> finished output dir
     failures: dict[str, str] = field(default_factory=dict)  # stage id -> one-line reason
     metrics: dict[str, dict] = field(default_factory=dict)  # "base" and artifact name -> evaluation metrics
-    packages: dict[str, Path] = field(default_factory=dict)  # artifact name -> package dir (card, serving/, manifest.json)
+    packages: dict[str, Path] = field(
+        default_factory=dict
+    )  # artifact name -> package dir (card, serving/, manifest.json)
 
     @property
     def ok(self) -> bool:
@@ -39,20 +43,41 @@ def plan(recipe: str | Path, workdir: str | Path = "runs", only_formats: list[st
     return build_plan(_only(load_recipe(path), only_formats), path, Path(workdir))
 
 
-def run(recipe: str | Path, workdir: str | Path = "runs", only_formats: list[str] | None = None,
-        force: list[str] | None = None, quiet: bool = True) -> RunResult:
+def run(
+    recipe: str | Path,
+    workdir: str | Path = "runs",
+    only_formats: list[str] | None = None,
+    force: list[str] | None = None,
+    quiet: bool = True,
+) -> RunResult:
     """Run the recipe (or only some of its formats), reusing finished stages."""
     p = plan(recipe, workdir, only_formats)
     manifest = execute(p, force=force, quiet=quiet)
-    artifacts = {r.artifact: p.run_dir / r.path for r in manifest.records if r.kind == "quantize" and r.status in ("done", "cached")}
-    packages = {r.artifact: p.run_dir / r.path for r in manifest.records if r.kind == "package" and r.status in ("done", "cached")}
+    artifacts = {
+        r.artifact: p.run_dir / r.path
+        for r in manifest.records
+        if r.kind == "quantize" and r.status in ("done", "cached")
+    }
+    packages = {
+        r.artifact: p.run_dir / r.path
+        for r in manifest.records
+        if r.kind == "package" and r.status in ("done", "cached")
+    }
     failures = {r.id: r.error or r.status for r in manifest.failed()}
-    metrics = {("base" if r.kind == "reference" else r.id[len("evaluate["):-1]): r.info for r in manifest.records
-               if r.kind in ("reference", "evaluate", "evaluate-engine") and r.info}  # "fp8@vllm": fp8 measured in vLLM
-    from pipeline.report import report
-
+    metrics = {
+        _metrics_name(StageId.parse(r.id)): r.info
+        for r in manifest.records
+        if r.kind in ("reference", "evaluate", "evaluate-engine") and r.info
+    }
     report.write(p.run_dir)
     return RunResult(manifest.status, p.run_dir, manifest.path, artifacts, failures, metrics, packages)
+
+
+def _metrics_name(sid: StageId) -> str:
+    """ "base" for the reference, the artifact for its evaluation, "fp8@vllm" for fp8 measured in vLLM."""
+    if sid == REFERENCE:
+        return "base"
+    return f"{sid.arg}@{sid.engine}" if sid.engine else str(sid.arg)
 
 
 def _only(recipe: Recipe, names: list[str] | None) -> Recipe:
@@ -61,5 +86,8 @@ def _only(recipe: Recipe, names: list[str] | None) -> Recipe:
     known = [f.artifact for f in recipe.formats]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise RecipeError(f"only_formats names {unknown[0]!r}, which the recipe does not produce; it has: {', '.join(known)}", field="formats")
+        raise RecipeError(
+            f"only_formats names {unknown[0]!r}, which the recipe does not produce; it has: {', '.join(known)}",
+            field="formats",
+        )
     return recipe.model_copy(update={"formats": [f for f in recipe.formats if f.artifact in names]})

@@ -6,10 +6,11 @@ import logging
 import os
 import resource
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -34,7 +35,14 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 def stage_progress(quiet: bool) -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=quiet, transient=False)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
 
 
 @dataclass
@@ -42,12 +50,12 @@ class StageContext:
     """What a stage function gets besides its inputs: a way to report progress, and recipe-wide flags.
 
     `report` shows a status line: the progress display when the stage runs in the runner's process,
-    a pipe to the runner when it runs in a stage worker (pipeline.worker)."""
+    a pipe to the runner when it runs in a stage worker (pipeline.run.worker)."""
 
     stage_id: str
     report: Callable[[str], None] = lambda message: None
     trust_remote_code: bool = False
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeline.stage"))
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeline.graph.stage"))
 
     def status(self, message: str) -> None:
         self.log.info(message)
@@ -66,7 +74,9 @@ def log_to_file(path: Path, verbose: bool) -> logging.Handler:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    if verbose and not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+    if verbose and not any(
+        isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers
+    ):
         root.addHandler(logging.StreamHandler(sys.stderr))
     return handler
 

@@ -15,8 +15,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 MEMO_VERSION = 1
 
@@ -26,7 +27,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("LLM_PIPELINE_CACHE", Path.home() / ".cache" / "llm-quant-pipeline"))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+def stable_hash(obj: Any) -> str:
+    """sha256 of a JSON-able value, independent of dict order: what cache keys are made of."""
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -66,9 +73,9 @@ def remembered(path: Path, kind: str, compute: Callable[[Path], Any]) -> Any:
     return value
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's content, remembered."""
-    return remembered(Path(path), "sha256", sha256_file)
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's content, remembered (a file changed within the last seconds is always read)."""
+    return remembered(Path(path), "sha256", _sha256)
 
 
 def content_files(root: Path) -> Iterator[Path]:
@@ -86,5 +93,5 @@ def tree_digest(root: Path, skip: Callable[[str], bool] = lambda rel: False) -> 
     for p in content_files(root):
         rel = p.relative_to(root).as_posix()
         if not skip(rel):
-            h.update(rel.encode() + b"\0" + file_digest(p).encode() + b"\0")
+            h.update(rel.encode() + b"\0" + file_sha256(p).encode() + b"\0")
     return h.hexdigest()

@@ -1,4 +1,8 @@
-"""The recipe: pydantic models, `extra="forbid"` everywhere, one section per stage."""
+"""The recipe: pydantic models, `extra="forbid"` everywhere, one section per stage.
+
+This module imports nothing heavier than pydantic and nothing else of the pipeline: every layer reads
+it. The options of each format live with their backend (pipeline.backends); the backends registry
+hands them to `define_formats`, which completes `Recipe.formats` (a union tagged by `format`)."""
 
 from __future__ import annotations
 
@@ -7,10 +11,18 @@ import string
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
-from pipeline.backends import FORMATS, NAME_RE
-from pipeline.gates import GatesSpec
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # becomes a directory name: no separators, no '..'
 
 HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -34,12 +46,37 @@ def _printable(value: Any, where: str) -> Any:
         if isinstance(leaf, (dict, list)):
             _printable(leaf, where)
         elif isinstance(leaf, str) and CONTROL_RE.search(leaf):
-            raise ValueError(f"{where}: {leaf!r} contains a control character (newline, tab, ...): it would change the generated files")
+            raise ValueError(
+                f"{where}: {leaf!r} contains a control character (newline, tab, ...): it would change "
+                "the generated files"
+            )
     return value
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class GatesSpec(Strict):
+    """Quality gates: limits on an artifact's evaluation (pipeline.evaluation.gates applies them)."""
+
+    max_kld: float | None = Field(None, ge=0, description="mean KL divergence from the base model, nats per token")
+    max_ppl_increase_pct: float | None = Field(None, ge=0, description="perplexity increase over the base model, %")
+    min_top1: float | None = Field(None, ge=0, le=100, description="same top-1 token as the base model, %")
+
+
+class FormatOptions(Strict):
+    """Fields every format entry of a recipe has; each format adds its own options (pipeline.backends)."""
+
+    format: str
+    name: str | None = Field(
+        None, pattern=NAME_RE, description="artifact name (directory and manifest label); defaults to the format"
+    )
+    gates: GatesSpec | None = Field(None, description="quality gates for this artifact (override evaluation.gates)")
+
+    @property
+    def artifact(self) -> str:
+        return self.name or self.format
 
 
 class PackageFile(Strict):
@@ -73,11 +110,13 @@ class ModelSource(Strict):
     @classmethod
     def _pinned(cls, v: str | None) -> str | None:
         if v is not None and not COMMIT_RE.match(v):
-            raise ValueError(f"{v!r} is not a full 40-character commit hash; pin the revision so reruns get the same weights")
+            raise ValueError(
+                f"{v!r} is not a full 40-character commit hash; pin the revision so reruns get the same weights"
+            )
         return v
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelSource":
+    def _one_source(self) -> ModelSource:
         given = [k for k in ("hub", "path", "gguf") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of hub, path, gguf (got {', '.join(given) or 'none'})")
@@ -107,10 +146,12 @@ class CalibrationSource(Strict):
     text_field: str | None = None
     messages_field: str | None = None
     prompts: list[str] = Field(default_factory=list, description="self: seed prompts (default: start from BOS)")
-    records: str | None = Field(None, pattern=r"^-?[0-9]*:-?[0-9]*$", description="Python slice of the records, e.g. ':-2000' or '-2000:'")
+    records: str | None = Field(
+        None, pattern=r"^-?[0-9]*:-?[0-9]*$", description="Python slice of the records, e.g. ':-2000' or '-2000:'"
+    )
 
     @model_validator(mode="after")
-    def _complete(self) -> "CalibrationSource":
+    def _complete(self) -> CalibrationSource:
         need = {"hub": ["path"], "local": ["files"], "package": ["package", "file"], "self": []}[self.kind]
         missing = [f for f in need if not getattr(self, f)]
         if missing:
@@ -132,11 +173,15 @@ def _catalog_name(v: Any, what: str) -> Any:
 class CalibrationSpec(Strict):
     """Calibration data shared by every format that needs it (built once per run)."""
 
-    source: str | CalibrationSource = Field("default", description="a name from calibration/datasets.yaml, or an inline source")
+    source: str | CalibrationSource = Field(
+        "default", description="a name from calibration/datasets.yaml, or an inline source"
+    )
     samples: PositiveInt = 64
     seq_len: PositiveInt = 512
     seed: NonNegativeInt = 0
-    packing: bool | None = Field(None, description="pack plain text into seq_len windows (default: yes for text, no for chat)")
+    packing: bool | None = Field(
+        None, description="pack plain text into seq_len windows (default: yes for text, no for chat)"
+    )
 
     @field_validator("source")
     @classmethod
@@ -150,9 +195,15 @@ class SpeedSpec(Strict):
     enabled: bool = True
     prompt_tokens: PositiveInt = 128
     decode_tokens: PositiveInt = 32
-    repeats: PositiveInt = Field(3, description="samples that must agree (within tolerance) for a figure to count as settled")
-    tolerance: float = Field(0.10, gt=0, lt=1, description="settled: the last `repeats` samples within ±tolerance of their median")
-    budget_s: PositiveFloat = Field(60, description="stop repeating after this many seconds; an unsettled figure is marked noisy")
+    repeats: PositiveInt = Field(
+        3, description="samples that must agree (within tolerance) for a figure to count as settled"
+    )
+    tolerance: float = Field(
+        0.10, gt=0, lt=1, description="settled: the last `repeats` samples within ±tolerance of their median"
+    )
+    budget_s: PositiveFloat = Field(
+        60, description="stop repeating after this many seconds; an unsettled figure is marked noisy"
+    )
     warmup: NonNegativeInt = 1
     threads: PositiveInt | None = Field(None, description="CPU threads (default: all cores)")
 
@@ -165,14 +216,28 @@ class EvaluationSpec(Strict):
     windows: PositiveInt = 8
     context: PositiveInt = 512
     seed: NonNegativeInt = 0
-    kld: Literal["exact", "top-k"] = Field("exact", description="exact: the base's full log-probs on disk (float16); top-k: a lower bound, small on disk")
+    kld: Literal["exact", "top-k"] = Field(
+        "exact", description="exact: the base's full log-probs on disk (float16); top-k: a lower bound, small on disk"
+    )
     top_k: PositiveInt = Field(256, description="log-probs kept per token with kld: top-k")
-    score: Literal["all", "second-half"] = Field("all", description="positions scored: all, or the second half of each window (llama-perplexity's convention)")
-    floor: bool = Field(True, description="also evaluate the unquantized model in every other engine that serves an artifact (its floor)")
-    vllm: bool = Field(True, description="start every artifact vLLM loads (and the base model) from its package's vLLM config and ask it; "
-                                         "skipped with a note where vLLM's environment is not set up (python -m pipeline setup vllm)")
-    tasks: list[str] = Field(default_factory=list, description="lm-eval task names (local YAMLs in eval/tasks or task_dirs work offline)")
-    task_dirs: list[Path] = Field(default_factory=list, description="more directories of lm-eval task YAMLs (relative to the recipe)")
+    score: Literal["all", "second-half"] = Field(
+        "all", description="positions scored: all, or the second half of each window (llama-perplexity's convention)"
+    )
+    floor: bool = Field(
+        True,
+        description="also evaluate the unquantized model in every other engine that serves an artifact (its floor)",
+    )
+    vllm: bool = Field(
+        True,
+        description="start every artifact vLLM loads (and the base model) from its package's vLLM config and ask it; "
+        "skipped with a note where vLLM's environment is not set up (python -m pipeline setup vllm)",
+    )
+    tasks: list[str] = Field(
+        default_factory=list, description="lm-eval task names (local YAMLs in eval/tasks or task_dirs work offline)"
+    )
+    task_dirs: list[Path] = Field(
+        default_factory=list, description="more directories of lm-eval task YAMLs (relative to the recipe)"
+    )
     task_limit: PositiveInt | None = Field(None, description="lm-eval `limit`: items per task")
     speed: SpeedSpec = Field(default_factory=SpeedSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
@@ -187,36 +252,33 @@ class EvaluationSpec(Strict):
 class ServingSpec(Strict):
     """Settings of the generated serving configs (serving/ in every package)."""
 
-    targets: list[str] | None = Field(None, description="serving targets to write (default: every one that can serve the artifact)")
-    served_model_name: str | None = Field(None, pattern=SERVED_NAME_RE, description="name clients ask for (default: <recipe name>-<artifact>)")
+    targets: list[str] | None = Field(
+        None, description="serving targets to write (default: every one that can serve the artifact)"
+    )
+    served_model_name: str | None = Field(
+        None, pattern=SERVED_NAME_RE, description="name clients ask for (default: <recipe name>-<artifact>)"
+    )
     max_model_len: PositiveInt | None = Field(None, description="context length to serve (default: the model's own)")
     port: int = Field(8000, ge=1, le=65535)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM's share of GPU memory")
-    cpu_kv_cache_gib: float = Field(2, gt=0, le=1024, description="vLLM's CPU build: KV-cache size in GiB (serving/vllm-cpu.yaml)")
-    tensor_parallel_size: PositiveInt = Field(1, description="GPUs per replica (vLLM tensor parallel, TGI shards, k8s GPU limit)")
+    cpu_kv_cache_gib: float = Field(
+        2, gt=0, le=1024, description="vLLM's CPU build: KV-cache size in GiB (serving/vllm-cpu.yaml)"
+    )
+    tensor_parallel_size: PositiveInt = Field(
+        1, description="GPUs per replica (vLLM tensor parallel, TGI shards, k8s GPU limit)"
+    )
     gpu_layers: NonNegativeInt = Field(999, description="llama.cpp layers offloaded to a GPU (ignored by CPU builds)")
     threads: PositiveInt | None = Field(None, description="llama.cpp CPU threads (default: llama.cpp's choice)")
     vllm_args: dict[str, Any] = Field(default_factory=dict, description="more `vllm serve` options, long names as keys")
-    tgi_args: dict[str, Any] = Field(default_factory=dict, description="more text-generation-launcher options, long names as keys")
+    tgi_args: dict[str, Any] = Field(
+        default_factory=dict, description="more text-generation-launcher options, long names as keys"
+    )
 
-    @field_validator("targets")
-    @classmethod
-    def _known_targets(cls, v: list[str] | None) -> list[str] | None:
-        from pipeline.serving import TARGETS
-
-        bad = [t for t in v or [] if t not in TARGETS]
-        if bad:
-            raise ValueError(f"unknown serving target {bad[0]!r}; known: {', '.join(TARGETS)}")
-        return v
-
+    # Target names and option names are checked against the serving registry when the plan is built
+    # (pipeline.graph.checks): the schema does not import the targets.
     @field_validator("vllm_args", "tgi_args")
     @classmethod
-    def _known_options(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
-        from pipeline.serving import argnames
-
-        problems = argnames.unknown("vllm" if info.field_name == "vllm_args" else "tgi", [k.removeprefix("--") for k in v])
-        if problems:
-            raise ValueError(problems[0])
+    def _plain_options(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
         if info.field_name == "tgi_args":  # an env file holds one plain value per line
             bad = [k for k, val in v.items() if not isinstance(val, (str, int, float, bool))]
             if bad:
@@ -235,7 +297,9 @@ class PackageSpec(Strict):
 
     enabled: bool = True
     quantized_by: str | None = Field(None, description="who made it (card metadata)")
-    base_model: str | None = Field(None, description="Hub id of the unquantized model (default: the hub source, or what a GGUF source names)")
+    base_model: str | None = Field(
+        None, description="Hub id of the unquantized model (default: the hub source, or what a GGUF source names)"
+    )
     license: str | None = Field(None, description="license id for the card (default: the source's)")
     tags: list[str] = Field(default_factory=list, description="more Hub tags")
     serving: ServingSpec = Field(default_factory=ServingSpec)
@@ -247,12 +311,15 @@ class PublishSpec(Strict):
     """Push each package to the Hub (huggingface_hub); the token comes from HF_TOKEN or the stored login."""
 
     enabled: bool = False
-    repo_template: str = Field("{org}/{model}-{format}", description="fields: {org}, {model} (base model name), {format} (artifact), {name} (recipe)")
+    repo_template: str = Field(
+        "{org}/{model}-{format}",
+        description="fields: {org}, {model} (base model name), {format} (artifact), {name} (recipe)",
+    )
     org: str | None = Field(None, description="Hub user or organization")
     private: bool = True
 
     @model_validator(mode="after")
-    def _template(self) -> "PublishSpec":
+    def _template(self) -> PublishSpec:
         fields = {"org": self.org or "ORG", "model": "m", "format": "f", "name": "n"}
         try:
             parts = list(string.Formatter().parse(self.repo_template))
@@ -263,10 +330,15 @@ class PublishSpec(Strict):
                 continue
             # Plain names only: str.format would follow "{org.__class__}" or "{org[0]}" into Python objects.
             if spec or conversion or not re.fullmatch(r"[a-z]+", field):
-                raise ValueError(f"repo_template {self.repo_template!r}: {{{field}{'!' + conversion if conversion else ''}"
-                                 f"{':' + spec if spec else ''}}} is not allowed; use {{org}}, {{model}}, {{format}}, {{name}}")
+                raise ValueError(
+                    f"repo_template {self.repo_template!r}: {{{field}{'!' + conversion if conversion else ''}"
+                    f"{':' + spec if spec else ''}}} is not allowed; use {{org}}, {{model}}, {{format}}, {{name}}"
+                )
             if field not in fields:
-                raise ValueError(f"repo_template {self.repo_template!r}: unknown field {field!r}; use {{org}}, {{model}}, {{format}}, {{name}}")
+                raise ValueError(
+                    f"repo_template {self.repo_template!r}: unknown field {field!r}; use {{org}}, {{model}}, "
+                    "{format}, {name}"
+                )
         repo = self.repo_template.format(**fields)
         if not HUB_REPO_RE.match(repo):
             raise ValueError(f"repo_template {self.repo_template!r} does not make a Hub repo id 'org/name'")
@@ -275,19 +347,11 @@ class PublishSpec(Strict):
         return self
 
 
-def _format_union() -> Any:
-    models = tuple(info.options for info in FORMATS.values())
-    return Annotated[Union[models], Field(discriminator="format")]  # type: ignore[valid-type]
-
-
-FormatEntry = _format_union()
-
-
 class Recipe(Strict):
     name: str = Field(pattern=NAME_RE, description="run name; the run lives in <workdir>/<name>")
     model: ModelSource
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
-    formats: list[FormatEntry] = Field(min_length=1)  # type: ignore[valid-type]
+    formats: list[FormatEntry] = Field(min_length=1)  # type: ignore[name-defined]  # noqa: F821  (define_formats)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     package: PackageSpec = Field(default_factory=PackageSpec)
     publish: PublishSpec = Field(default_factory=PublishSpec)
@@ -301,3 +365,12 @@ class Recipe(Strict):
                 raise ValueError(f"two formats produce the artifact {entry.artifact!r}; give one a distinct 'name'")
             seen.add(entry.artifact)
         return v
+
+
+def define_formats(options: tuple[type[FormatOptions], ...]) -> None:
+    """Complete `Recipe.formats` with the options of every registered format (the backends registry
+    calls this once its backends are imported): until then, validating a Recipe raises pydantic's
+    "not fully defined" error instead of accepting unknown formats."""
+    entry = Annotated[Union[options], Field(discriminator="format")]  # type: ignore[valid-type]  # noqa: UP007 (a runtime tuple)
+    globals()["FormatEntry"] = entry
+    Recipe.model_rebuild(force=True, _types_namespace={"FormatEntry": entry})

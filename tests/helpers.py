@@ -7,9 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -37,7 +37,18 @@ def probe_ids(n: int = 48) -> torch.Tensor:
 # --- serving files: parse and check each one the way its tool reads it -------------------------------
 
 OLLAMA_INSTRUCTIONS = {"FROM", "ADAPTER", "TEMPLATE", "SYSTEM", "PARAMETER", "MESSAGE", "LICENSE", "REQUIRES"}
-OLLAMA_PARAMETERS = {"num_ctx", "stop", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n", "seed", "num_predict"}
+OLLAMA_PARAMETERS = {
+    "num_ctx",
+    "stop",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repeat_penalty",
+    "repeat_last_n",
+    "seed",
+    "num_predict",
+}
 
 
 def script_argv(path: Path) -> list[str]:
@@ -113,7 +124,9 @@ def check_serving(serving: Path) -> dict[str, object]:
         elif name.endswith(".sh"):
             parsed[name] = script_argv(path)
         elif name.endswith(".py"):
-            parsed[name] = compile(path.read_text(), name, "exec")  # runs elsewhere (the tool's own environment): it must parse here
+            parsed[name] = compile(
+                path.read_text(), name, "exec"
+            )  # runs elsewhere (the tool's own environment): it must parse here
         else:
             raise AssertionError(f"unexpected serving file {name}")
     argv = parsed.get("tgi-launcher.sh")
@@ -136,11 +149,18 @@ QUESTION = [{"role": "user", "content": "What is the capital of France? Answer i
 
 
 def _serve_llamacpp(script: Path, port: int, log: Path) -> subprocess.Popen:
-    from pipeline import llamacpp
+    from pipeline.tools import llamacpp_toolchain
 
-    env = {**os.environ, "PORT": str(port), "LLAMA_SERVER": str(llamacpp.require().tool("llama-server")), "PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "LLAMA_SERVER": str(llamacpp_toolchain.require().tool("llama-server")),
+        "PYTHON": sys.executable,
+    }
     env.pop("HOST", None)  # the script's default: 127.0.0.1
-    with open(log, "w") as f:  # a file, not a pipe: nobody reads the server's chatter while it runs, and a full pipe blocks it
+    with open(
+        log, "w"
+    ) as f:  # a file, not a pipe: nobody reads the server's chatter while it runs, and a full pipe blocks it
         return subprocess.Popen([str(script)], env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -149,7 +169,7 @@ def ask_llamacpp_server(package: Path, script: str, served_name: str, tmp_path: 
     the official openai client, plain and streaming; both answers must name Paris. Returns the answer."""
     from openai import OpenAI
 
-    from pipeline.vllm_tool import free_port
+    from pipeline.tools.vllm_server import free_port
 
     check_serving(package / "serving")
     port = free_port()
@@ -163,15 +183,19 @@ def ask_llamacpp_server(package: Path, script: str, served_name: str, tmp_path: 
             try:
                 models = [m.id for m in client.models.list().data]
                 break
-            except Exception:  # noqa: BLE001 - not listening yet
+            except Exception:
                 assert time.time() < deadline, "server did not come up in 180 s"
                 time.sleep(1)
         assert served_name in models, models  # the alias the config gives
         reply = client.chat.completions.create(model=served_name, messages=QUESTION, temperature=0, max_tokens=24)
         assert "Paris" in reply.choices[0].message.content, reply.choices[0].message.content
-        chunks = [c.choices[0].delta.content or "" for c in
-                  client.chat.completions.create(model=served_name, messages=QUESTION, temperature=0, max_tokens=24, stream=True)
-                  if c.choices]
+        chunks = [
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(
+                model=served_name, messages=QUESTION, temperature=0, max_tokens=24, stream=True
+            )
+            if c.choices
+        ]
         assert len([c for c in chunks if c]) > 3 and "Paris" in "".join(chunks), chunks
         return reply.choices[0].message.content
     finally:

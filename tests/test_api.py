@@ -20,11 +20,24 @@ def test_api_run_selected_formats_and_reuse(tiny_model, tmp_path):
 
 
 def test_api_returns_metrics_and_gate_failures(tiny_model, tmp_path):
-    evaluation = {"enabled": True, "corpus": "embedded", "windows": 2, "context": 48, "speed": {"enabled": False}, "vllm": False}
+    evaluation = {
+        "enabled": True,
+        "corpus": "embedded",
+        "windows": 2,
+        "context": 48,
+        "speed": {"enabled": False},
+        "vllm": False,
+    }
     formats = [{"format": "w8a16"}, {"format": "fp8", "gates": {"min_top1": 100.0, "max_kld": 0.0}}]
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, formats, evaluation=evaluation))
     result = api.run(recipe, workdir=tmp_path / "runs")
-    assert not result.ok and list(result.failures) == ["evaluate[fp8]", "package[fp8]"] and "max_kld" in result.failures["evaluate[fp8]"]
-    assert set(result.packages) == {"w8a16"} and (result.packages["w8a16"] / "README.md").exists()  # a gate failure is not shipped
+    assert (
+        not result.ok
+        and list(result.failures) == ["evaluate[fp8]", "package[fp8]"]
+        and "max_kld" in result.failures["evaluate[fp8]"]
+    )
+    assert (
+        set(result.packages) == {"w8a16"} and (result.packages["w8a16"] / "README.md").exists()
+    )  # a gate failure is not shipped
     assert set(result.metrics) == {"base", "w8a16", "fp8"} and result.metrics["base"]["kld"] == 0
     assert result.metrics["w8a16"]["ppl"] > 0 and (result.run_dir / "results.md").exists()

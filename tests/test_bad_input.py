@@ -21,7 +21,9 @@ def _bomb(tmp, tiny):
 
 
 def _deep(tmp, tiny):
-    (tmp / "r.yaml").write_text(f"name: r\nmodel: {{path: {tiny}}}\nformats: [{{format: fp8}}]\nx: " + "[" * 3000 + "]" * 3000 + "\n")
+    (tmp / "r.yaml").write_text(
+        f"name: r\nmodel: {{path: {tiny}}}\nformats: [{{format: fp8}}]\nx: " + "[" * 3000 + "]" * 3000 + "\n"
+    )
 
 
 def _binary(tmp, tiny):
@@ -53,7 +55,9 @@ def _truncated_gguf(tmp, tiny):
     real = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     with open(real, "rb") as src, open(tmp / "cut.gguf", "wb") as dst:
         dst.write(src.read(real.stat().st_size // 2))  # a download that stopped halfway
-    write_recipe(tmp / "r.yaml", {"name": "r", "model": {"gguf": str(tmp / "cut.gguf")}, "formats": [{"format": "fp8"}]})
+    write_recipe(
+        tmp / "r.yaml", {"name": "r", "model": {"gguf": str(tmp / "cut.gguf")}, "formats": [{"format": "fp8"}]}
+    )
 
 
 def _config_not_json(tmp, tiny):
@@ -72,14 +76,30 @@ def _truncated_safetensors(tmp, tiny):
 
 def _text_field_missing(tmp, tiny):
     (tmp / "d.jsonl").write_text("\n".join(json.dumps({"body": "some text " * 50}) for _ in range(8)))
-    _recipe(tmp, tiny, calibration={"source": {"kind": "local", "files": ["d.jsonl"], "text_field": "text"}, "samples": 2, "seq_len": 16},
-            formats=[{"format": "gptq", "group_size": 32}])
+    _recipe(
+        tmp,
+        tiny,
+        calibration={
+            "source": {"kind": "local", "files": ["d.jsonl"], "text_field": "text"},
+            "samples": 2,
+            "seq_len": 16,
+        },
+        formats=[{"format": "gptq", "group_size": 32}],
+    )
 
 
 def _too_few_samples(tmp, tiny):
     (tmp / "d.jsonl").write_text("\n".join(json.dumps({"text": "tiny"}) for _ in range(3)))
-    _recipe(tmp, tiny, calibration={"source": {"kind": "local", "files": ["d.jsonl"], "text_field": "text"}, "samples": 64, "seq_len": 512},
-            formats=[{"format": "gptq", "group_size": 32}])
+    _recipe(
+        tmp,
+        tiny,
+        calibration={
+            "source": {"kind": "local", "files": ["d.jsonl"], "text_field": "text"},
+            "samples": 64,
+            "seq_len": 512,
+        },
+        formats=[{"format": "gptq", "group_size": 32}],
+    )
 
 
 def _missing_recipe_file(tmp, tiny):
@@ -94,26 +114,68 @@ CASES = [  # (id, builder, what the one line says)
     ("truncated-gguf", _truncated_gguf, "model.gguf: cut.gguf: "),
     ("config-not-json", _config_not_json, "model.path: config.json is not valid JSON"),
     ("truncated-safetensors", _truncated_safetensors, "model.path: model.safetensors is truncated"),
-    ("text-field-missing", _text_field_missing, "calibration.source.text_field: text_field 'text' is not in the data; fields: body"),
+    (
+        "text-field-missing",
+        _text_field_missing,
+        "calibration.source.text_field: text_field 'text' is not in the data; fields: body",
+    ),
     ("too-few-samples", _too_few_samples, "calibration.samples: the source holds at most"),
     ("missing-llmcompressor-recipe", _missing_recipe_file, "formats[0].recipe: no such file"),
-    ("template-attribute-access", lambda t, m: _recipe(t, m, publish={"org": "o", "repo_template": "{org.__class__}/x"}),
-     "publish: repo_template '{org.__class__}/x': {org.__class__} is not allowed"),
-    ("template-index-access", lambda t, m: _recipe(t, m, publish={"org": "o", "repo_template": "{org[0]}/{model}"}), "{org[0]} is not allowed"),
-    ("newline-in-tgi-arg", lambda t, m: _recipe(t, m, package={"serving": {"tgi_args": {"max-concurrent-requests": "5\nMODEL_ID=/evil"}}}),
-     "package.serving.tgi_args: value: '5\\nMODEL_ID=/evil' contains a control character"),
-    ("newline-in-vllm-arg", lambda t, m: _recipe(t, m, package={"serving": {"vllm_args": {"chat-template": "x\ny"}}}), "contains a control character"),
-    ("openvino-group-size", lambda t, m: _recipe(t, m, formats=[{"format": "openvino-int4", "group_size": 48}]),
-     "formats[0].group_size: 48 does not divide q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj (input width 64)"),
-    ("openvino-unknown-mode", lambda t, m: _recipe(t, m, formats=[{"format": "openvino-int4", "mode": "magic"}]), "formats[0].mode: "),
-    ("gguf-auto-without-budget", lambda t, m: _recipe(t, m, formats=[{"format": "gguf", "type": "auto"}]),
-     "type: auto needs exactly one size budget"),
-    ("gguf-auto-without-imatrix", lambda t, m: _recipe(t, m, formats=[{"format": "gguf", "type": "auto", "like": "Q4_K_M", "imatrix": "off"}]),
-     "formats[0].imatrix: type: auto weighs each tensor's error by the importance matrix"),
-    ("autoround-asymmetric", lambda t, m: _recipe(t, m, formats=[{"format": "autoround", "group_size": 32, "symmetric": False}]),
-     "formats[0].symmetric: llm-compressor 0.14's AutoRoundModifier writes asymmetric weights"),
-    ("awq-unknown-rounding", lambda t, m: _recipe(t, m, formats=[{"format": "awq", "group_size": 32, "rounding": "magic"}]), "formats[0].rounding: "),
-    ("newline-in-served-name", lambda t, m: _recipe(t, m, package={"serving": {"served_model_name": "a\nb"}}), "package.serving.served_model_name"),
+    (
+        "template-attribute-access",
+        lambda t, m: _recipe(t, m, publish={"org": "o", "repo_template": "{org.__class__}/x"}),
+        "publish: repo_template '{org.__class__}/x': {org.__class__} is not allowed",
+    ),
+    (
+        "template-index-access",
+        lambda t, m: _recipe(t, m, publish={"org": "o", "repo_template": "{org[0]}/{model}"}),
+        "{org[0]} is not allowed",
+    ),
+    (
+        "newline-in-tgi-arg",
+        lambda t, m: _recipe(t, m, package={"serving": {"tgi_args": {"max-concurrent-requests": "5\nMODEL_ID=/evil"}}}),
+        "package.serving.tgi_args: value: '5\\nMODEL_ID=/evil' contains a control character",
+    ),
+    (
+        "newline-in-vllm-arg",
+        lambda t, m: _recipe(t, m, package={"serving": {"vllm_args": {"chat-template": "x\ny"}}}),
+        "contains a control character",
+    ),
+    (
+        "openvino-group-size",
+        lambda t, m: _recipe(t, m, formats=[{"format": "openvino-int4", "group_size": 48}]),
+        "formats[0].group_size: 48 does not divide q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj (input width 64)",
+    ),
+    (
+        "openvino-unknown-mode",
+        lambda t, m: _recipe(t, m, formats=[{"format": "openvino-int4", "mode": "magic"}]),
+        "formats[0].mode: ",
+    ),
+    (
+        "gguf-auto-without-budget",
+        lambda t, m: _recipe(t, m, formats=[{"format": "gguf", "type": "auto"}]),
+        "type: auto needs exactly one size budget",
+    ),
+    (
+        "gguf-auto-without-imatrix",
+        lambda t, m: _recipe(t, m, formats=[{"format": "gguf", "type": "auto", "like": "Q4_K_M", "imatrix": "off"}]),
+        "formats[0].imatrix: type: auto weighs each tensor's error by the importance matrix",
+    ),
+    (
+        "autoround-asymmetric",
+        lambda t, m: _recipe(t, m, formats=[{"format": "autoround", "group_size": 32, "symmetric": False}]),
+        "formats[0].symmetric: llm-compressor 0.14's AutoRoundModifier writes asymmetric weights",
+    ),
+    (
+        "awq-unknown-rounding",
+        lambda t, m: _recipe(t, m, formats=[{"format": "awq", "group_size": 32, "rounding": "magic"}]),
+        "formats[0].rounding: ",
+    ),
+    (
+        "newline-in-served-name",
+        lambda t, m: _recipe(t, m, package={"serving": {"served_model_name": "a\nb"}}),
+        "package.serving.served_model_name",
+    ),
 ]
 
 

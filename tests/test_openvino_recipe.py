@@ -19,9 +19,9 @@ ARTIFACTS = ("openvino-int4", "openvino-int8")
 
 
 def openvino_env_or_skip():
-    from pipeline import toolenv
+    from pipeline.tools import environments
 
-    env = toolenv.get("openvino")
+    env = environments.get("openvino")
     if not env.ready():
         if os.environ.get("LLM_PIPELINE_REQUIRE_OPENVINO"):
             pytest.fail("the OpenVINO environment is required here: python -m pipeline setup openvino")
@@ -46,8 +46,17 @@ def test_openvino_package_answers_in_openvino_genai(run, artifact):
     directory as is (IR, tokenizer and detokenizer models, chat template) and knows the capital of France."""
     env = openvino_env_or_skip()
     pkg = run / "packages" / artifact
-    proc = subprocess.run([str(env.python), str(pkg / "serving" / "openvino_genai_chat.py"), "What is the capital of France? Answer in one sentence.", "24"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(env.python),
+            str(pkg / "serving" / "openvino_genai_chat.py"),
+            "What is the capital of France? Answer in one sentence.",
+            "24",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "Paris" in proc.stdout, proc.stdout + proc.stderr[-2000:]
 
 
@@ -63,9 +72,15 @@ def test_openvino_quality_and_speed_beside_transformers(run):
     floor, int4, int8 = (rows[n]["kld"] for n in ("floor: openvino", *ARTIFACTS))
     assert floor < int8 < int4 < 0.5, (floor, int8, int4)
     # NNCF keeps the embedding (21 % of SmolLM2's weights) in INT8: INT4 is two thirds of INT8's size, not half
-    assert rows["openvino-int4"]["top1_pct"] > 70 and rows["openvino-int4"]["size_mb"] < 0.75 * rows["openvino-int8"]["size_mb"]
+    assert (
+        rows["openvino-int4"]["top1_pct"] > 70
+        and rows["openvino-int4"]["size_mb"] < 0.75 * rows["openvino-int8"]["size_mb"]
+    )
     ratio = rows["openvino-int4"]["tg_tps"] / rows["base"]["tg_tps"]
-    print(f"decode tok/s: OpenVINO INT4 {rows['openvino-int4']['tg_tps']:.1f} vs transformers base {rows['base']['tg_tps']:.1f} ({ratio:.2f}x)")
+    print(
+        f"decode tok/s: OpenVINO INT4 {rows['openvino-int4']['tg_tps']:.1f} vs transformers "
+        f"base {rows['base']['tg_tps']:.1f} ({ratio:.2f}x)"
+    )
     assert ratio > 1, ratio
 
 
@@ -73,16 +88,22 @@ def test_openvino_quality_and_speed_beside_transformers(run):
 def test_openvino_package_card_and_serving(run, artifact):
     from huggingface_hub import ModelCard
 
-    from pipeline.cache import file_sha256
+    from pipeline.fingerprint import file_sha256
     from tests.helpers import check_serving
 
     pkg = run / "packages" / artifact
     data = ModelCard.load(pkg / "README.md").data.to_dict()
-    assert data["library_name"] == "openvino" and "openvino" in data["tags"] and data["base_model_relation"] == "quantized"
+    assert (
+        data["library_name"] == "openvino" and "openvino" in data["tags"] and data["base_model_relation"] == "quantized"
+    )
     served = check_serving(pkg / "serving")
     assert set(served) == {"ovms.sh", "openvino_genai_chat.py"}  # no vLLM, TGI or llama.cpp target for an IR
     ovms = served["ovms.sh"]
-    assert ovms[ovms.index("--model_path") + 1] == "/model" and ovms[ovms.index("-p") + 1].startswith("${HOST:-127.0.0.1}:")
+    assert ovms[ovms.index("--model_path") + 1] == "/model" and ovms[ovms.index("-p") + 1].startswith(
+        "${HOST:-127.0.0.1}:"
+    )
     files = json.loads((pkg / "manifest.json").read_text())["files"]
-    assert {"openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml"} <= set(files)
+    assert {"openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml"} <= set(
+        files
+    )
     assert file_sha256(pkg / "openvino_model.bin") == files["openvino_model.bin"]["sha256"]

@@ -2,36 +2,52 @@
 
 A backend module defines one `Backend` subclass and the pydantic options model of each format it
 provides, and registers itself with `@register`. Adding a format family = one new module here plus
-its import at the bottom of this file. Modules must stay cheap to import: heavy libraries are
+its name in pipeline/registry.py. Modules must stay cheap to import: heavy libraries are
 imported inside `quantize`, so `plan` and `list-formats` never pay for them.
+
+A backend *declares* what its formats need besides the source and the calibration set (`shared_steps`:
+a GGUF conversion, an importance matrix, an OpenVINO export) as `SharedStep`s, with the function that
+does the work; pipeline.graph makes them stages, once per run for every format that names the same one.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pipeline import recipe, registry
+from pipeline.recipe import FormatOptions
+from pipeline.stage_id import StageId
+from pipeline.versions import versions
 
-from pipeline.gates import GatesSpec
-from pipeline.stage import Stage
+StepRun = Callable[
+    [Path, dict[str, Path], Any], dict[str, Any]
+]  # (empty output dir, inputs by stage id, context) -> facts
 
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # becomes a directory name: no separators, no '..'
 
+@dataclass(frozen=True)
+class SharedStep:
+    """Work some formats share, done once per run before their quantize stages (declared by a backend).
 
-class FormatOptions(BaseModel):
-    """Fields every format entry of a recipe has; each format adds its own options."""
+    Its stage id is `kind[arg]`; its cache key covers `config`, `versions` and the keys of `needs`
+    (stage ids: "source", "calibration", or another step's id), in that order."""
 
-    model_config = ConfigDict(extra="forbid")
-    format: str
-    name: str | None = Field(None, pattern=NAME_RE, description="artifact name (directory and manifest label); defaults to the format")
-    gates: GatesSpec | None = Field(None, description="quality gates for this artifact (override evaluation.gates)")
+    kind: str  # "gguf-convert"
+    arg: str  # "f16": tells the steps of one kind apart
+    describe: str
+    config: dict[str, Any]
+    needs: tuple[str, ...]
+    run: StepRun = field(compare=False)
+    versions: dict[str, str] = field(default_factory=dict)
+    label: str | None = None  # output directory prefix, when not `kind-arg`
 
     @property
-    def artifact(self) -> str:
-        return self.name or self.format
+    def id(self) -> StageId:
+        return StageId(self.kind, self.arg)
 
 
 class Backend:
@@ -41,7 +57,8 @@ class Backend:
     packages: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into the cache key
     extra: ClassVar[str] = ""  # pip extra of this project that installs them
     engine: ClassVar[str] = "transformers"  # what evaluates and serves the artifact on CPU here
-    kind: ClassVar[str] = "compressed-tensors"  # what the artifact is on disk: pipeline.serving.KINDS
+    kind: ClassVar[str] = "compressed-tensors"  # what the artifact is on disk: serving targets decide on this
+    library_name: ClassVar[str] = "transformers"  # the Hub's library_name in the model card
 
     def missing(self) -> list[str]:
         return [m for m in self.modules if importlib.util.find_spec(m) is None]
@@ -50,14 +67,16 @@ class Backend:
         return f"pip install 'llm-quant-pipeline[{self.extra}]'"
 
     def versions(self) -> dict[str, str]:
-        from pipeline.versions import versions
-
         return versions(self.packages)
 
     def needs_calibration(self, opts: FormatOptions) -> bool:
         return False
 
     def describe(self, opts: FormatOptions) -> str:
+        return opts.format
+
+    def label(self, opts: FormatOptions) -> str:
+        """The artifact's format in the results table ("gguf Q4_K_M"): stored in the manifest at plan time."""
         return opts.format
 
     def serving_notes(self, opts: FormatOptions) -> list[str]:
@@ -79,15 +98,15 @@ class Backend:
         editing such a file reruns the stage even though the recipe did not change."""
         return {}
 
-    def prerequisites(self, opts: FormatOptions) -> list[Stage]:
-        """Stages this format needs before quantizing, shared by every format naming the same stage id."""
+    def shared_steps(self, opts: FormatOptions) -> list[SharedStep]:
+        """What this format needs before quantizing, in dependency order; shared by every format naming the same id."""
         return []
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         """Write the artifact into `out` (an empty temp dir); return facts for the manifest.
 
         `inputs` maps stage ids to finished outputs: "source", "calibration" when needs_calibration(opts),
-        and the ids of this format's prerequisites."""
+        and the ids of this format's shared steps."""
         raise NotImplementedError
 
 
@@ -113,7 +132,9 @@ def group_size_problems(group: int | None, model_config: dict[str, Any] | None) 
         return []
     fits = [g for g in GROUP_SIZES if all(w % g == 0 for w in widths.values())]
     layers = ", ".join(f"{n} (input width {w})" for n, w in bad.items())
-    hint = f"group sizes that fit every layer: {', '.join(map(str, fits))}" if fits else "no power-of-two group size fits"
+    hint = (
+        f"group sizes that fit every layer: {', '.join(map(str, fits))}" if fits else "no power-of-two group size fits"
+    )
     return [("group_size", f"{group} does not divide {layers}; {hint}")]
 
 
@@ -140,4 +161,8 @@ def get_format(name: str) -> FormatInfo:
     return FORMATS[name]
 
 
-from pipeline.backends import bitsandbytes, gguf, llmcompressor, openvino  # noqa: E402,F401  (registration)
+# Registration: each backend module registers itself. The recipe's `formats` union is complete only after it.
+for _name in registry.BACKENDS:
+    importlib.import_module(f"pipeline.backends.{_name}")
+
+recipe.define_formats(tuple(info.options for info in FORMATS.values()))

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pipeline.backends import Backend, FormatOptions, register
+from pipeline.checkpoints.loading import from_pretrained_pread
 
 DTYPES = Literal["bfloat16", "float16", "float32"]
 
@@ -37,10 +38,17 @@ def config(opts: FormatOptions) -> Any:
     from transformers import BitsAndBytesConfig
 
     if isinstance(opts, Nf4Options):
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=opts.double_quant,
-                                  bnb_4bit_compute_dtype=getattr(torch, opts.compute_dtype), llm_int8_skip_modules=list(opts.skip_modules))
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=opts.double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, opts.compute_dtype),
+            llm_int8_skip_modules=list(opts.skip_modules),
+        )
     assert isinstance(opts, Int8Options)
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=opts.threshold, llm_int8_skip_modules=list(opts.skip_modules))
+    return BitsAndBytesConfig(
+        load_in_8bit=True, llm_int8_threshold=opts.threshold, llm_int8_skip_modules=list(opts.skip_modules)
+    )
 
 
 @register
@@ -66,20 +74,26 @@ class BitsAndBytesBackend(Backend):
         return "bitsandbytes-nf4" if opts.format == "bnb-nf4" else "bitsandbytes"
 
     def serving_notes(self, opts: FormatOptions) -> list[str]:
-        return [f"{opts.artifact}: vLLM and TGI serve bitsandbytes checkpoints on GPU only; transformers also runs them on CPU (slowly)"]
+        return [
+            f"{opts.artifact}: vLLM and TGI serve bitsandbytes checkpoints on GPU only; transformers "
+            "also runs them on CPU (slowly)"
+        ]
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         import torch
         from transformers import AutoTokenizer
 
-        from pipeline.loading import from_pretrained_pread
-
         source = inputs["source"]
         ctx.status("loading and quantizing with bitsandbytes")
         # bitsandbytes quantizes while the weights load; device_map keeps it on CPU when there is no GPU.
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = from_pretrained_pread(source, trust_remote_code=ctx.trust_remote_code, quantization_config=config(opts),
-                                      dtype=torch.bfloat16, device_map=device)
+        model = from_pretrained_pread(
+            source,
+            trust_remote_code=ctx.trust_remote_code,
+            quantization_config=config(opts),
+            dtype=torch.bfloat16,
+            device_map=device,
+        )
         ctx.status("saving pre-quantized checkpoint")
         model.save_pretrained(out)
         AutoTokenizer.from_pretrained(source, trust_remote_code=ctx.trust_remote_code).save_pretrained(out)

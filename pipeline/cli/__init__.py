@@ -16,22 +16,28 @@ from rich.markup import escape
 from pipeline.console import console, out, quiet_libraries  # noqa: F401  (out: re-exported to the command modules)
 from pipeline.errors import RecipeError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="One YAML recipe: quantize a causal LM to many formats, evaluate, package and publish every artifact.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="One YAML recipe: quantize a causal LM to many formats, evaluate, package and publish every artifact.",
+)
 STATE = {"verbose": False, "quiet": False}
 
 WorkdirOpt = typer.Option(Path("runs"), "--workdir", "-w", help="where runs live: <workdir>/<recipe name>/")
 
 
 @app.callback()
-def _options(verbose: bool = typer.Option(False, "-v", "--verbose", help="library logs and tracebacks"),
-             quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display")) -> None:
+def _options(
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="library logs and tracebacks"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display"),
+) -> None:
     STATE.update(verbose=verbose, quiet=quiet)
     quiet_libraries(verbose)
 
 
-
 def load_plan(recipe: Path, workdir: Path, with_calibration: bool = False, with_publish: bool | None = None):
-    from pipeline.plan import build_plan
+    from pipeline.graph.plan import build_plan
     from pipeline.recipe_loader import load_recipe
 
     return build_plan(load_recipe(recipe), recipe, workdir, with_calibration, with_publish)
@@ -69,7 +75,7 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # noqa: BLE001 - click usage errors and the unexpected, as one line
+    except Exception as e:
         import click
 
         if isinstance(e, click.ClickException):
@@ -80,7 +86,9 @@ def main() -> None:
             sys.exit(130)
         if STATE["verbose"]:
             raise
-        console.print(f"[red]error:[/] {type(e).__name__}: {escape(str(e))} (rerun with -v for the traceback)", soft_wrap=True)
+        console.print(
+            f"[red]error:[/] {type(e).__name__}: {escape(str(e))} (rerun with -v for the traceback)", soft_wrap=True
+        )
         sys.exit(1)
 
 

@@ -12,12 +12,15 @@ from pipeline.cli import STATE, WorkdirOpt, app, console, exit_for, load_plan, o
 
 
 @app.command("publish")
-def publish_cmd(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = WorkdirOpt,
-                dry_run: bool = typer.Option(False, "--dry-run", help="list the files, sizes and repos; upload nothing")) -> None:
+def publish_cmd(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    workdir: Path = WorkdirOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the files, sizes and repos; upload nothing"),
+) -> None:
     """Push every artifact's package to the Hub (builds or reuses the run's stages first).
 
     The token comes from HF_TOKEN or `hf auth login`; repos are named by publish.repo_template."""
-    from pipeline.runner import execute
+    from pipeline.run.runner import execute
     from pipeline.stages import publish
 
     p = load_plan(recipe, workdir, with_publish=True)
@@ -25,7 +28,9 @@ def publish_cmd(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir:
         console.print(f"[red]error:[/] {publish.NO_TOKEN}", soft_wrap=True)
         raise typer.Exit(1)
     only = {s.id for s in p.stages if dry_run is False or s.kind != "publish"}
-    manifest = execute(p, quiet=STATE["quiet"], verbose=STATE["verbose"], only=only, manifest_name="publish-manifest.json")
+    manifest = execute(
+        p, quiet=STATE["quiet"], verbose=STATE["verbose"], only=only, manifest_name="publish-manifest.json"
+    )
     for r in manifest.failed():
         console.print(f"[red]error:[/] {escape(r.id)}: {escape(r.error or r.status)}", soft_wrap=True)
     if dry_run:
@@ -41,7 +46,10 @@ def _print_dry_run(p) -> None:
         if s.kind != "publish" or not p.cached(p.stage(s.deps[0])):
             continue
         files = publish.listing(p.stage(s.deps[0]).path)
-        out.print(f"[bold]{escape(s.config['repo'])}[/] ({visibility}): {len(files)} files, {sum(n for _, n in files) / 1e6:.1f} MB", soft_wrap=True)
+        size_mb = sum(n for _, n in files) / 1e6
+        out.print(
+            f"[bold]{escape(s.config['repo'])}[/] ({visibility}): {len(files)} files, {size_mb:.1f} MB", soft_wrap=True
+        )
         table = Table()
         table.add_column("file")
         table.add_column("bytes", justify="right")
@@ -49,5 +57,3 @@ def _print_dry_run(p) -> None:
             table.add_row(escape(name), f"{size:,}")
         out.print(table)
     out.print("dry run: nothing was uploaded")
-
-

@@ -11,8 +11,11 @@ from pipeline.cli import WorkdirOpt, app, console, out
 
 
 @app.command("prefect")
-def prefect_cmd(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = WorkdirOpt,
-                workers: int = typer.Option(2, "--workers", help="parallel task processes")) -> None:
+def prefect_cmd(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    workdir: Path = WorkdirOpt,
+    workers: int = typer.Option(2, "--workers", help="parallel task processes"),
+) -> None:
     """Run the recipe as a Prefect flow (one task per stage; needs the `prefect` extra)."""
     from pipeline.integrations.prefect import build_flow
 
@@ -27,5 +30,3 @@ def prefect_cmd(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir:
         for stage_id, reason in summary["failed"].items():
             console.print(f"[red]✗ {escape(stage_id)}[/] {escape(reason)}", soft_wrap=True)
         raise typer.Exit(1)
-
-

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -31,10 +30,15 @@ def plan(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path =
 
 
 @app.command()
-def run(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = WorkdirOpt,
-        force: Optional[list[str]] = typer.Option(None, "--force", "-f", help="rerun this stage (id, kind or artifact) and what follows")) -> None:
+def run(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    workdir: Path = WorkdirOpt,
+    force: list[str] | None = typer.Option(
+        None, "--force", "-f", help="rerun this stage (id, kind or artifact) and what follows"
+    ),
+) -> None:
     """Run every stage of the recipe, reusing finished stages from earlier runs."""
-    from pipeline.runner import execute
+    from pipeline.run.runner import execute
 
     p = load_plan(recipe, workdir)
     notes(p)
@@ -44,8 +48,13 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = 
         table.add_column(col)
     colors = {"done": "green", "cached": "green", "failed": "red", "failed-gates": "red", "skipped": "yellow"}
     for r in manifest.records:
-        table.add_row(escape(r.id), f"[{colors.get(r.status, 'white')}]{r.status}[/]", f"{r.seconds:.1f}" if r.seconds is not None else "",
-                      str(r.peak_rss_mb or ""), escape(r.error or r.path))
+        table.add_row(
+            escape(r.id),
+            f"[{colors.get(r.status, 'white')}]{r.status}[/]",
+            f"{r.seconds:.1f}" if r.seconds is not None else "",
+            str(r.peak_rss_mb or ""),
+            escape(r.error or r.path),
+        )
     out.print(table)
     _report(p.run_dir, f"{p.recipe.name}: evaluation (KLD and top-1 against the base model)")
     out.print(f"manifest: {manifest.path}")
@@ -62,7 +71,9 @@ def _report(run_dir: Path, title: str) -> None:
     packages = sorted(p.name for p in (run_dir / "packages").iterdir()) if (run_dir / "packages").is_dir() else []
     if packages:
         out.print(f"packages (model card, serving/, manifest.json): {run_dir / 'packages'}/{{{','.join(packages)}}}")
-    out.print(f"report: {run_dir / 'report.md'}, {run_dir / 'report.html'}" + (f", {run_dir / 'results.png'}" if rows else ""))
+    out.print(
+        f"report: {run_dir / 'report.md'}, {run_dir / 'report.html'}" + (f", {run_dir / 'results.png'}" if rows else "")
+    )
 
 
 calib = typer.Typer(help="Calibration data.", no_args_is_help=True)
@@ -70,16 +81,25 @@ app.add_typer(calib, name="calib")
 
 
 @calib.command("show")
-def calib_show(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = WorkdirOpt,
-               count: int = typer.Option(2, "--samples", "-n", help="decoded samples to print")) -> None:
+def calib_show(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    workdir: Path = WorkdirOpt,
+    count: int = typer.Option(2, "--samples", "-n", help="decoded samples to print"),
+) -> None:
     """Build (or reuse) the recipe's calibration set; print its stats and a few decoded samples."""
     import json
 
-    from pipeline.runner import execute
-    from pipeline.stages.calibration import load
+    from pipeline.data.samples import load
+    from pipeline.run.runner import execute
 
     p = load_plan(recipe, workdir, with_calibration=True)
-    manifest = execute(p, quiet=STATE["quiet"], verbose=STATE["verbose"], only={"source", "calibration"}, manifest_name="calib-manifest.json")
+    manifest = execute(
+        p,
+        quiet=STATE["quiet"],
+        verbose=STATE["verbose"],
+        only={"source", "calibration"},
+        manifest_name="calib-manifest.json",
+    )
     failed = manifest.failed()
     if failed:
         console.print(f"[red]error:[/] {escape(failed[0].id)}: {escape(failed[0].error or 'failed')}", soft_wrap=True)
@@ -108,25 +128,30 @@ app.command("results", hidden=True, help="Same as `report`.")(report_cmd)
 
 
 @app.command("gc")
-def gc_cmd(run_dir: Path = typer.Argument(..., help="a run directory (holds manifest.json)"),
-           dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed; remove nothing")) -> None:
+def gc_cmd(
+    run_dir: Path = typer.Argument(..., help="a run directory (holds manifest.json)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed; remove nothing"),
+) -> None:
     """Remove stage outputs that no manifest or link of the run refers to any more (superseded by recipe changes)."""
-    from pipeline import gc
-    from pipeline.runner import run_lock
+    from pipeline.run import superseded
+    from pipeline.run.runner import run_lock
 
     if not (run_dir / "manifest.json").is_file():
         raise RecipeError(f"{run_dir} holds no manifest.json (not a run directory)")
     with run_lock(run_dir):
-        found, stale = gc.collect(run_dir, dry_run)
-    table = Table(title=f"{run_dir}: {len(found)} superseded stage output(s)" + (" (dry run: nothing removed)" if dry_run else " removed"),
-                  title_justify="left")
+        found, stale = superseded.collect(run_dir, dry_run)
+    table = Table(
+        title=f"{run_dir}: {len(found)} superseded stage output(s)"
+        + (" (dry run: nothing removed)" if dry_run else " removed"),
+        title_justify="left",
+    )
     for col in ("stage", "directory", "frees MB"):
         table.add_column(col)
     for s in found:
         table.add_row(escape(s.stage), escape(s.path.name), f"{s.frees / 1e6:,.1f}")
     out.print(table)
     if stale:
-        out.print(f"temp dirs of interrupted runs{' (would be removed)' if dry_run else ' removed'}: {', '.join(stale)}")
+        out.print(
+            f"temp dirs of interrupted runs{' (would be removed)' if dry_run else ' removed'}: {', '.join(stale)}"
+        )
     out.print(f"{'would free' if dry_run else 'freed'} {sum(s.frees for s in found) / 1e6:,.1f} MB")
-
-

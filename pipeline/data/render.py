@@ -9,8 +9,17 @@ from pipeline.errors import RecipeError
 from pipeline.recipe import CalibrationSource, CalibrationSpec
 
 # ShareGPT and friends name roles differently; chat templates know user/assistant/system.
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant",
-         "assistant": "assistant", "model": "assistant", "system": "system"}
+ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
 
 
 def to_messages(value: Any) -> list[dict[str, str]] | None:
@@ -28,11 +37,16 @@ def to_messages(value: Any) -> list[dict[str, str]] | None:
     return messages
 
 
-def build_samples(records: Any, src: CalibrationSource, spec: CalibrationSpec, tokenizer: Any, name: str) -> tuple[list[dict], dict]:
+def build_samples(
+    records: Any, src: CalibrationSource, spec: CalibrationSpec, tokenizer: Any, name: str
+) -> tuple[list[dict], dict]:
     chat = src.messages_field is not None
     packing = spec.packing if spec.packing is not None else not chat
     if chat and not tokenizer.chat_template:
-        raise RecipeError(f"source {name!r} is chat data but the model's tokenizer has no chat template; use a text source", field=("calibration", "source"))
+        raise RecipeError(
+            f"source {name!r} is chat data but the model's tokenizer has no chat template; use a text source",
+            field=("calibration", "source"),
+        )
     shuffled = records.shuffle(seed=spec.seed)
     samples: list[dict] = []
     skipped = 0
@@ -52,15 +66,27 @@ def build_samples(records: Any, src: CalibrationSource, spec: CalibrationSpec, t
         buffer += ids + sep
         while len(buffer) >= spec.seq_len and len(samples) < spec.samples:
             samples.append({"input_ids": buffer[: spec.seq_len]})
-            buffer = buffer[spec.seq_len:]
+            buffer = buffer[spec.seq_len :]
     if len(samples) < spec.samples:
         unit = f"windows of {spec.seq_len} tokens" if packing else "usable records"
-        raise RecipeError(f"source {name!r} gives only {len(samples)} {unit}, fewer than samples: {spec.samples}; lower samples or seq_len, or use a larger source", field=("calibration", "samples"))
+        raise RecipeError(
+            f"source {name!r} gives only {len(samples)} {unit}, fewer than samples: {spec.samples}; "
+            "lower samples or seq_len, or use a larger source",
+            field=("calibration", "samples"),
+        )
     for s in samples:
         s["text"] = tokenizer.decode(s["input_ids"])
     lengths = [len(s["input_ids"]) for s in samples]
-    stats = {"samples": len(samples), "tokens": sum(lengths), "mean_len": round(sum(lengths) / len(lengths), 1), "max_len": max(lengths),
-             "min_len": min(lengths), "packing": packing, "chat_template": chat, "skipped_records": skipped}
+    stats = {
+        "samples": len(samples),
+        "tokens": sum(lengths),
+        "mean_len": round(sum(lengths) / len(lengths), 1),
+        "max_len": max(lengths),
+        "min_len": min(lengths),
+        "packing": packing,
+        "chat_template": chat,
+        "skipped_records": skipped,
+    }
     return samples, stats
 
 
@@ -73,5 +99,5 @@ def _render(record: dict, src: CalibrationSource, tokenizer: Any) -> str | None:
         return None
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False)
-    except Exception:  # noqa: BLE001 - templates reject some role orders; such records are skipped and counted
+    except Exception:
         return None

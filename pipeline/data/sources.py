@@ -13,11 +13,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from pipeline.cache import stable_hash
-from pipeline.errors import RecipeError
-from pipeline.fingerprint import file_digest
+from pipeline.checkpoints.sources import package_file
+from pipeline.errors import RecipeError, line_of
+from pipeline.fingerprint import file_sha256, stable_hash
 from pipeline.recipe import CalibrationSource, CalibrationSpec
-from pipeline.stages.source_checks import package_file
 
 PROJECT = Path(__file__).resolve().parents[2]
 SOURCES_FILE = PROJECT / "calibration" / "datasets.yaml"
@@ -26,8 +25,6 @@ FIELD = ("calibration", "source")
 
 
 def named_sources(catalog: Path = SOURCES_FILE) -> dict[str, CalibrationSource]:
-    from pipeline.recipe_loader import line_of
-
     raw = yaml.safe_load(catalog.read_text()) or {}
     out = {}
     for name, body in raw.items():
@@ -35,11 +32,15 @@ def named_sources(catalog: Path = SOURCES_FILE) -> dict[str, CalibrationSource]:
             out[name] = CalibrationSource.model_validate(body)
         except ValidationError as e:
             err = e.errors()[0]
-            raise RecipeError(err["msg"], file=str(catalog), line=line_of(catalog, (name,)), field=(name, *err["loc"])) from None
+            raise RecipeError(
+                err["msg"], file=str(catalog), line=line_of(catalog, (name,)), field=(name, *err["loc"])
+            ) from None
     return out
 
 
-def resolve(spec: CalibrationSpec, recipe_dir: Path, catalog: Path = SOURCES_FILE) -> tuple[str, CalibrationSource, Path]:
+def resolve(
+    spec: CalibrationSpec, recipe_dir: Path, catalog: Path = SOURCES_FILE
+) -> tuple[str, CalibrationSource, Path]:
     """(display name, source, directory its relative paths start from)."""
     if isinstance(spec.source, CalibrationSource):
         return "inline", spec.source, recipe_dir
@@ -61,7 +62,10 @@ def local_files(src: CalibrationSource, base: Path) -> list[Path]:
         files += matched
     suffixes = {LOADERS.get(f.suffix) for f in files}
     if None in suffixes or len(suffixes) > 1:
-        raise RecipeError(f"files must all be one of {', '.join(LOADERS)} (got {', '.join(sorted({f.suffix for f in files}))})", field=(*FIELD, "files"))
+        raise RecipeError(
+            f"files must all be one of {', '.join(LOADERS)} (got {', '.join(sorted({f.suffix for f in files}))})",
+            field=(*FIELD, "files"),
+        )
     return files
 
 
@@ -75,9 +79,9 @@ def check(src: CalibrationSource, base: Path) -> None:
 def fingerprint(src: CalibrationSource, base: Path) -> dict[str, Any]:
     body = src.model_dump(mode="json", exclude={"description", "files"})
     if src.kind == "local":
-        body["content"] = stable_hash([file_digest(f) for f in local_files(src, base)])
+        body["content"] = stable_hash([file_sha256(f) for f in local_files(src, base)])
     elif src.kind == "package":
-        body["content"] = file_digest(package_file(src))  # type: ignore[arg-type]
+        body["content"] = file_sha256(package_file(src))  # type: ignore[arg-type]
     return body
 
 
@@ -90,8 +94,11 @@ def load_records(src: CalibrationSource, base: Path) -> tuple[Any, dict[str, Any
         files = local_files(src, base)
         try:
             ds = datasets.load_dataset(LOADERS[files[0].suffix], data_files=[str(f) for f in files], split="train")
-        except Exception as e:  # noqa: BLE001 - datasets raises many types for unreadable files
-            raise RecipeError(f"cannot read {files[0].name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", field=(*FIELD, "files")) from None
+        except Exception as e:
+            raise RecipeError(
+                f"cannot read {files[0].name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                field=(*FIELD, "files"),
+            ) from None
     elif src.kind == "package":
         records, dropped = read_json_records(package_file(src))  # type: ignore[arg-type]
         notes["dropped_incomplete_records"] = dropped
@@ -105,7 +112,9 @@ def load_records(src: CalibrationSource, base: Path) -> tuple[Any, dict[str, Any
         ds = ds.select(range(len(ds))[start:stop])
     if field not in ds.column_names:
         which = "text_field" if src.text_field else "messages_field"
-        raise RecipeError(f"{which} {field!r} is not in the data; fields: {', '.join(ds.column_names)}", field=(*FIELD, which))
+        raise RecipeError(
+            f"{which} {field!r} is not in the data; fields: {', '.join(ds.column_names)}", field=(*FIELD, which)
+        )
     if len(ds) == 0:
         raise RecipeError("the source holds no records", field=FIELD)
     return ds, notes
@@ -116,11 +125,19 @@ def _load_hub(src: CalibrationSource) -> Any:
 
     try:
         return datasets.load_dataset(src.path, src.name, split=src.split, revision=src.revision)
-    except Exception as e:  # noqa: BLE001 - offline, missing, gated: all one line for the user
+    except Exception as e:
         text = str(e).splitlines()[0] if str(e) else ""
-        offline = "offline" in text.lower() or "connect" in text.lower() or type(e).__name__ in ("OfflineModeIsEnabled", "ConnectionError")
+        offline = (
+            "offline" in text.lower()
+            or "connect" in text.lower()
+            or type(e).__name__ in ("OfflineModeIsEnabled", "ConnectionError")
+        )
         if offline:
-            raise RecipeError(f"cannot reach the Hub for dataset {src.path!r}; use a local or package source, or data-free (source: self)", field=FIELD) from None
+            raise RecipeError(
+                f"cannot reach the Hub for dataset {src.path!r}; use a local or package source, or "
+                "data-free (source: self)",
+                field=FIELD,
+            ) from None
         raise RecipeError(f"dataset {src.path!r}: {type(e).__name__}: {text}", field=FIELD) from None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.render import to_messages
+from pipeline.data.sources import read_json_records
 from pipeline.errors import RecipeError
 from pipeline.fingerprint import remembered
 
@@ -26,8 +27,6 @@ def record_sizes(path: Path, field: str, chat: bool) -> dict[str, Any]:
 
 
 def _sizes(path: Path, field: str, chat: bool) -> dict[str, Any]:
-    from pipeline.data.sources import read_json_records
-
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -37,7 +36,10 @@ def _sizes(path: Path, field: str, chat: bool) -> dict[str, Any]:
         return {"sizes": [_size(v, chat) for v in values], "fields": names}
     if path.suffix == ".txt":
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        return {"sizes": [_size(line, chat) for line in lines] if field == "text" else [0] * len(lines), "fields": ["text"]}
+        return {
+            "sizes": [_size(line, chat) for line in lines] if field == "text" else [0] * len(lines),
+            "fields": ["text"],
+        }
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8", errors="replace") as f:
             rows = list(csv.DictReader(f))
@@ -54,20 +56,34 @@ def _size(value: Any, chat: bool) -> int:
     return len(value.encode()) if isinstance(value, str) and value.strip() else 0
 
 
-def check_supply(files: list[Path], field: str, which: str, chat: bool, records: str | None, samples: int, seq_len: int,
-                 packing: bool, where: tuple) -> None:
+def check_supply(
+    files: list[Path],
+    field: str,
+    which: str,
+    chat: bool,
+    records: str | None,
+    samples: int,
+    seq_len: int,
+    packing: bool,
+    where: tuple,
+) -> None:
     sizes: list[int] = []
     fields: set[str] = set()
     for f in files:
         try:
             found = record_sizes(f, field, chat)
         except (OSError, ValueError, KeyError) as e:
-            raise RecipeError(f"cannot read {f.name}: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}",
-                              field=(*where, "files")) from None
+            raise RecipeError(
+                f"cannot read {f.name}: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}",
+                field=(*where, "files"),
+            ) from None
         sizes += found["sizes"]
         fields |= set(found["fields"])
     if field not in fields:
-        raise RecipeError(f"{which} {field!r} is not in the data; fields: {', '.join(sorted(fields)) or 'none'}", field=(*where, which))
+        raise RecipeError(
+            f"{which} {field!r} is not in the data; fields: {', '.join(sorted(fields)) or 'none'}",
+            field=(*where, which),
+        )
     if records:
         start, stop = (int(x) if x else None for x in records.split(":"))
         sizes = sizes[start:stop]
@@ -75,8 +91,15 @@ def check_supply(files: list[Path], field: str, which: str, chat: bool, records:
     if packing:
         most = sum(usable) + SPECIALS_PER_RECORD * len(usable)
         if most < samples * seq_len:
-            raise RecipeError(f"the source holds at most {most:,} tokens ({len(usable)} usable records), fewer than samples x seq_len = "
-                              f"{samples * seq_len:,}; lower samples or seq_len, or use a larger source", field=(where[0], "samples"))
+            raise RecipeError(
+                f"the source holds at most {most:,} tokens ({len(usable)} usable records), fewer than "
+                "samples x seq_len = "
+                f"{samples * seq_len:,}; lower samples or seq_len, or use a larger source",
+                field=(where[0], "samples"),
+            )
     elif len(usable) < samples:
-        raise RecipeError(f"the source has {len(usable)} usable records, fewer than samples: {samples}; lower samples or use a larger source",
-                          field=(where[0], "samples"))
+        raise RecipeError(
+            f"the source has {len(usable)} usable records, fewer than samples: {samples}; lower "
+            "samples or use a larger source",
+            field=(where[0], "samples"),
+        )

@@ -4,16 +4,19 @@ An engine loads an artifact (or the base model), returns next-token log-probs fo
 quality metrics), hands lm-eval a model over what it loaded, measures speed on it, and
 names the unquantized form of the model it serves (its "floor", e.g. the F16 GGUF for llama.cpp).
 Backends name the engine that serves their artifacts (`Backend.engine`). Adding an engine = one
-module here with an `@register`ed subclass, plus its import at the bottom of this file.
+module here with an `@register`ed subclass, plus its name in pipeline/registry.py.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from pipeline import registry
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class Engine:
     name: ClassVar[str]
     title: ClassVar[str]  # for tables: "transformers", "llama.cpp"
     runs_tasks: ClassVar[bool] = True  # lm-eval tasks run in it (else they are measured in the artifact's own engine)
+    # The kind of stage whose output is the unquantized model in this engine's format (a backend's shared
+    # step: "gguf-convert"), measured as the engine's floor; None: the engine runs the base model itself.
+    floor: ClassVar[str | None] = None
 
     def __init__(self, path: Path, settings: Settings) -> None:
         raise NotImplementedError
@@ -56,14 +62,8 @@ class Engine:
         raise NotImplementedError
 
     @classmethod
-    def floor_input(cls, stage_ids: list[str]) -> str | None:
-        """The stage whose output is the unquantized model in this engine's format, or None when this
-        engine runs the base model itself (then there is no separate floor to measure)."""
-        return None
-
-    @classmethod
     def floor_model(cls, stage_output: Path) -> Path:
-        """The path this engine loads from that stage's output."""
+        """The path this engine loads from the floor stage's output."""
         return stage_output
 
 
@@ -89,8 +89,9 @@ def log_softmax(logits: Any, chunk: int = 128) -> np.ndarray:
     t = torch.as_tensor(logits)
     out = np.empty(tuple(t.shape), dtype=np.float32)
     for lo in range(0, t.shape[0], chunk):
-        out[lo:lo + chunk] = torch.log_softmax(t[lo:lo + chunk].float(), dim=-1).numpy()
+        out[lo : lo + chunk] = torch.log_softmax(t[lo : lo + chunk].float(), dim=-1).numpy()
     return out
 
 
-from pipeline.engines import hf, llamacpp, openvino, vllm  # noqa: E402,F401,I001  (registration)
+for _name in registry.ENGINES:  # registration: each engine module registers itself
+    importlib.import_module(f"pipeline.engines.{_name}")

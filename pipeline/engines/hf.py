@@ -1,6 +1,6 @@
 """transformers: HF checkpoints (compressed-tensors and bitsandbytes artifacts, and the base model).
 
-Loaded in the compute dtype of pipeline.loading (float32 for small models on CPU, else the stored
+Loaded in the compute dtype of pipeline.checkpoints.loading (float32 for small models on CPU, else the stored
 dtype); compressed-tensors checkpoints decompress on load. Speed: a fixed prompt from the evaluation
 text, then greedy decode one token at a time with the KV cache, repeated until the figures settle
 (evaluation.speed), on the model already loaded: the stage runs in a worker process of its own."""
@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.checkpoints import loading
 from pipeline.engines import Engine, Settings, log_softmax, register
+from pipeline.evaluation import speed
 
 
 @register
@@ -25,15 +27,14 @@ class HFEngine(Engine):
         import torch
         from transformers import AutoModelForCausalLM
 
-        from pipeline import loading
-
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.path, self.settings = path, settings
         self.device = device or loading.device()
         self.dtype = loading.compute_dtype(path, settings.params, self.device)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, device_map=self.device,
-                                                          trust_remote_code=settings.trust_remote_code)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=self.dtype, device_map=self.device, trust_remote_code=settings.trust_remote_code
+        )
         self.model.eval()
 
     def logprobs(self, ids: list[int]) -> np.ndarray:
@@ -64,8 +65,6 @@ class HFEngine(Engine):
         """Prefill the prompt, then greedy-decode one token at a time with the KV cache, until settled."""
         import torch
 
-        from pipeline.evaluation import speed
-
         model, device = self.model, self.device
         ids = torch.tensor([prompt_ids], device=device)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -83,11 +82,23 @@ class HFEngine(Engine):
                 cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
             sync()
             t2 = time.perf_counter()
-            return {"pp_tps": ids.shape[1] / (t1 - t0), "ttft_ms": 1000 * (t1 - t0), "tg_tps": spec.decode_tokens / (t2 - t1)}
+            return {
+                "pp_tps": ids.shape[1] / (t1 - t0),
+                "ttft_ms": 1000 * (t1 - t0),
+                "tg_tps": spec.decode_tokens / (t2 - t1),
+            }
 
         with torch.no_grad():
             for _ in range(spec.warmup):
                 once()
-            result = speed.until_settled(lambda: [once()], ("pp_tps", "tg_tps", "ttft_ms"), spec.repeats, spec.tolerance, spec.budget_s)
-        return {"engine": "transformers", "device": device, "dtype": str(self.dtype).removeprefix("torch."),
-                "threads": torch.get_num_threads(), **result, "rss_mb": speed.rss_mb()}
+            result = speed.until_settled(
+                lambda: [once()], ("pp_tps", "tg_tps", "ttft_ms"), spec.repeats, spec.tolerance, spec.budget_s
+            )
+        return {
+            "engine": "transformers",
+            "device": device,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "threads": torch.get_num_threads(),
+            **result,
+            "rss_mb": speed.rss_mb(),
+        }

@@ -11,6 +11,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.engines import Engine, Settings, log_softmax, register
+from pipeline.evaluation import speed
+from pipeline.evaluation.lmeval_llamacpp import LlamaCppLM
+from pipeline.tools import llamacpp_toolchain
 
 
 def gguf_file(artifact: Path) -> Path:
@@ -25,6 +28,7 @@ def gguf_file(artifact: Path) -> Path:
 class LlamaCppEngine(Engine):
     name = "llama.cpp"
     title = "llama.cpp"
+    floor = "gguf-convert"
 
     def __init__(self, path: Path, settings: Settings = Settings()) -> None:
         from llama_cpp import Llama
@@ -33,8 +37,16 @@ class LlamaCppEngine(Engine):
         self.threads = threads = settings.threads or os.cpu_count() or 1
         self.n_ctx = settings.n_ctx
         # logits_all: llama.cpp keeps the logits of every position, not only the last one.
-        self.llm = Llama(model_path=str(self.path), n_ctx=settings.n_ctx, n_batch=settings.n_ctx, n_ubatch=settings.n_ctx,
-                         logits_all=True, n_threads=threads, n_threads_batch=threads, verbose=False)
+        self.llm = Llama(
+            model_path=str(self.path),
+            n_ctx=settings.n_ctx,
+            n_batch=settings.n_ctx,
+            n_ubatch=settings.n_ctx,
+            logits_all=True,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
 
     def logprobs(self, ids: list[int]) -> np.ndarray:
         self.llm.reset()
@@ -45,8 +57,6 @@ class LlamaCppEngine(Engine):
         return gguf_weight_bytes(self.path)
 
     def lm_eval_model(self) -> Any:
-        from pipeline.evaluation.lmeval_llamacpp import LlamaCppLM
-
         return LlamaCppLM(self)
 
     def close(self) -> None:
@@ -60,13 +70,23 @@ class LlamaCppEngine(Engine):
         tool loads the file itself."""
         import json
 
-        from pipeline import llamacpp
-        from pipeline.evaluation import speed
-
         self.close()
         threads = self.threads
-        cmd = [str(llamacpp.require().tool("llama-bench")), "-m", str(self.path),
-               "-p", str(spec.prompt_tokens), "-n", str(spec.decode_tokens), "-r", str(spec.repeats), "-t", str(threads), "-o", "json"]
+        cmd = [
+            str(llamacpp_toolchain.require().tool("llama-bench")),
+            "-m",
+            str(self.path),
+            "-p",
+            str(spec.prompt_tokens),
+            "-n",
+            str(spec.decode_tokens),
+            "-r",
+            str(spec.repeats),
+            "-t",
+            str(threads),
+            "-o",
+            "json",
+        ]
         peak = [0.0]
 
         def batch() -> list[dict[str, float]]:
@@ -75,14 +95,21 @@ class LlamaCppEngine(Engine):
             rows = json.loads(out)
             pp = next(r for r in rows if r["n_prompt"] and not r["n_gen"])["samples_ts"]
             tg = next(r for r in rows if r["n_gen"] and not r["n_prompt"])["samples_ts"]
-            return [{"pp_tps": p, "tg_tps": t, "ttft_ms": 1000 * spec.prompt_tokens / p} for p, t in zip(pp, tg)]
+            return [
+                {"pp_tps": p, "tg_tps": t, "ttft_ms": 1000 * spec.prompt_tokens / p}
+                for p, t in zip(pp, tg, strict=True)
+            ]
 
-        result = speed.until_settled(batch, ("pp_tps", "tg_tps", "ttft_ms"), spec.repeats, spec.tolerance, spec.budget_s)
-        return {"engine": "llama.cpp (llama-bench)", "device": "cpu", "threads": threads, **result, "peak_rss_mb": round(peak[0], 1)}
-
-    @classmethod
-    def floor_input(cls, stage_ids: list[str]) -> str | None:
-        return next((s for s in stage_ids if s.startswith("gguf-convert[")), None)
+        result = speed.until_settled(
+            batch, ("pp_tps", "tg_tps", "ttft_ms"), spec.repeats, spec.tolerance, spec.budget_s
+        )
+        return {
+            "engine": "llama.cpp (llama-bench)",
+            "device": "cpu",
+            "threads": threads,
+            **result,
+            "peak_rss_mb": round(peak[0], 1),
+        }
 
     @classmethod
     def floor_model(cls, stage_output: Path) -> Path:
@@ -90,7 +117,8 @@ class LlamaCppEngine(Engine):
 
 
 def gguf_weight_bytes(path: Path) -> int:
-    """Tensor bytes read per decoded token: all of them, less the token embedding when a separate output matrix exists."""
+    """Tensor bytes read per decoded token: all of them, less the token embedding when a separate
+    output matrix exists."""
     from gguf import GGUFReader
 
     files = sorted(path.parent.glob(path.name.replace("-00001-of-", "-*-of-"))) if "-00001-of-" in path.name else [path]

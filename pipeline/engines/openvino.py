@@ -1,5 +1,5 @@
 """OpenVINO: OpenVINO IR directories (the openvino-* formats, and the unquantized export as the floor),
-run by a worker child in the OpenVINO environment (pipeline.openvino_tool); nothing of OpenVINO is
+run by a worker child in the OpenVINO environment (pipeline.tools.optimum_intel); nothing of OpenVINO is
 imported here.
 
 Quality: full log-probs of every position from optimum-intel's OVModelForCausalLM (exact KLD), on the
@@ -16,20 +16,21 @@ from typing import Any
 import numpy as np
 
 from pipeline.engines import Engine, Settings, register
+from pipeline.evaluation import speed
+from pipeline.tools import optimum_intel
 
 
 @register
 class OpenVinoEngine(Engine):
     name = "openvino"
     title = "OpenVINO"
+    floor = "openvino-export"
     runs_tasks = False  # no lm-eval model over the worker (yet): tasks are measured on the other artifacts
 
     def __init__(self, path: Path, settings: Settings = Settings()) -> None:
-        from pipeline import openvino_tool
-
         self.workdir = settings.workdir or path.parent
         self.threads = settings.threads or os.cpu_count() or 1
-        self.worker = openvino_tool.Worker(path, self.threads, self.workdir / "openvino-worker.log")
+        self.worker = optimum_intel.Worker(path, self.threads, self.workdir / "openvino-worker.log")
         self.info = self.worker.ask("info")
 
     def logprobs(self, ids: list[int]) -> np.ndarray:
@@ -49,18 +50,24 @@ class OpenVinoEngine(Engine):
         self.worker.close()
 
     def speed(self, prompt_ids: list[int], spec: Any) -> dict[str, Any]:
-        from pipeline.evaluation import speed
-
         def once() -> dict[str, float]:
             m = self.worker.ask("generate", ids=prompt_ids, max_new_tokens=spec.decode_tokens)
-            return {"pp_tps": 1000 * len(prompt_ids) / m["ttft_ms"], "ttft_ms": m["ttft_ms"], "tg_tps": 1000 / m["tpot_ms"]}
+            return {
+                "pp_tps": 1000 * len(prompt_ids) / m["ttft_ms"],
+                "ttft_ms": m["ttft_ms"],
+                "tg_tps": 1000 / m["tpot_ms"],
+            }
 
         for _ in range(spec.warmup):
             once()
-        result = speed.until_settled(lambda: [once()], ("pp_tps", "tg_tps", "ttft_ms"), spec.repeats, spec.tolerance, spec.budget_s)
+        result = speed.until_settled(
+            lambda: [once()], ("pp_tps", "tg_tps", "ttft_ms"), spec.repeats, spec.tolerance, spec.budget_s
+        )
         props = {k.lower(): self.info[k] for k in ("INFERENCE_PRECISION_HINT", "KV_CACHE_PRECISION")}
-        return {"engine": f"openvino-genai {self.info['openvino']}", "device": "cpu", "threads": self.threads, **props, **result}
-
-    @classmethod
-    def floor_input(cls, stage_ids: list[str]) -> str | None:
-        return next((s for s in stage_ids if s.startswith("openvino-export[")), None)
+        return {
+            "engine": f"openvino-genai {self.info['openvino']}",
+            "device": "cpu",
+            "threads": self.threads,
+            **props,
+            **result,
+        }

@@ -1,5 +1,5 @@
 """vLLM: compressed-tensors checkpoints (and the base model) as vLLM serves them, from vLLM's own
-environment (pipeline.toolenv): `vllm serve` as a child server on a free 127.0.0.1 port, spoken to
+environment (pipeline.tools.environments): `vllm serve` as a child server on a free 127.0.0.1 port, spoken to
 over HTTP; nothing of vLLM is imported here. The CPU build on a CPU machine, the CUDA build with a GPU:
 one code path.
 
@@ -22,8 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.checkpoints.filecheck import tensor_bytes
 from pipeline.engines import Engine, Settings, register
+from pipeline.evaluation import speed
 from pipeline.evaluation.metrics import TopLogprobs
+from pipeline.tools import environments, vllm_server
 
 # Log-probs per position: the KLD over (top-k, rest) bounds the full one from below. Measured on the demo's
 # fp8 (transformers, same logits): top-20 gives 76 % of the exact KLD, top-256 94 %, top-1024 98 %; 1024 costs
@@ -38,6 +41,7 @@ NAME = "evaluated"
 class VllmEngine(Engine):
     name = "vllm"
     title = "vLLM"
+    floor = "source"
     runs_tasks = False  # lm-eval tasks are measured in the artifact's own engine
 
     def __init__(self, path: Path, settings: Settings = Settings()) -> None:
@@ -45,17 +49,29 @@ class VllmEngine(Engine):
 
         import httpx
 
-        from pipeline import toolenv, vllm_tool
-
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request: thousands in the stage log
 
-        self.path, self.device = path, "cuda" if toolenv.accelerator() == "cuda" else "cpu"
-        args = [str(path.resolve()), "--served-model-name", NAME, "--max-model-len", str(settings.n_ctx + 1), "--max-logprobs", str(TOP_K),
-                "--no-enable-prefix-caching", "--max-num-seqs", str(BATCH)]
+        self.path, self.device = path, "cuda" if environments.accelerator() == "cuda" else "cpu"
+        args = [
+            str(path.resolve()),
+            "--served-model-name",
+            NAME,
+            "--max-model-len",
+            str(settings.n_ctx + 1),
+            "--max-logprobs",
+            str(TOP_K),
+            "--no-enable-prefix-caching",
+            "--max-num-seqs",
+            str(BATCH),
+        ]
         # +1: the scoring request asks for one token after a whole window. The dtype is the checkpoint's, as
         # the package serves it: the floor row (the base model in vLLM) shows what that dtype alone costs.
         # CPU: eager (a graph compile costs minutes and is not reused); GPU: CUDA graphs, as served.
-        args += ["--kv-cache-memory-bytes", str(CPU_KV_CACHE), "--enforce-eager"] if self.device == "cpu" else ["--gpu-memory-utilization", "0.8"]
+        args += (
+            ["--kv-cache-memory-bytes", str(CPU_KV_CACHE), "--enforce-eager"]
+            if self.device == "cpu"
+            else ["--gpu-memory-utilization", "0.8"]
+        )
         if settings.trust_remote_code:
             args.append("--trust-remote-code")
         log = (settings.workdir or Path(tempfile.gettempdir())) / "vllm-server.log"
@@ -64,7 +80,7 @@ class VllmEngine(Engine):
         # engines, the evaluation uses all of them (or evaluation.speed.threads).
         self.threads = settings.threads or os.cpu_count() or 1
         binding = {"VLLM_CPU_OMP_THREADS_BIND": f"0-{self.threads - 1}"} if self.device == "cpu" else {}
-        url, self.load_seconds = self._stack.enter_context(vllm_tool.server(path.parent, args, log, env_vars=binding))
+        url, self.load_seconds = self._stack.enter_context(vllm_server.server(path.parent, args, log, env_vars=binding))
         self.client = self._stack.enter_context(httpx.Client(base_url=url, timeout=600))
 
     def _complete(self, prompt: list[int], **kw: Any) -> dict[str, Any]:
@@ -81,13 +97,12 @@ class VllmEngine(Engine):
         idx, vals = np.full((len(ids), width), -1, np.int64), np.full((len(ids), width), -np.inf, np.float32)
         for j, entry in enumerate(entries):
             tokens = [int(t) for t in entry]
-            idx[j, :len(tokens)] = tokens
-            vals[j, :len(tokens)] = [max(e["logprob"], -1e30) for e in entry.values()]
+            idx[j, : len(tokens)] = tokens
+            vals[j, : len(tokens)] = [max(e["logprob"], -1e30) for e in entry.values()]
         return TopLogprobs(idx, vals)
 
     def weight_bytes(self) -> int:
         """Tensor bytes as stored in the checkpoint, less the input embedding (a lookup) when untied."""
-        from pipeline.filecheck import tensor_bytes
 
         sizes = {k: v for f in self.path.glob("*.safetensors") for k, v in tensor_bytes(f).items()}
         emb = next((k for k in sizes if k.endswith("embed_tokens.weight")), None)
@@ -98,12 +113,17 @@ class VllmEngine(Engine):
         self._stack.close()
 
     def speed(self, prompt_ids: list[int], spec: Any) -> dict[str, Any]:
-        from pipeline.evaluation import speed
-
         def once() -> dict[str, float]:
             t0, first, tokens = time.perf_counter(), None, 0
-            body = {"model": NAME, "prompt": prompt_ids, "max_tokens": spec.decode_tokens, "ignore_eos": True, "temperature": 0,
-                    "stream": True, "stream_options": {"include_usage": True}}
+            body = {
+                "model": NAME,
+                "prompt": prompt_ids,
+                "max_tokens": spec.decode_tokens,
+                "ignore_eos": True,
+                "temperature": 0,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
             with self.client.stream("POST", "/completions", json=body) as r:
                 r.raise_for_status()
                 for line in r.iter_lines():
@@ -117,18 +137,30 @@ class VllmEngine(Engine):
             ttft = (first or t2) - t0
             with ThreadPoolExecutor(BATCH) as pool:
                 b0 = time.perf_counter()
-                done = list(pool.map(lambda _: self._complete(prompt_ids, max_tokens=spec.decode_tokens, ignore_eos=True), range(BATCH)))
+                done = list(
+                    pool.map(
+                        lambda _: self._complete(prompt_ids, max_tokens=spec.decode_tokens, ignore_eos=True),
+                        range(BATCH),
+                    )
+                )
                 batch_s = time.perf_counter() - b0
             generated = sum(d["usage"]["completion_tokens"] for d in done)
-            return {"pp_tps": len(prompt_ids) / ttft, "ttft_ms": 1000 * ttft, "tg_tps": (tokens - 1) / (t2 - (first or t0)),
-                    "batch_tps": generated / batch_s}
+            return {
+                "pp_tps": len(prompt_ids) / ttft,
+                "ttft_ms": 1000 * ttft,
+                "tg_tps": (tokens - 1) / (t2 - (first or t0)),
+                "batch_tps": generated / batch_s,
+            }
 
         for _ in range(spec.warmup):  # the server ran a profile pass at start: a short request warms the rest
             self._complete(prompt_ids, max_tokens=2)
-        result = speed.until_settled(lambda: [once()], ("pp_tps", "tg_tps", "ttft_ms", "batch_tps"), spec.repeats, spec.tolerance, spec.budget_s)
-        return {"engine": "vLLM (HTTP, streamed)", "device": self.device, "batch": BATCH, **result, "load_seconds": round(self.load_seconds, 1)}
-
-    @classmethod
-    def floor_input(cls, stage_ids: list[str]) -> str | None:
-        return "source"
-
+        result = speed.until_settled(
+            lambda: [once()], ("pp_tps", "tg_tps", "ttft_ms", "batch_tps"), spec.repeats, spec.tolerance, spec.budget_s
+        )
+        return {
+            "engine": "vLLM (HTTP, streamed)",
+            "device": self.device,
+            "batch": BATCH,
+            **result,
+            "load_seconds": round(self.load_seconds, 1),
+        }

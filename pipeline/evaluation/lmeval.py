@@ -1,7 +1,8 @@
 """lm-eval tasks on an artifact: `lm_eval.simple_evaluate` with its HF backend for checkpoints, and
 for GGUF with a llama.cpp model (lmeval_llamacpp.py: llama-cpp-python in process, exact logits).
 
-Local task YAMLs in eval/tasks/ (and the recipe's evaluation.task_dirs) run offline; their relative `data_files` are resolved against the
+Local task YAMLs in eval/tasks/ (and the recipe's evaluation.task_dirs) run offline; their relative `data_files` are
+resolved against the
 YAML's own directory (lm-eval would resolve them against the working directory)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import RecipeError
+from pipeline.fingerprint import file_sha256
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "eval" / "tasks"
 
@@ -36,7 +38,9 @@ def _yaml(f: Path) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(f.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as e:
-        raise RecipeError(f"{f}: not a YAML task file ({str(e).splitlines()[0][:120]})", field=("evaluation", "task_dirs")) from None
+        raise RecipeError(
+            f"{f}: not a YAML task file ({str(e).splitlines()[0][:120]})", field=("evaluation", "task_dirs")
+        ) from None
     return doc if isinstance(doc, dict) else {}
 
 
@@ -50,8 +54,6 @@ def _data_files(f: Path, doc: dict[str, Any]) -> dict[str, Path]:
 def fingerprint(tasks: list[str], dirs: list[Path]) -> dict[str, Any]:
     """Content of every local task the recipe names: its YAML, the YAMLs it includes and its data files.
     Editing any of them re-runs the evaluations (a Hub task is keyed by its name and lm-eval's version)."""
-    from pipeline.fingerprint import file_digest
-
     local, out = local_tasks(dirs), {}
     for t in tasks:
         if t in local:
@@ -59,7 +61,11 @@ def fingerprint(tasks: list[str], dirs: list[Path]) -> dict[str, Any]:
             doc = _yaml(f)
             included = [(f.parent / str(doc["include"])).resolve()] if doc.get("include") else []
             files = [f, *included, *_data_files(f, doc).values()]
-            out[t] = {str(p.relative_to(f.parent) if p.is_relative_to(f.parent) else p): file_digest(p) for p in files if p.is_file()}
+            out[t] = {
+                str(p.relative_to(f.parent) if p.is_relative_to(f.parent) else p): file_sha256(p)
+                for p in files
+                if p.is_file()
+            }
     return out
 
 
@@ -80,29 +86,39 @@ def prepare(out: Path, dirs: list[Path] | None = None) -> Path:
 
 
 def check(tasks: list[str], dirs: list[Path] | None = None) -> None:
-    """Unknown task names and missing data files fail in plan; lm-eval's own catalogue is only indexed when a name is not local."""
+    """Unknown task names and missing data files fail in plan; lm-eval's own catalogue is only indexed when a name is
+    not local."""
     local = local_tasks(dirs)
     for t in tasks:
         if t in local:
             f = local[t]
             missing = [p for p in _data_files(f, _yaml(f)).values() if not p.is_file()]
             if missing:
-                raise RecipeError(f"task {t!r} ({f.name}) names a data file that does not exist: {missing[0]}",
-                                  field=("evaluation", "tasks", tasks.index(t)))
+                raise RecipeError(
+                    f"task {t!r} ({f.name}) names a data file that does not exist: {missing[0]}",
+                    field=("evaluation", "tasks", tasks.index(t)),
+                )
     rest = [t for t in tasks if t not in local]
     if not rest:
         return
     try:
         from lm_eval.tasks import TaskManager
     except ImportError:
-        raise RecipeError("lm-eval tasks need lm-eval: pip install 'llm-quant-pipeline[eval]'", field=("evaluation", "tasks")) from None
+        raise RecipeError(
+            "lm-eval tasks need lm-eval: pip install 'llm-quant-pipeline[eval]'", field=("evaluation", "tasks")
+        ) from None
     known = set(TaskManager().all_tasks)
     for t in rest:
         if t not in known:
-            raise RecipeError(f"unknown lm-eval task {t!r} (local tasks: {', '.join(local) or 'none'})", field=("evaluation", "tasks", tasks.index(t)))
+            raise RecipeError(
+                f"unknown lm-eval task {t!r} (local tasks: {', '.join(local) or 'none'})",
+                field=("evaluation", "tasks", tasks.index(t)),
+            )
 
 
-def evaluate(model: Any, tasks: list[str], limit: int | None, work: Path, dirs: list[Path] | None = None) -> dict[str, Any]:
+def evaluate(
+    model: Any, tasks: list[str], limit: int | None, work: Path, dirs: list[Path] | None = None
+) -> dict[str, Any]:
     """{task: {metric: value}} for one artifact (or the base model), given an lm-eval model over an
     engine that is already loaded (Engine.lm_eval_model)."""
     from lm_eval import simple_evaluate
@@ -111,19 +127,36 @@ def evaluate(model: Any, tasks: list[str], limit: int | None, work: Path, dirs: 
     # lm-eval's own catalogue (thousands of YAMLs, seconds to index) only when a task is not local.
     local = local_tasks(dirs)
     manager = TaskManager(include_path=str(prepare(work, dirs)), include_defaults=not all(t in local for t in tasks))
-    kwargs = {"tasks": tasks, "task_manager": manager, "limit": limit, "random_seed": 0, "numpy_random_seed": 0,
-              "torch_random_seed": 0, "fewshot_random_seed": 0, "log_samples": False}
+    kwargs = {
+        "tasks": tasks,
+        "task_manager": manager,
+        "limit": limit,
+        "random_seed": 0,
+        "numpy_random_seed": 0,
+        "torch_random_seed": 0,
+        "fewshot_random_seed": 0,
+        "log_samples": False,
+    }
     try:
         results = simple_evaluate(model=model, **kwargs)
-    except Exception as e:  # noqa: BLE001 - offline Hub datasets surface as many exception types
+    except Exception as e:
         if _offline(e):
-            raise RecipeError(f"an lm-eval task needs its dataset from the Hugging Face Hub, which is unreachable here: {str(e).splitlines()[0][:200]}; "
-                              "offline, use a local task YAML in eval/tasks", field=("evaluation", "tasks")) from None
+            raise RecipeError(
+                "an lm-eval task needs its dataset from the Hugging Face Hub, which is unreachable "
+                f"here: {str(e).splitlines()[0][:200]}; "
+                "offline, use a local task YAML in eval/tasks",
+                field=("evaluation", "tasks"),
+            ) from None
         raise
     shutil.rmtree(work / "lm-eval-tasks", ignore_errors=True)
-    return {task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "alias"} for task, metrics in results["results"].items()}
+    return {
+        task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "alias"}
+        for task, metrics in results["results"].items()
+    }
 
 
 def _offline(e: Exception) -> bool:
     text = f"{type(e).__name__} {e}".lower()
-    return any(s in text for s in ("offline", "connectionerror", "connection error", "couldn't reach", "name resolution"))
+    return any(
+        s in text for s in ("offline", "connectionerror", "connection error", "couldn't reach", "name resolution")
+    )

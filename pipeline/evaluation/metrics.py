@@ -17,9 +17,10 @@ C/2 tokens of context), so that its figures can be reproduced.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -37,10 +38,17 @@ def describe(method: str, convention: str) -> str:
     if method == "full":
         what = "exact KLD over the full vocabulary"
     elif method.startswith("engine top-"):
-        what = f"KLD over the {method.removeprefix('engine ')} tokens the engine reports and the rest (a lower bound on the full KLD)"
+        what = (
+            f"KLD over the {method.removeprefix('engine ')} tokens the engine reports and the "
+            "rest (a lower bound on the full KLD)"
+        )
     else:
         what = f"{method} KLD (a lower bound on the full KLD)"
-    where = "the second half of each window (llama-perplexity's convention)" if convention == "second-half" else "every position"
+    where = (
+        "the second half of each window (llama-perplexity's convention)"
+        if convention == "second-half"
+        else "every position"
+    )
     return f"{what}, scored on {where}"
 
 
@@ -57,18 +65,24 @@ class Reference:
     top_idx: np.ndarray | None = None  # [N, k]
 
     @classmethod
-    def build(cls, out: Path, lps: Iterable[np.ndarray], windows: list[list[int]], method: str, k: int, score: str,
-              vocab: int) -> "Reference":
-        """Write the reference into `out` from the base log-probs of each window ([len(w), V] float32), one window at a time."""
+    def build(
+        cls, out: Path, lps: Iterable[np.ndarray], windows: list[list[int]], method: str, k: int, score: str, vocab: int
+    ) -> Reference:
+        """Write the reference into `out` from the base log-probs of each window ([len(w), V] float32), one window at a
+        time."""
         n = sum(len(scored(len(w), score)) for w in windows)
-        full = np.lib.format.open_memmap(out / FULL, mode="w+", dtype=np.float16, shape=(n, vocab)) if method == "full" else None
+        full = (
+            np.lib.format.open_memmap(out / FULL, mode="w+", dtype=np.float16, shape=(n, vocab))
+            if method == "full"
+            else None
+        )
         target_lp, top1 = np.empty(n, np.float32), np.empty(n, np.int32)
         top_vals = np.empty((n, k), np.float32) if full is None else None
         top_idx = np.empty((n, k), np.int32) if full is None else None
         lo = 0
-        for lp, w in zip(lps, windows):
+        for lp, w in zip(lps, windows, strict=True):
             pos = scored(len(w), score)
-            rows, targets = lp[pos.start:pos.stop], np.asarray(w[pos.start + 1:pos.stop + 1])
+            rows, targets = lp[pos.start : pos.stop], np.asarray(w[pos.start + 1 : pos.stop + 1])
             hi = lo + len(rows)
             target_lp[lo:hi] = rows[np.arange(len(targets)), targets]
             top1[lo:hi] = rows.argmax(-1)
@@ -90,11 +104,13 @@ class Reference:
         label = "full" if method == "full" else f"top-{k}"
         files = [FULL] * (full is not None) + [f"{name}.npy" for name, arr in arrays.items() if arr is not None]
         size = sum((out / f).stat().st_size for f in files)
-        (out / META).write_text(json.dumps({"method": label, "score": score, "positions": n, "vocab": vocab, "files": files, "bytes": size}))
+        (out / META).write_text(
+            json.dumps({"method": label, "score": score, "positions": n, "vocab": vocab, "files": files, "bytes": size})
+        )
         return cls.load(out)
 
     @classmethod
-    def load(cls, path: Path) -> "Reference":
+    def load(cls, path: Path) -> Reference:
         meta = json.loads((path / META).read_text())
         arrays = {f.removesuffix(".npy"): np.load(path / f, mmap_mode="r") for f in meta["files"] if f.endswith(".npy")}
         full = np.load(path / FULL, mmap_mode="r") if FULL in meta["files"] else None
@@ -110,7 +126,7 @@ class TopLogprobs:
     idx: np.ndarray  # [n, m] int64
     vals: np.ndarray  # [n, m] float32
 
-    def __getitem__(self, rows: slice) -> "TopLogprobs":
+    def __getitem__(self, rows: slice) -> TopLogprobs:
         return TopLogprobs(self.idx[rows], self.vals[rows])
 
     @property
@@ -124,8 +140,14 @@ def token_stats(ref: Reference, lo: int, lp: np.ndarray | TopLogprobs, targets: 
         return _partial_stats(ref, lo, lp, targets)
     hi = lo + len(targets)
     if ref.full is not None:
-        kld = np.concatenate([_kld_rows(np.asarray(ref.full[a:min(a + ROWS, hi)], dtype=np.float32), lp[a - lo:min(a + ROWS, hi) - lo])
-                              for a in range(lo, hi, ROWS)])
+        kld = np.concatenate(
+            [
+                _kld_rows(
+                    np.asarray(ref.full[a : min(a + ROWS, hi)], dtype=np.float32), lp[a - lo : min(a + ROWS, hi) - lo]
+                )
+                for a in range(lo, hi, ROWS)
+            ]
+        )
     else:
         vals, idx = np.asarray(ref.top_vals[lo:hi]), np.asarray(ref.top_idx[lo:hi])
         q_top = np.take_along_axis(lp, idx, -1)
@@ -134,8 +156,12 @@ def token_stats(ref: Reference, lo: int, lp: np.ndarray | TopLogprobs, targets: 
         tail = np.where(p_tail > 0, p_tail * (np.log(np.maximum(p_tail, 1e-30)) - np.log(q_tail)), 0.0)
         kld = (np.exp(vals) * (vals - q_top)).sum(-1) + tail
     nll = -lp[np.arange(len(targets)), targets]
-    return {"kld": np.maximum(kld, 0.0), "nll": nll, "base_nll": -np.asarray(ref.target_lp[lo:hi]),
-            "same_top1": lp.argmax(-1) == np.asarray(ref.top1[lo:hi])}
+    return {
+        "kld": np.maximum(kld, 0.0),
+        "nll": nll,
+        "base_nll": -np.asarray(ref.target_lp[lo:hi]),
+        "same_top1": lp.argmax(-1) == np.asarray(ref.top1[lo:hi]),
+    }
 
 
 def _partial_stats(ref: Reference, lo: int, lp: TopLogprobs, targets: np.ndarray) -> dict[str, np.ndarray]:
@@ -148,18 +174,26 @@ def _partial_stats(ref: Reference, lo: int, lp: TopLogprobs, targets: np.ndarray
     kld = np.full(n, np.nan)
     if ref.full is not None:  # the base's probabilities of exactly the reported tokens
         for a in range(0, n, ROWS):
-            p_lp = np.asarray(ref.full[lo + a:lo + min(a + ROWS, n)], dtype=np.float32)
+            p_lp = np.asarray(ref.full[lo + a : lo + min(a + ROWS, n)], dtype=np.float32)
             p_lp = p_lp - np.logaddexp.reduce(p_lp, axis=-1, keepdims=True)
-            m, ids, q_lp = known[a:a + ROWS], np.maximum(lp.idx[a:a + ROWS], 0), lp.vals[a:a + ROWS].astype(np.float64)
+            m, ids, q_lp = (
+                known[a : a + ROWS],
+                np.maximum(lp.idx[a : a + ROWS], 0),
+                lp.vals[a : a + ROWS].astype(np.float64),
+            )
             p_k = np.take_along_axis(p_lp, ids, -1).astype(np.float64)
             p, q = np.where(m, np.exp(p_k), 0), np.where(m, np.exp(q_lp), 0)
             p_rest, q_rest = np.clip(1 - p.sum(-1), 0, 1), np.clip(1 - q.sum(-1), 1e-30, 1)
             tail = np.where(p_rest > 0, p_rest * (np.log(np.maximum(p_rest, 1e-30)) - np.log(q_rest)), 0.0)
             with np.errstate(invalid="ignore"):  # p = 0: no term (0 * -inf is NaN, masked out)
                 terms = np.where(m & (p > 0), p * (p_k - q_lp), 0)
-            kld[a:a + ROWS] = terms.sum(-1) + tail
-    return {"kld": np.maximum(kld, 0.0), "nll": nll, "base_nll": -np.asarray(ref.target_lp[lo:lo + n]),
-            "same_top1": top1 == np.asarray(ref.top1[lo:lo + n])}
+            kld[a : a + ROWS] = terms.sum(-1) + tail
+    return {
+        "kld": np.maximum(kld, 0.0),
+        "nll": nll,
+        "base_nll": -np.asarray(ref.target_lp[lo : lo + n]),
+        "same_top1": top1 == np.asarray(ref.top1[lo : lo + n]),
+    }
 
 
 def _kld_rows(p_lp: np.ndarray, q_lp: np.ndarray) -> np.ndarray:
@@ -173,10 +207,19 @@ def summarize(stats: list[dict[str, np.ndarray]], method: str, convention: str) 
     cat = {k: np.concatenate([s[k] for s in stats]) for k in stats[0]}
     kld = cat["kld"]
     ppl, base_ppl = float(np.exp(cat["nll"].mean())), float(np.exp(cat["base_nll"].mean()))
-    return {"ppl": ppl, "base_ppl": base_ppl, "ppl_increase_pct": 100 * (ppl / base_ppl - 1),
-            "kld": float(kld.mean()), "kld_stderr": float(kld.std(ddof=1) / np.sqrt(len(kld))) if len(kld) > 1 else 0.0,
-            "kld_median": float(np.median(kld)), "kld_p99": float(np.percentile(kld, 99)),
-            "top1_pct": float(100 * cat["same_top1"].mean()), "tokens": int(len(kld)), "kld_method": method, "score": convention}
+    return {
+        "ppl": ppl,
+        "base_ppl": base_ppl,
+        "ppl_increase_pct": 100 * (ppl / base_ppl - 1),
+        "kld": float(kld.mean()),
+        "kld_stderr": float(kld.std(ddof=1) / np.sqrt(len(kld))) if len(kld) > 1 else 0.0,
+        "kld_median": float(np.median(kld)),
+        "kld_p99": float(np.percentile(kld, 99)),
+        "top1_pct": float(100 * cat["same_top1"].mean()),
+        "tokens": int(len(kld)),
+        "kld_method": method,
+        "score": convention,
+    }
 
 
 def score(engine: Any, windows: list[list[int]], ref: Reference, progress=lambda i, n: None) -> dict[str, Any]:
@@ -184,10 +227,10 @@ def score(engine: Any, windows: list[list[int]], ref: Reference, progress=lambda
     stats, lo, method = [], 0, ref.method
     for i, ids in enumerate(windows):
         pos = scored(len(ids), ref.score)
-        lp = engine.logprobs(ids)[pos.start:pos.stop]
+        lp = engine.logprobs(ids)[pos.start : pos.stop]
         if isinstance(lp, TopLogprobs):
             method = f"engine top-{lp.k}" if ref.full is not None else "none"
-        targets = np.asarray(ids[pos.start + 1:pos.stop + 1])
+        targets = np.asarray(ids[pos.start + 1 : pos.stop + 1])
         stats.append(token_stats(ref, lo, lp, targets))
         lo += len(targets)
         progress(i + 1, len(windows))

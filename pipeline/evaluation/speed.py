@@ -15,8 +15,9 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -34,8 +35,9 @@ def settled(values: list[float], window: int, tolerance: float) -> list[float] |
     return last if med > 0 and all(abs(v - med) <= tolerance * med for v in last) else None
 
 
-def until_settled(sample: Callable[[], list[dict[str, float]]], keys: tuple[str, ...], window: int, tolerance: float,
-                  budget_s: float) -> dict[str, Any]:
+def until_settled(
+    sample: Callable[[], list[dict[str, float]]], keys: tuple[str, ...], window: int, tolerance: float, budget_s: float
+) -> dict[str, Any]:
     """Call `sample()` (each call returns one or more {key: value} samples) until every key's last
     `window` values settle, or `budget_s` is spent. Returns {key: spread} plus `noisy` and `seconds`."""
     samples: list[dict[str, float]] = []
@@ -71,8 +73,11 @@ def machine_load(exclude: set[int] | None = None, top: int = 3) -> dict[str, Any
         except psutil.Error:
             pass
     busy = sorted((b for b in busy if b[0] >= 5), reverse=True)[:top]
-    return {"loadavg": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
-            "busy": [{"name": n, "pid": pid, "cpu_pct": round(c)} for c, n, pid in busy]}
+    return {
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "busy": [{"name": n, "pid": pid, "cpu_pct": round(c)} for c, n, pid in busy],
+    }
 
 
 def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[str, float]:
@@ -115,7 +120,16 @@ def roofline(result: dict[str, Any], weight_bytes: int, bandwidth_gbps: float) -
     """Decode reads every weight once per token: bandwidth / bytes-per-token is the ceiling for tg t/s."""
     ceiling = bandwidth_gbps * 1e9 / weight_bytes
     pct = 100 * result["tg_tps"]["median"] / ceiling
-    out = {**result, "weight_bytes": weight_bytes, "bandwidth_gbps": round(bandwidth_gbps, 2), "roofline_tg_tps": round(ceiling, 2)}
+    out = {
+        **result,
+        "weight_bytes": weight_bytes,
+        "bandwidth_gbps": round(bandwidth_gbps, 2),
+        "roofline_tg_tps": round(ceiling, 2),
+    }
     if pct > 100:  # impossible: the probe under-measured the bandwidth in this run
-        return {**out, "roofline_pct": None, "roofline_note": f"bandwidth probe unreliable in this run (decode at {pct:.0f} % of its ceiling)"}
+        return {
+            **out,
+            "roofline_pct": None,
+            "roofline_note": f"bandwidth probe unreliable in this run (decode at {pct:.0f} % of its ceiling)",
+        }
     return {**out, "roofline_pct": round(pct, 1)}

@@ -29,8 +29,13 @@ def build_dag(recipe: str | Path, dag_id: str | None = None, schedule: Any = Non
     shared = [s for s in plan.stages if tasks.branch_of(s.id) is None]
     artifacts = [f.artifact for f in plan.recipe.formats]
 
-    with DAG(dag_id=dag_id or f"llm_quant_{tasks.safe_id(plan.recipe.name)}", schedule=schedule, start_date=datetime(2026, 1, 1),
-             catchup=False, tags=["llm-quant-pipeline"]) as dag:
+    with DAG(
+        dag_id=dag_id or f"llm_quant_{tasks.safe_id(plan.recipe.name)}",
+        schedule=schedule,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        tags=["llm-quant-pipeline"],
+    ) as dag:
 
         @task
         def stage(stage_id: str) -> dict[str, Any]:

@@ -36,13 +36,17 @@ def build_flow(recipe: str | Path, workdir: str | Path = "runs", task_runner: An
     run_stage = prefect.task(tasks.run_stage, retries=retries)
     finish = prefect.task(tasks.finish, name="results")
 
-    @prefect.flow(name=f"llm-quant-{plan.recipe.name}", task_runner=task_runner or ProcessPoolTaskRunner(max_workers=2),
-                  log_prints=True)
+    @prefect.flow(
+        name=f"llm-quant-{plan.recipe.name}",
+        task_runner=task_runner or ProcessPoolTaskRunner(max_workers=2),
+        log_prints=True,
+    )
     def quantize_flow() -> dict[str, Any]:
         futures: dict[str, Any] = {}
         for stage_id, deps in stages:  # in dependency order: every upstream future exists already
             futures[stage_id] = run_stage.with_options(name=stage_id, task_run_name=stage_id).submit(
-                recipe, workdir, stage_id, wait_for=[futures[d] for d in deps])
+                recipe, workdir, stage_id, wait_for=[futures[d] for d in deps]
+            )
         for f in futures.values():
             f.wait()
         failed = {k: str(f.state.message) for k, f in futures.items() if not f.state.is_completed()}

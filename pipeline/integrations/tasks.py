@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StageError
-from pipeline.plan import Plan
+from pipeline.graph.plan import Plan
+from pipeline.stage_id import StageId
 
 
 def install_hint(extra: str, module: str) -> str:
@@ -28,8 +29,8 @@ def load_plan(recipe: str | Path, workdir: str | Path) -> Plan:
 
 def branch_of(stage_id: str) -> str | None:
     """The format a stage belongs to ("quantize[awq]" -> "awq"), or None for a shared stage."""
-    m = re.fullmatch(r"(?:quantize|evaluate|package|publish)\[(.+)\]", stage_id)
-    return m.group(1) if m else None
+    sid = StageId.parse(stage_id)
+    return sid.arg if sid.kind in ("quantize", "evaluate", "package", "publish") and sid.engine is None else None
 
 
 def safe_id(stage_id: str) -> str:
@@ -39,18 +40,25 @@ def safe_id(stage_id: str) -> str:
 
 def run_stage(recipe: str, workdir: str, stage_id: str) -> dict[str, Any]:
     """Run (or reuse) one stage; raise if it fails, so the orchestrator marks the task failed."""
-    from pipeline.runner import execute
+    from pipeline.run.runner import execute
 
     plan = load_plan(recipe, workdir)
     stage = plan.stage(stage_id)
     (plan.run_dir / "manifests").mkdir(parents=True, exist_ok=True)
-    manifest = execute(plan, quiet=True, only={stage_id}, manifest_name=f"manifests/{safe_id(stage_id)}.json", shared_lock=True)
+    manifest = execute(
+        plan, quiet=True, only={stage_id}, manifest_name=f"manifests/{safe_id(stage_id)}.json", shared_lock=True
+    )
     record = manifest.records[0]
     if record.status not in ("done", "cached"):
         raise StageError(f"{stage_id}: {record.status}: {record.error or ''}".strip())
     # Where it ran: with a distributed task runner, each orchestrator worker is its own process or machine.
-    return {"stage": stage_id, "status": record.status, "key": stage.key, "path": str(stage.path),
-            "ran_on": {"host": socket.gethostname(), "pid": os.getpid()}}
+    return {
+        "stage": stage_id,
+        "status": record.status,
+        "key": stage.key,
+        "path": str(stage.path),
+        "ran_on": {"host": socket.gethostname(), "pid": os.getpid()},
+    }
 
 
 def run_branch(recipe: str, workdir: str, artifact: str) -> list[dict[str, Any]]:
@@ -64,9 +72,9 @@ def finish(recipe: str, workdir: str) -> dict[str, Any]:
     cache, and each stage that failed or was skipped in its own task with that task's record."""
     import json
 
-    from pipeline.manifest import StageRecord
     from pipeline.report import report
-    from pipeline.runner import execute
+    from pipeline.run.manifest import StageRecord
+    from pipeline.run.runner import execute
 
     plan = load_plan(recipe, workdir)
     manifest = execute(plan, quiet=True, only={s.id for s in plan.stages if plan.cached(s)})
@@ -84,4 +92,8 @@ def finish(recipe: str, workdir: str) -> dict[str, Any]:
     complete = len(manifest.records) == len(plan.stages)
     manifest.finish("failed" if manifest.failed() else "ok" if complete else "incomplete")
     report.write(plan.run_dir)
-    return {"status": manifest.status, "manifest": str(manifest.path), "stages": {r.id: r.status for r in manifest.records}}
+    return {
+        "status": manifest.status,
+        "manifest": str(manifest.path),
+        "stages": {r.id: r.status for r in manifest.records},
+    }

@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline import serving, vllm_tool
+from pipeline import serving
+from pipeline.backends import FORMATS
 from pipeline.evaluation import results
 from pipeline.serving import vllm
 from pipeline.serving.tgi import MAINTENANCE
+from pipeline.tools import vllm_server
 
 PROJECT = "llm-quant-pipeline"
-LIBRARY = {"gguf": "gguf", "openvino": "openvino"}  # the Hub's library_name by artifact kind
 
 
 def metadata(job: Any, artifact: serving.Artifact, license_: str | None) -> Any:
@@ -21,19 +22,45 @@ def metadata(job: Any, artifact: serving.Artifact, license_: str | None) -> Any:
     extra = {"quantized_by": job.spec.quantized_by} if job.spec.quantized_by else {}
     base = {"base_model": artifact.base_model, "base_model_relation": "quantized"} if artifact.base_model else {}
     tags = list(dict.fromkeys([*job.tags, "quantized", PROJECT, *job.spec.tags]))
-    return ModelCardData(license=license_, library_name=LIBRARY.get(artifact.kind, "transformers"),
-                         pipeline_tag="text-generation", tags=tags, **base, **extra)
+    return ModelCardData(
+        license=license_,
+        library_name=FORMATS[job.format].backend.library_name if job.format in FORMATS else "transformers",
+        pipeline_tag="text-generation",
+        tags=tags,
+        **base,
+        **extra,
+    )
 
 
-def render(job: Any, artifact: serving.Artifact, targets: list[str], files: dict[str, dict[str, Any]],
-           evaluation: dict[str, Any] | None, calibration: dict[str, Any] | None, license_: str | None,
-           serve_check: dict[str, Any] | None = None, gguf_types: dict[str, Any] | None = None) -> str:
+def render(
+    job: Any,
+    artifact: serving.Artifact,
+    targets: list[str],
+    files: dict[str, dict[str, Any]],
+    evaluation: dict[str, Any] | None,
+    calibration: dict[str, Any] | None,
+    license_: str | None,
+    serve_check: dict[str, Any] | None = None,
+    gguf_types: dict[str, Any] | None = None,
+) -> str:
     data = metadata(job, artifact, license_)
-    base = f"[{artifact.base_model}](https://huggingface.co/{artifact.base_model})" if artifact.base_model else "its base model (not named: set package.base_model)"
-    parts = [f"---\n{data.to_yaml()}\n---\n", f"# {artifact.served_model_name}\n",
-             f"{artifact.description}: a quantized {base}, made with {PROJECT} (`python -m pipeline run`) from the recipe below.\n",
-             _evaluation(evaluation, job.artifact), _types(gguf_types), _serve_check(serve_check, artifact), _usage(artifact, targets),
-             _made(job, calibration), _files(files)]
+    base = (
+        f"[{artifact.base_model}](https://huggingface.co/{artifact.base_model})"
+        if artifact.base_model
+        else "its base model (not named: set package.base_model)"
+    )
+    parts = [
+        f"---\n{data.to_yaml()}\n---\n",
+        f"# {artifact.served_model_name}\n",
+        f"{artifact.description}: a quantized {base}, made with {PROJECT} (`python -m pipeline "
+        "run`) from the recipe below.\n",
+        _evaluation(evaluation, job.artifact),
+        _types(gguf_types),
+        _serve_check(serve_check, artifact),
+        _usage(artifact, targets),
+        _made(job, calibration),
+        _files(files),
+    ]
     return "\n".join(p for p in parts if p)
 
 
@@ -42,11 +69,19 @@ def _evaluation(evaluation: dict[str, Any] | None, name: str) -> str:
         return "## Evaluation\n\nNot evaluated: the recipe's `evaluation.enabled` was false.\n"
     table = [results.row("base", "unquantized", evaluation["base"], "-")]
     if evaluation.get("floor"):
-        table.append(results.row(f"floor: {evaluation['floor']['engine']}", "unquantized, in this engine", evaluation["floor"], "-"))
+        table.append(
+            results.row(
+                f"floor: {evaluation['floor']['engine']}", "unquantized, in this engine", evaluation["floor"], "-"
+            )
+        )
     table.append(results.row(name, name, evaluation["artifact"], "passed"))
-    return ("## Evaluation\n\nAgainst the unquantized model on the same held-out token ids (KLD and top-1 agreement of next-token "
-            "distributions), in the engine that serves the format on the machine that made it. A `floor` row is the unquantized "
-            "model in that engine: what the format itself adds is read against it.\n\n" + results.markdown(table))
+    return (
+        "## Evaluation\n\nAgainst the unquantized model on the same held-out token ids (KLD "
+        "and top-1 agreement of next-token "
+        "distributions), in the engine that serves the format on the machine that made it. "
+        "A `floor` row is the unquantized "
+        "model in that engine: what the format itself adds is read against it.\n\n" + results.markdown(table)
+    )
 
 
 def _types(choice: dict[str, Any] | None) -> str:
@@ -55,15 +90,24 @@ def _types(choice: dict[str, Any] | None) -> str:
         return ""
     mib = 1024 * 1024
     add = choice.get("additivity") or {}
-    rows = "\n".join(f"| {kind} | {', '.join(f'{t} x{n}' for t, n in types.items())} |" for kind, types in choice["by_kind"].items())
-    return ("## Tensor types\n\nOne llama.cpp type per tensor, chosen by `type: auto` to minimise the expected KLD at the size budget "
-            f"({choice['budget_bytes'] / mib:,.2f} MiB of tensors; used {choice['weights_bytes'] / mib:,.2f} MiB, "
-            f"{choice['bpw']:.2f} bits per quantized weight). Expected KLD {choice['expected_kld']:.4f}: the sum of per-tensor costs "
-            "measured on calibration text (importance-weighted error, scaled by llama-perplexity KLD probes per tensor kind and layer band); "
-            f"with every tensor at {add.get('probe')} at once, llama-perplexity measured {add.get('measured', float('nan')):.4f} "
-            f"where the costs summed to {add.get('predicted', float('nan')):.4f}. "
-            "The measured KLD is under Evaluation. `tensor-types.txt` holds every tensor's type as `llama-quantize --tensor-type-file` "
-            "reads it.\n\n| tensor | types (count) |\n|---|---|\n" + rows + "\n")
+    rows = "\n".join(
+        f"| {kind} | {', '.join(f'{t} x{n}' for t, n in types.items())} |" for kind, types in choice["by_kind"].items()
+    )
+    return (
+        "## Tensor types\n\nOne llama.cpp type per tensor, chosen by `type: auto` to minimise "
+        "the expected KLD at the size budget "
+        f"({choice['budget_bytes'] / mib:,.2f} MiB of tensors; used {choice['weights_bytes'] / mib:,.2f} MiB, "
+        f"{choice['bpw']:.2f} bits per quantized weight). Expected KLD {choice['expected_kld']:.4f}: "
+        "the sum of per-tensor costs "
+        "measured on calibration text (importance-weighted error, scaled by llama-perplexity "
+        "KLD probes per tensor kind and layer band); "
+        f"with every tensor at {add.get('probe')} at once, llama-perplexity measured "
+        f"{add.get('measured', float('nan')):.4f} "
+        f"where the costs summed to {add.get('predicted', float('nan')):.4f}. "
+        "The measured KLD is under Evaluation. `tensor-types.txt` holds every tensor's type "
+        "as `llama-quantize --tensor-type-file` "
+        "reads it.\n\n| tensor | types (count) |\n|---|---|\n" + rows + "\n"
+    )
 
 
 def _serve_check(check: dict[str, Any] | None, a: serving.Artifact) -> str:
@@ -71,15 +115,25 @@ def _serve_check(check: dict[str, Any] | None, a: serving.Artifact) -> str:
     if a.kind not in vllm.KINDS:
         return ""
     if check is None:
-        return ("## Started in vLLM\n\nNot checked: vLLM's environment was not set up where this was made "
-                "(`python -m pipeline setup vllm`), or the recipe's `evaluation.vllm` was false.\n")
+        return (
+            "## Started in vLLM\n\nNot checked: vLLM's environment was not set up where this was made "
+            "(`python -m pipeline setup vllm`), or the recipe's `evaluation.vllm` was false.\n"
+        )
     engine, config = check["engine"], check["config"]
     if check["status"] != "ok":
-        return (f"## Started in vLLM\n\n**{engine} refused it** (`vllm serve --config {config}`): `{_one_line(check.get('reason'))}`. "
-                "This is what that build loads on the machine that made it; vLLM's GPU build (`serving/vllm.yaml`) is not shown by this.\n")
-    return (f"## Started in vLLM\n\n{engine} served it from `{config}` exactly as packaged: healthy after {check['load_seconds']} s; "
-            f"asked \"{vllm_tool.QUESTION[0]['content']}\" (greedy, 24 tokens) it answered: \"{_one_line(check.get('answer'))}\" "
-            f"(streaming: {check.get('stream_chunks')} chunks).\n")
+        return (
+            f"## Started in vLLM\n\n**{engine} refused it** (`vllm serve --config {config}`): "
+            f"`{_one_line(check.get('reason'))}`. "
+            "This is what that build loads on the machine that made it; vLLM's GPU build (`serving/vllm.yaml`) "
+            "is not shown by this.\n"
+        )
+    return (
+        f"## Started in vLLM\n\n{engine} served it from `{config}` exactly as packaged: healthy "
+        f"after {check['load_seconds']} s; "
+        f'asked "{vllm_server.QUESTION[0]["content"]}" (greedy, 24 tokens) it answered: '
+        f'"{_one_line(check.get("answer"))}" '
+        f"(streaming: {check.get('stream_chunks')} chunks).\n"
+    )
 
 
 def _one_line(text: Any) -> str:
@@ -95,16 +149,25 @@ def _usage(a: serving.Artifact, targets: list[str]) -> str:
         t = serving.TARGETS[name]
         out.append(f"### {t.title}{' (experimental)' if t.experimental(a) else ''}\n\n{t.usage(a)}")
     api = serving.TARGETS[targets[0]].api_path if targets else "/v1"
-    out.append("### Query it\n\nEvery server above speaks the OpenAI API:\n\n```python\nfrom openai import OpenAI\n\n"
-               f"client = OpenAI(base_url=\"http://127.0.0.1:{a.options['port']}{api}\", api_key=\"none\")\n"
-               f"reply = client.chat.completions.create(model=\"{a.served_model_name}\", messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}])\n"
-               "print(reply.choices[0].message.content)\n```\n")
+    out.append(
+        "### Query it\n\nEvery server above speaks the OpenAI API:\n\n```python\nfrom openai import OpenAI\n\n"
+        f'client = OpenAI(base_url="http://127.0.0.1:{a.options["port"]}{api}", api_key="none")\n'
+        f'reply = client.chat.completions.create(model="{a.served_model_name}", messages=[{{"role": '
+        '"user", "content": "Hello!"}])\n'
+        "print(reply.choices[0].message.content)\n```\n"
+    )
     return "\n".join(out)
 
 
 def _made(job: Any, calibration: dict[str, Any] | None) -> str:
-    fence = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", job.recipe_excerpt)), default=0))  # no value can close it
-    out = ["## How it was made\n", f"Recipe `{job.recipe_name}` (the parts that made this artifact):\n", f"{fence}yaml\n{job.recipe_excerpt}{fence}\n"]
+    fence = "`" * max(
+        3, 1 + max((len(r) for r in re.findall(r"`+", job.recipe_excerpt)), default=0)
+    )  # no value can close it
+    out = [
+        "## How it was made\n",
+        f"Recipe `{job.recipe_name}` (the parts that made this artifact):\n",
+        f"{fence}yaml\n{job.recipe_excerpt}{fence}\n",
+    ]
     if calibration:
         keys = ("source", "samples", "seq_len", "tokens", "seed", "chat_template", "packing")
         out.append("Calibration: " + ", ".join(f"{k} {calibration[k]}" for k in keys if k in calibration) + ".\n")
@@ -112,10 +175,15 @@ def _made(job: Any, calibration: dict[str, Any] | None) -> str:
         out.append("Calibration: none (a data-free scheme).\n")
     if job.seeds:
         out.append("Seeds: " + ", ".join(f"{k} {v}" for k, v in job.seeds.items()) + ".\n")
-    out.append("| library | version |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in job.versions.items()) + "\n")
+    out.append(
+        "| library | version |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in job.versions.items()) + "\n"
+    )
     return "\n".join(out)
 
 
 def _files(files: dict[str, dict[str, Any]]) -> str:
     rows = "\n".join(f"| {rel} | {f['size'] / 1e6:.1f} | `{f['sha256'][:16]}` |" for rel, f in files.items())
-    return ("## Files\n\n`manifest.json` holds the full sha256 of every file.\n\n| file | MB | sha256 (first 16) |\n|---|---|---|\n" + rows + "\n")
+    return (
+        "## Files\n\n`manifest.json` holds the full sha256 of every file.\n\n| file | MB "
+        "| sha256 (first 16) |\n|---|---|---|\n" + rows + "\n"
+    )

@@ -1,18 +1,18 @@
 """Serving targets behind one small interface, found by name: each writes the files under an
 artifact's `serving/` directory and the usage section of its model card.
 
-Adding a target = one new module here (a `ServingTarget` subclass with `@register`) plus its import at
-the bottom of this file. Which targets an artifact gets follows from `serves()`: what can load it.
+Adding a target = one new module here (a `ServingTarget` subclass with `@register`) plus its name
+in pipeline/registry.py. Which targets an artifact gets follows from `serves()`: what can load it.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-# The kinds of artifact this pipeline produces; targets decide on these, not on format names.
-KINDS = ("compressed-tensors", "bitsandbytes", "gguf", "openvino")
+from pipeline import registry
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Artifact:
     """What a serving config needs to know about one packaged artifact."""
 
     name: str  # artifact name: directory, k8s object names
-    kind: str  # one of KINDS
+    kind: str  # what it is on disk (Backend.kind: "compressed-tensors", "gguf"): targets decide on it, not on formats
     description: str  # "awq: INT4 g64 / A16 (compressed-tensors)"
     served_model_name: str
     max_model_len: int
@@ -103,5 +103,6 @@ def shell_script(comment: str, command: list[str], cd_package: bool = True) -> s
     return "\n".join(lines) + f"\nexec {body}\n"
 
 
-# Registration order is the order of the card's usage sections: the recommended server first.
-from pipeline.serving import vllm, tgi, llamacpp, ollama, openvino, kubernetes  # noqa: E402,F401,I001  (registration)
+# Registration, in pipeline.registry's order: the order of the card's usage sections, the recommended server first.
+for _name in registry.TARGETS:
+    importlib.import_module(f"pipeline.serving.{_name}")

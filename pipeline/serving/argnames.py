@@ -56,10 +56,17 @@ def vllm_options_from_wheel(wheel: Path) -> list[str]:
             tree = ast.parse(zf.read(name))
             for node in ast.walk(tree):
                 if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
-                    found |= {a.value[2:] for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("--")}
+                    found |= {
+                        a.value[2:] for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("--")
+                    }
                 if isinstance(node, ast.ClassDef) and node.name.endswith("FrontendArgs"):
-                    found |= {s.target.id.replace("_", "-") for s in node.body
-                              if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name) and not s.target.id.startswith("_")}
+                    found |= {
+                        s.target.id.replace("_", "-")
+                        for s in node.body
+                        if isinstance(s, ast.AnnAssign)
+                        and isinstance(s.target, ast.Name)
+                        and not s.target.id.startswith("_")
+                    }
     return sorted(found)
 
 

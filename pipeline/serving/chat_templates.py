@@ -5,8 +5,8 @@ and comparing the text, so a generated TEMPLATE is only used when it gives the s
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 Messages = list[dict[str, str]]
 
@@ -25,19 +25,35 @@ def _chatml(msgs: Messages) -> str:
 
 
 def _llama3(msgs: Messages) -> str:
-    return "".join(f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>" for m in msgs) + \
-        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    return (
+        "".join(f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>" for m in msgs)
+        + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
 
 
 FAMILIES = (
-    Family("chatml", "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
-           _chatml, r"^<\|im_start\|>system\n(.*?)<\|im_end\|>\n", ("<|im_start|>", "<|im_end|>")),
-    Family("llama3", "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>"
-           "{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
-           _llama3, r"^<\|start_header_id\|>system<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>", ("<|start_header_id|>", "<|eot_id|>")),
+    Family(
+        "chatml",
+        "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
+        _chatml,
+        r"^<\|im_start\|>system\n(.*?)<\|im_end\|>\n",
+        ("<|im_start|>", "<|im_end|>"),
+    ),
+    Family(
+        "llama3",
+        "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>"
+        "{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
+        _llama3,
+        r"^<\|start_header_id\|>system<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>",
+        ("<|start_header_id|>", "<|eot_id|>"),
+    ),
 )
 
-PROBE = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Name a color."}]
+PROBE = [
+    {"role": "user", "content": "Hi there"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Name a color."},
+]
 SYSTEM = {"role": "system", "content": "Be brief."}
 
 
@@ -64,14 +80,14 @@ def match(template: str, special: dict[str, str]) -> tuple[Family, str | None] |
 
     try:
         with_system, without = render_jinja(template, [SYSTEM, *PROBE], special), render_jinja(template, PROBE, special)
-    except Exception:  # noqa: BLE001 - a template that rejects the probe matches no family
+    except Exception:
         return None
     for fam in FAMILIES:
         if not same(fam.render([SYSTEM, *PROBE]), with_system):
             continue
         if same(fam.render(PROBE), without):
             return fam, None
-        for text in (without, without[len(bos):] if bos and without.startswith(bos) else without):
+        for text in (without, without[len(bos) :] if bos and without.startswith(bos) else without):
             found = re.match(fam.system_re, text, re.S)
             if found and same(fam.render([{"role": "system", "content": found.group(1)}, *PROBE]), without):
                 return fam, found.group(1)

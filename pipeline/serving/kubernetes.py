@@ -43,22 +43,43 @@ def manifests(a: Artifact, server: str, container: dict[str, Any], port: int, gp
         "startupProbe": _probe("/health", 10, 90),  # up to 15 minutes to load weights
         "readinessProbe": _probe("/health", 5, 3),
         "livenessProbe": _probe("/health", 15, 4),
-        "resources": {"requests": {"cpu": str(a.options.get("threads") or 2), "memory": f"{memory_gib}Gi"}, "limits": limits},
+        "resources": {
+            "requests": {"cpu": str(a.options.get("threads") or 2), "memory": f"{memory_gib}Gi"},
+            "limits": limits,
+        },
         "volumeMounts": [{"name": "model", "mountPath": f"/models/{a.name}", "readOnly": True}]
         + ([{"name": "dshm", "mountPath": "/dev/shm"}] if gpus else []),
-        "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token", "optional": True}}}],
+        "env": [
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token", "optional": True}}}
+        ],
     }
-    volumes: list[dict[str, Any]] = [{"name": "model", "persistentVolumeClaim": {"claimName": f"{name}-model", "readOnly": True}}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "model", "persistentVolumeClaim": {"claimName": f"{name}-model", "readOnly": True}}
+    ]
     if gpus:  # tensor-parallel workers talk through shared memory
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}})
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels()},
-                  "spec": {"replicas": 1, "selector": {"matchLabels": labels()},
-                           "template": {"metadata": {"labels": labels()}, "spec": {"containers": [container], "volumes": volumes}}}}
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels()},
-               "spec": {"selector": labels(), "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
-    head = (f"# {server} for {a.name}: kubectl apply -f this file. The model is read from the PersistentVolumeClaim\n"
-            f"# {name}-model, which must hold this package directory (weights, config, tokenizer) at its root.\n"
-            f"# The Service exposes the OpenAI-compatible API on port 80 (/v1); HF_TOKEN comes from the optional secret hf-token.\n")
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels()},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels()},
+            "template": {"metadata": {"labels": labels()}, "spec": {"containers": [container], "volumes": volumes}},
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels()},
+        "spec": {"selector": labels(), "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+    head = (
+        f"# {server} for {a.name}: kubectl apply -f this file. The model is read from the PersistentVolumeClaim\n"
+        f"# {name}-model, which must hold this package directory (weights, config, tokenizer) at its root.\n"
+        "# The Service exposes the OpenAI-compatible API on port 80 (/v1); HF_TOKEN comes "
+        "from the optional secret hf-token.\n"
+    )
     return head + yaml.safe_dump_all([deployment, service], sort_keys=False)
 
 
@@ -74,13 +95,23 @@ class Kubernetes(ServingTarget):
     def files(self, a: Artifact) -> dict[str, str]:
         size_gib = a.size_bytes / GIB
         if a.kind == "gguf":
-            c = {"name": "llama-cpp", "image": llamacpp.IMAGE,
-                 "args": llamacpp.server_args(a, f"/models/{a.name}/{a.gguf_file}", "0.0.0.0", "8080")}
+            c = {
+                "name": "llama-cpp",
+                "image": llamacpp.IMAGE,
+                "args": llamacpp.server_args(a, f"/models/{a.name}/{a.gguf_file}", "0.0.0.0", "8080"),
+            }
             return {"k8s-llama-cpp.yaml": manifests(a, "llama-cpp", c, 8080, 0, math.ceil(size_gib * 1.25) + 1)}
         opts = vllm.options(a, f"/models/{a.name}", "0.0.0.0") | {"port": 8000}
         c = {"name": "vllm", "image": vllm.IMAGE, "command": ["vllm", "serve"], "args": _cli(opts)}
-        return {"k8s-vllm.yaml": manifests(a, "vllm", c, 8000, a.options["tensor_parallel_size"], math.ceil(size_gib * 1.5) + 8)}
+        return {
+            "k8s-vllm.yaml": manifests(
+                a, "vllm", c, 8000, a.options["tensor_parallel_size"], math.ceil(size_gib * 1.5) + 8
+            )
+        }
 
     def usage(self, a: Artifact) -> str:
         f = "k8s-llama-cpp.yaml" if a.kind == "gguf" else "k8s-vllm.yaml"
-        return (f"```bash\nkubectl apply -f serving/{f}   # Deployment + Service; the model comes from a PVC (see the file's header)\n```\n")
+        return (
+            f"```bash\nkubectl apply -f serving/{f}   # Deployment + Service; the model comes "
+            "from a PVC (see the file's header)\n```\n"
+        )

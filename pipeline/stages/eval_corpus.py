@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.data import samples as calibration_samples
 from pipeline.errors import RecipeError
 from pipeline.recipe import CalibrationSpec, EvaluationSpec
 from pipeline.stages import calibration
@@ -24,7 +25,9 @@ def _spec(ev: EvaluationSpec) -> CalibrationSpec:
 def _as_evaluation(e: RecipeError) -> RecipeError:
     """Errors come from the calibration code: name the evaluation fields instead."""
     if e.loc[:1] == ("calibration",):
-        e.loc = ("evaluation", FIELDS.get(str(e.loc[1]), str(e.loc[1])), *e.loc[2:]) if len(e.loc) > 1 else ("evaluation",)
+        e.loc = (
+            ("evaluation", FIELDS.get(str(e.loc[1]), str(e.loc[1])), *e.loc[2:]) if len(e.loc) > 1 else ("evaluation",)
+        )
         e.args = (str(e),)
     return e
 
@@ -48,4 +51,4 @@ def run(ev: EvaluationSpec, recipe_dir: Path, model_dir: Path, out: Path, ctx: A
 
 
 def windows(stage_dir: Path) -> list[list[int]]:
-    return [s["input_ids"] for s in calibration.load(stage_dir)]
+    return [s["input_ids"] for s in calibration_samples.load(stage_dir)]

@@ -13,16 +13,28 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import serving
-from pipeline.cache import MARKER, file_sha256, link_or_copy
-from pipeline.fingerprint import file_digest
+from pipeline.backends.gguf_auto import CHOICE_FILE
+from pipeline.checkpoints.sources import gguf_metadata
+from pipeline.files import MARKER, link_or_copy
+from pipeline.fingerprint import file_sha256
 from pipeline.recipe import PackageSpec
+from pipeline.report import card
 
-VERSION = 4  # bump when the package's files change for the same inputs (2: Kubernetes object names; 3: licenses, context default; 4: vllm-cpu.yaml, serve check)
-# Not linked from the artifact: bookkeeping, llmcompressor's recipe.yaml (it does not load back: the card holds ours), and the
+# bump when the package's files change for the same inputs (2: Kubernetes object names; 3: licenses, context default; 4:
+# vllm-cpu.yaml, serve check)
+VERSION = 4
+# Not linked from the artifact: bookkeeping, llmcompressor's recipe.yaml (it does not load back: the card holds ours),
+# and the
 # files this stage writes itself (a linked README.md would be written through, into the quantize output).
 SKIP = {MARKER, "stage_info.json", "recipe.yaml", "README.md", "manifest.json"}
-LICENSES = ("LICENSE*", "USE_POLICY*", "NOTICE*")  # the source's: licenses such as Llama's require a copy with every redistribution
-DEFAULT_CONTEXT = 8192  # served context when the recipe names none: a 131072-token KV cache rarely fits next to the weights
+LICENSES = (
+    "LICENSE*",
+    "USE_POLICY*",
+    "NOTICE*",
+)  # the source's: licenses such as Llama's require a copy with every redistribution
+DEFAULT_CONTEXT = (
+    8192  # served context when the recipe names none: a 131072-token KV cache rarely fits next to the weights
+)
 MANIFEST = "manifest.json"
 SERVE_CHECK = "serve_check.json"  # the serve-check stage's result (pipeline.stages.serve_check)
 
@@ -34,7 +46,7 @@ class PackageJob:
     recipe_name: str
     artifact: str
     format: str
-    kind: str  # pipeline.serving.KINDS
+    kind: str  # Backend.kind: what the artifact is on disk
     description: str
     tags: list[str]
     spec: PackageSpec
@@ -49,36 +61,61 @@ class PackageJob:
     seeds: dict[str, int] = field(default_factory=dict)
 
     def config(self) -> dict[str, Any]:
-        return {"version": VERSION, "recipe": self.recipe_name, "artifact": self.artifact, "kind": self.kind, "tags": self.tags,
-                "spec": self.spec.model_dump(mode="json", exclude={"enabled"}), "excerpt": self.recipe_excerpt, "repo": self.repo_id}
+        return {
+            "version": VERSION,
+            "recipe": self.recipe_name,
+            "artifact": self.artifact,
+            "kind": self.kind,
+            "tags": self.tags,
+            "spec": self.spec.model_dump(mode="json", exclude={"enabled"}),
+            "excerpt": self.recipe_excerpt,
+            "repo": self.repo_id,
+        }
 
 
 def run(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
-    from pipeline.backends import gguf_auto
-    from pipeline.report import card
-
     artifact, targets, facts = assemble(job, inputs, out, ctx)
     evaluation = _evaluation(inputs, job)
     calibration = _json(inputs["calibration"] / "stats.json") if "calibration" in inputs else None
     serve_check = _json(inputs[job.serve_check_id] / SERVE_CHECK) if job.serve_check_id in inputs else None
     files = _hash_files(out, ctx)  # the weights and serving files; the card and this manifest come after
     license_ = job.spec.license or facts.get("license")
-    gguf_types = _json(out / gguf_auto.CHOICE_FILE) if (out / gguf_auto.CHOICE_FILE).is_file() else None
-    (out / "README.md").write_text(card.render(job, artifact, targets, files, evaluation, calibration, license_, serve_check, gguf_types))
+    gguf_types = _json(out / CHOICE_FILE) if (out / CHOICE_FILE).is_file() else None
+    (out / "README.md").write_text(
+        card.render(job, artifact, targets, files, evaluation, calibration, license_, serve_check, gguf_types)
+    )
     files["README.md"] = {"size": (out / "README.md").stat().st_size, "sha256": file_sha256(out / "README.md")}
-    manifest = {"artifact": job.artifact, "format": job.format, "description": job.description, "base_model": artifact.base_model,
-                "license": license_, "repo_id": job.repo_id, "recipe": job.recipe_excerpt, "seeds": job.seeds,
-                "versions": job.versions, "quantize_seconds": _json(inputs[job.quantize_id] / "stage_info.json").get("seconds"),
-                "serving": targets, "serve_check": serve_check,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
+    manifest = {
+        "artifact": job.artifact,
+        "format": job.format,
+        "description": job.description,
+        "base_model": artifact.base_model,
+        "license": license_,
+        "repo_id": job.repo_id,
+        "recipe": job.recipe_excerpt,
+        "seeds": job.seeds,
+        "versions": job.versions,
+        "quantize_seconds": _json(inputs[job.quantize_id] / "stage_info.json").get("seconds"),
+        "serving": targets,
+        "serve_check": serve_check,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": files,
+    }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return {"files": len(files) + 1, "size_bytes": sum(f["size"] for f in files.values()), "serving": targets,
-            "base_model": artifact.base_model, "license": license_, "repo_id": job.repo_id,
-            "vllm": None if serve_check is None else serve_check.get("status")}
+    return {
+        "files": len(files) + 1,
+        "size_bytes": sum(f["size"] for f in files.values()),
+        "serving": targets,
+        "base_model": artifact.base_model,
+        "license": license_,
+        "repo_id": job.repo_id,
+        "vllm": None if serve_check is None else serve_check.get("status"),
+    }
 
 
-def assemble(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any, targets: list[str] | None = None
-             ) -> tuple[serving.Artifact, list[str], dict[str, Any]]:
+def assemble(
+    job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any, targets: list[str] | None = None
+) -> tuple[serving.Artifact, list[str], dict[str, Any]]:
     """The package minus its card and manifest: the artifact's files (hard links), the source's licenses
     and serving/. Also what the serve check starts, so it starts exactly what the package says.
     Returns (what the serving configs were made from, the targets written, the source's facts)."""
@@ -96,14 +133,22 @@ def assemble(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any, targ
     base_model = job.spec.base_model or facts.get("base_model")
     config = _json(src / "config.json")
     artifact = serving.Artifact(
-        name=job.artifact, kind=job.kind, description=job.description,
+        name=job.artifact,
+        kind=job.kind,
+        description=job.description,
         served_model_name=job.spec.serving.served_model_name or f"{job.recipe_name}-{job.artifact}",
-        max_model_len=job.spec.serving.max_model_len or min(config.get("max_position_embeddings") or DEFAULT_CONTEXT, DEFAULT_CONTEXT),
+        max_model_len=job.spec.serving.max_model_len
+        or min(config.get("max_position_embeddings") or DEFAULT_CONTEXT, DEFAULT_CONTEXT),
         size_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
-        gguf_file=(info.get("files") or [None])[0] if job.kind == "gguf" else None, gguf_shards=len(info.get("files") or []),
-        bnb_quantize=job.bnb_quantize, base_model=base_model, repo_id=job.repo_id,
-        chat_template=facts.get("chat_template"), special_tokens=facts.get("special_tokens", {}),
-        options=job.spec.serving.model_dump(mode="json"))
+        gguf_file=(info.get("files") or [None])[0] if job.kind == "gguf" else None,
+        gguf_shards=len(info.get("files") or []),
+        bnb_quantize=job.bnb_quantize,
+        base_model=base_model,
+        repo_id=job.repo_id,
+        chat_template=facts.get("chat_template"),
+        special_tokens=facts.get("special_tokens", {}),
+        options=job.spec.serving.model_dump(mode="json"),
+    )
     ctx.status("writing serving configs")
     return artifact, serving.write(artifact, out, job.spec.serving.targets if targets is None else targets), facts
 
@@ -119,17 +164,20 @@ def source_facts(source: Path) -> dict[str, Any]:
     info, tok = _json(source / "stage_info.json"), _json(source / "tokenizer_config.json")
     license_, base_model = _readme_license(source / "README.md"), info.get("repo")
     if info.get("gguf") and Path(info["gguf"]).is_file():
-        from pipeline.stages.source_checks import gguf_metadata
-
-        meta = gguf_metadata(Path(info["gguf"]), ("general.license", "general.base_model.0.repo_url", "general.source.repo_url"))
+        meta = gguf_metadata(
+            Path(info["gguf"]), ("general.license", "general.base_model.0.repo_url", "general.source.repo_url")
+        )
         license_ = license_ or meta["general.license"]
         for url in (meta["general.base_model.0.repo_url"], meta["general.source.repo_url"]):
             found = re.match(r"https://huggingface\.co/([\w.-]+/[\w.-]+)/?$", url or "")
             base_model = base_model or (found.group(1) if found else None)
     template = source / "chat_template.jinja"
-    return {"license": license_, "base_model": base_model,
-            "chat_template": template.read_text() if template.is_file() else tok.get("chat_template"),
-            "special_tokens": {k: _token(tok[k]) for k in ("bos_token", "eos_token") if tok.get(k)}}
+    return {
+        "license": license_,
+        "base_model": base_model,
+        "chat_template": template.read_text() if template.is_file() else tok.get("chat_template"),
+        "special_tokens": {k: _token(tok[k]) for k in ("bos_token", "eos_token") if tok.get(k)},
+    }
 
 
 def _readme_license(readme: Path) -> str | None:
@@ -139,7 +187,7 @@ def _readme_license(readme: Path) -> str | None:
 
     try:
         return ModelCard(readme.read_text()).data.to_dict().get("license")
-    except Exception:  # noqa: BLE001 - a README without valid front matter names no license
+    except Exception:
         return None
 
 
@@ -151,7 +199,11 @@ def _evaluation(inputs: dict[str, Path], job: PackageJob) -> dict[str, Any] | No
     if not job.evaluate_id or job.evaluate_id not in inputs:
         return None
     floor = _json(inputs[job.floor_id] / "metrics.json") if job.floor_id in inputs else None
-    return {"artifact": _json(inputs[job.evaluate_id] / "metrics.json"), "base": _json(inputs["reference"] / "metrics.json"), "floor": floor}
+    return {
+        "artifact": _json(inputs[job.evaluate_id] / "metrics.json"),
+        "base": _json(inputs["reference"] / "metrics.json"),
+        "floor": floor,
+    }
 
 
 def _hash_files(out: Path, ctx: Any) -> dict[str, dict[str, Any]]:
@@ -159,7 +211,10 @@ def _hash_files(out: Path, ctx: Any) -> dict[str, dict[str, Any]]:
     for p in publish_files(out):
         rel = str(p.relative_to(out))
         ctx.status(f"sha256 {rel}")
-        files[rel] = {"size": p.stat().st_size, "sha256": file_digest(p)}  # the weights are hard links to immutable outputs: remembered
+        files[rel] = {
+            "size": p.stat().st_size,
+            "sha256": file_sha256(p),
+        }  # the weights are hard links to immutable outputs: remembered
     return files
 
 

@@ -43,12 +43,25 @@ def run(spec: PublishSpec, repo: str, package: Path, out: Path, ctx: Any) -> dic
         ctx.status(f"creating {repo} ({'private' if spec.private else 'public'})")
         url = api.create_repo(repo, private=spec.private, exist_ok=True, repo_type="model")
         ctx.status(f"uploading {len(files)} files to {repo}")
-        commit = api.upload_folder(repo_id=repo, folder_path=package, repo_type="model", allow_patterns=[f for f, _ in files],
-                                   commit_message=f"Upload {package.name} (llm-quant-pipeline)")
-    except Exception as e:  # noqa: BLE001 - network, auth and Hub errors all end the same way: one line, nothing local touched
-        raise StageError(f"push to {repo} failed: {_reason(e)} (the local package is unchanged; rerun to retry)") from None
-    return {"repo": repo, "url": str(url), "commit": getattr(commit, "oid", None), "private": spec.private,
-            "files": len(files), "bytes": sum(s for _, s in files)}
+        commit = api.upload_folder(
+            repo_id=repo,
+            folder_path=package,
+            repo_type="model",
+            allow_patterns=[f for f, _ in files],
+            commit_message=f"Upload {package.name} (llm-quant-pipeline)",
+        )
+    except Exception as e:
+        raise StageError(
+            f"push to {repo} failed: {_reason(e)} (the local package is unchanged; rerun to retry)"
+        ) from None
+    return {
+        "repo": repo,
+        "url": str(url),
+        "commit": getattr(commit, "oid", None),
+        "private": spec.private,
+        "files": len(files),
+        "bytes": sum(s for _, s in files),
+    }
 
 
 def _reason(e: Exception) -> str:

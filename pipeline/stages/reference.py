@@ -10,6 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from pipeline.engines import Settings
+from pipeline.engines.hf import HFEngine
+from pipeline.evaluation import lmeval, speed
+from pipeline.evaluation.metrics import Reference
 from pipeline.recipe import EvaluationSpec
 from pipeline.stages import eval_corpus
 
@@ -23,13 +29,6 @@ def prompt_ids(windows: list[list[int]], n: int) -> list[int]:
 
 
 def run(ev: EvaluationSpec, source: Path, corpus: Path, out: Path, ctx: Any) -> dict[str, Any]:
-    import numpy as np  # here, not at the top: `plan` imports this module for VERSION and must stay fast
-
-    from pipeline.engines import Settings
-    from pipeline.engines.hf import HFEngine
-    from pipeline.evaluation import lmeval, speed
-    from pipeline.evaluation.metrics import Reference
-
     windows = eval_corpus.windows(corpus)
     settings = Settings(n_ctx=max(map(len, windows)), threads=ev.speed.threads, trust_remote_code=ctx.trust_remote_code)
     engine = HFEngine(source, settings)
@@ -42,23 +41,42 @@ def run(ev: EvaluationSpec, source: Path, corpus: Path, out: Path, ctx: Any) -> 
             ctx.status(f"base log-probs: window {i + 1}/{len(windows)}")
             yield engine.logprobs(w)
 
-    ref = Reference.build(out, logprobs(), windows, "full" if ev.kld == "exact" else "top-k", min(ev.top_k, vocab), ev.score, vocab)
+    ref = Reference.build(
+        out, logprobs(), windows, "full" if ev.kld == "exact" else "top-k", min(ev.top_k, vocab), ev.score, vocab
+    )
     ppl = float(np.exp(-np.mean(ref.target_lp)))
     meta = json.loads((out / "reference.json").read_text())
-    metrics: dict[str, Any] = {"engine": "transformers", "dtype": str(engine.dtype).removeprefix("torch."), "ppl": ppl, "base_ppl": ppl,
-                               "ppl_increase_pct": 0.0, "kld": 0.0, "kld_p99": 0.0, "top1_pct": 100.0, "tokens": len(ref.target_lp),
-                               "kld_method": ref.method, "score": ref.score, "vocab": vocab, "params": params,
-                               "reference_bytes": meta["bytes"], "size_bytes": sum(p.stat().st_size for p in source.rglob("*.safetensors"))}
+    metrics: dict[str, Any] = {
+        "engine": "transformers",
+        "dtype": str(engine.dtype).removeprefix("torch."),
+        "ppl": ppl,
+        "base_ppl": ppl,
+        "ppl_increase_pct": 0.0,
+        "kld": 0.0,
+        "kld_p99": 0.0,
+        "top1_pct": 100.0,
+        "tokens": len(ref.target_lp),
+        "kld_method": ref.method,
+        "score": ref.score,
+        "vocab": vocab,
+        "params": params,
+        "reference_bytes": meta["bytes"],
+        "size_bytes": sum(p.stat().st_size for p in source.rglob("*.safetensors")),
+    }
     if ev.tasks:
         ctx.status(f"lm-eval: {', '.join(ev.tasks)}")
-        metrics["tasks"] = lmeval.evaluate(engine.lm_eval_model(), ev.tasks, ev.task_limit, out, lmeval.task_dirs(ev.task_dirs))
+        metrics["tasks"] = lmeval.evaluate(
+            engine.lm_eval_model(), ev.tasks, ev.task_limit, out, lmeval.task_dirs(ev.task_dirs)
+        )
     ctx.status("measuring memory bandwidth")
     metrics["bandwidth_gbps"] = round(speed.memory_bandwidth_gbps(), 2)
     if ev.speed.enabled:
         ctx.status("speed (transformers)")
         load, weight_bytes = speed.machine_load(), engine.weight_bytes()
         result = engine.speed(prompt_ids(windows, ev.speed.prompt_tokens), ev.speed)
-        metrics["speed"] = {result["device"]: {**speed.roofline(result, weight_bytes, metrics["bandwidth_gbps"]), "machine": load}}
+        metrics["speed"] = {
+            result["device"]: {**speed.roofline(result, weight_bytes, metrics["bandwidth_gbps"]), "machine": load}
+        }
     engine.close()
     (out / METRICS).write_text(json.dumps(metrics, indent=2))
     return metrics

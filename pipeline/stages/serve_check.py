@@ -12,24 +12,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pipeline.stages.package import SERVE_CHECK, assemble
+from pipeline.tools import environments, vllm_server
+
 VERSION = 2  # 2: the root cause of a refusal, not the wrapper exception
 
 
 def config_name() -> str:
-    from pipeline import toolenv
-
-    return "vllm.yaml" if toolenv.accelerator() == "cuda" else "vllm-cpu.yaml"
+    return "vllm.yaml" if environments.accelerator() == "cuda" else "vllm-cpu.yaml"
 
 
 def run(job: Any, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
-    from pipeline import vllm_tool
-    from pipeline.stages.package import SERVE_CHECK, assemble
-
     layout = out / "package"
     artifact, _, _ = assemble(job, inputs, layout, ctx, targets=["vllm"])
     config = config_name()
-    ctx.status(f"{vllm_tool.engine_title()}: starting {job.artifact} from serving/{config}")
-    result = vllm_tool.serve_check(layout, config, artifact.served_model_name, out / "server.log")
+    ctx.status(f"{vllm_server.engine_title()}: starting {job.artifact} from serving/{config}")
+    result = vllm_server.serve_check(layout, config, artifact.served_model_name, out / "server.log")
     shutil.rmtree(layout)  # hard links to the artifact: nothing of its own; the result and the server's log stay
     (out / SERVE_CHECK).write_text(json.dumps(result, indent=2))
     ctx.status(f"{job.artifact}: {result['status']}" + (f" ({result['reason']})" if result.get("reason") else ""))

@@ -8,26 +8,44 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline import gguf_tokenizer
-from pipeline.cache import MARKER, link_or_copy
+from pipeline.checkpoints import gguf_tokenizer
+from pipeline.checkpoints.sources import PICKLE_SUFFIXES, check_remote_code, check_weights, gguf_path
 from pipeline.errors import StageError
-from pipeline.fingerprint import content_files, file_digest, tree_digest
+from pipeline.files import MARKER, link_or_copy
+from pipeline.fingerprint import content_files, file_sha256, tree_digest
 from pipeline.recipe import ModelSource
-from pipeline.stages.source_checks import PICKLE_SUFFIXES, check_remote_code, check_weights, gguf_path
 
-VERSION = 3  # 2: byte-level BPE tokenizer repaired (gguf_tokenizer); 3: tokenizer eos from the GGUF. Bump when the output of this stage changes for the same inputs
-KEEP = ("*.json", "*.safetensors", "*.jinja", "*.model", "*.tiktoken", "*.txt", "tokenizer*", "README.md",  # README: license for the card
-        "LICENSE*", "USE_POLICY*", "NOTICE*")  # licenses that require a copy with every redistribution (Llama's does)
+# 2: byte-level BPE tokenizer repaired (gguf_tokenizer); 3: tokenizer eos from the GGUF. Bump when the output of this
+# stage changes for the same inputs
+VERSION = 3
+KEEP = (
+    "*.json",
+    "*.safetensors",
+    "*.jinja",
+    "*.model",
+    "*.tiktoken",
+    "*.txt",
+    "tokenizer*",
+    "README.md",  # README: license for the card
+    "LICENSE*",
+    "USE_POLICY*",
+    "NOTICE*",
+)  # licenses that require a copy with every redistribution (Llama's does)
 
 
 def fingerprint(src: ModelSource) -> dict[str, Any]:
-    base = {"kind": src.kind, "dtype": src.dtype, "trust_remote_code": src.trust_remote_code, "allow_pickle": src.allow_pickle}
+    base = {
+        "kind": src.kind,
+        "dtype": src.dtype,
+        "trust_remote_code": src.trust_remote_code,
+        "allow_pickle": src.allow_pickle,
+    }
     if src.kind == "hub":
         return {**base, "repo": src.hub, "revision": src.revision}
     if src.kind == "path":
         return {**base, "content": tree_digest(Path(src.path), skip=lambda rel: rel == MARKER)}
     path = gguf_path(src)
-    return {**base, "gguf": path.name, "content": file_digest(path)}
+    return {**base, "gguf": path.name, "content": file_sha256(path)}
 
 
 def run(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
@@ -71,9 +89,14 @@ def _from_hub(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
         # token=None: huggingface_hub reads HF_TOKEN or the stored login itself; we never touch it.
         snapshot_download(src.hub, revision=src.revision, local_dir=out, allow_patterns=patterns)
     except (RepositoryNotFoundError, RevisionNotFoundError) as e:
-        raise StageError(f"{src.hub}@{src.revision}: {type(e).__name__} (private or gated? log in or set HF_TOKEN)") from None
+        raise StageError(
+            f"{src.hub}@{src.revision}: {type(e).__name__} (private or gated? log in or set HF_TOKEN)"
+        ) from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
-        raise StageError(f"cannot download {src.hub} from the Hub ({type(e).__name__}); check the network, or use a local path source") from None
+        raise StageError(
+            f"cannot download {src.hub} from the Hub ({type(e).__name__}); check the network, "
+            "or use a local path source"
+        ) from None
     shutil.rmtree(out / ".cache", ignore_errors=True)
     config = json.loads((out / "config.json").read_text())
     check_remote_code(config, src)
@@ -87,7 +110,8 @@ def _from_gguf(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
 
     path = gguf_path(src)
     ctx.status(f"dequantizing {path.name} into a HF checkpoint")
-    # Straight into the recipe's dtype: each tensor is dequantized and cast on its own, never a float32 copy of the model.
+    # Straight into the recipe's dtype: each tensor is dequantized and cast on its own, never a float32 copy of the
+    # model.
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, src.dtype))
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     # The loaded model still carries the GGUF quantization config, and save_pretrained refuses it.
@@ -101,7 +125,12 @@ def _from_gguf(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     repaired = gguf_tokenizer.repair(out, *gguf_tokenizer.gguf_vocab_kind(path))
-    return {"gguf": str(path), "sha256": file_digest(path), "architecture": type(model).__name__, "tokenizer_repaired": repaired}
+    return {
+        "gguf": str(path),
+        "sha256": file_sha256(path),
+        "architecture": type(model).__name__,
+        "tokenizer_repaired": repaired,
+    }
 
 
 def _normalize(src: ModelSource, out: Path, ctx: Any) -> None:
@@ -116,7 +145,9 @@ def _normalize(src: ModelSource, out: Path, ctx: Any) -> None:
     from transformers import AutoModelForCausalLM
 
     ctx.status("converting pickle weights to safetensors (allow_pickle: true)")
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=getattr(torch, src.dtype), trust_remote_code=src.trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        out, dtype=getattr(torch, src.dtype), trust_remote_code=src.trust_remote_code
+    )
     for n in names:
         if n.endswith(PICKLE_SUFFIXES):
             (out / n).unlink()

@@ -13,10 +13,16 @@ from tests.helpers import logits, probe_ids, stage_ctx
 pytest.importorskip("bitsandbytes")
 
 
-@pytest.mark.parametrize("entry,expected", [
-    ({"format": "bnb-nf4"}, {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True}),
-    ({"format": "bnb-int8"}, {"load_in_8bit": True, "llm_int8_threshold": 6.0}),
-])
+@pytest.mark.parametrize(
+    "entry,expected",
+    [
+        (
+            {"format": "bnb-nf4"},
+            {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True},
+        ),
+        ({"format": "bnb-int8"}, {"load_in_8bit": True, "llm_int8_threshold": 6.0}),
+    ],
+)
 def test_bnb_quantize_reload_close(tiny_model, tmp_path, entry, expected):
     opts = Recipe.model_validate({"name": "t", "model": {"path": str(tiny_model)}, "formats": [entry]}).formats[0]
     out = tmp_path / "out"

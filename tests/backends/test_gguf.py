@@ -27,10 +27,13 @@ def test_options_defaults_and_names():
     assert q8.imatrix == "off"  # YAML's bare `off` arrives as False
 
 
-@pytest.mark.parametrize("entry,message", [
-    ({"format": "gguf", "type": "Q4_K_X"}, "formats[0].type"),
-    ({"format": "gguf", "type": "Q4_K_M", "split_max_size": "2 GB"}, "formats[0].split_max_size"),
-])
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ({"format": "gguf", "type": "Q4_K_X"}, "formats[0].type"),
+        ({"format": "gguf", "type": "Q4_K_M", "split_max_size": "2 GB"}, "formats[0].split_max_size"),
+    ],
+)
 def test_bad_options_name_the_field(tmp_path, tiny_model, entry, message):
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [entry]))
     proc = cli("plan", str(recipe))
@@ -39,9 +42,14 @@ def test_bad_options_name_the_field(tmp_path, tiny_model, entry, message):
 
 def test_iq2_without_imatrix_rejected_in_plan(tmp_path, tiny_smol_model):
     llama_cpp_or_skip()
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_smol_model, [{"format": "gguf", "type": "IQ2_XS", "imatrix": "off"}]))
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_recipe(tiny_smol_model, [{"format": "gguf", "type": "IQ2_XS", "imatrix": "off"}])
+    )
     proc = cli("plan", str(recipe))
-    assert proc.returncode == 2 and "formats[0].imatrix: llama.cpp refuses IQ2_XS without an importance matrix" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "formats[0].imatrix: llama.cpp refuses IQ2_XS without an importance matrix" in proc.stderr
+    )
 
 
 def test_unconvertible_architecture_rejected_in_plan(tmp_path, tiny_smol_model):
@@ -62,9 +70,15 @@ def test_unconvertible_architecture_rejected_in_plan(tmp_path, tiny_smol_model):
 def gguf_run(tmp_path_factory, tiny_smol_model) -> Path:
     llama_cpp_or_skip()
     tmp = tmp_path_factory.mktemp("gguf")
-    formats = [{"format": "gguf", "type": "Q8_0", "imatrix": "off"}, {"format": "gguf", "type": "Q4_K_M"},
-               {"format": "gguf", "type": "Q2_K", "split_max_size": "1M"}, {"format": "gguf", "type": "auto", "target_bpw": 6}]
-    recipe = write_recipe(tmp / "r.yaml", tiny_recipe(tiny_smol_model, formats, calibration={"samples": 4, "seq_len": 64}))
+    formats = [
+        {"format": "gguf", "type": "Q8_0", "imatrix": "off"},
+        {"format": "gguf", "type": "Q4_K_M"},
+        {"format": "gguf", "type": "Q2_K", "split_max_size": "1M"},
+        {"format": "gguf", "type": "auto", "target_bpw": 6},
+    ]
+    recipe = write_recipe(
+        tmp / "r.yaml", tiny_recipe(tiny_smol_model, formats, calibration={"samples": 4, "seq_len": 64})
+    )
     proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "runs" / "tiny"
@@ -89,8 +103,10 @@ def test_gguf_metadata_and_generation(gguf_run, tiny_smol_model, qtype):
     info = json.loads((art / "stage_info.json").read_text())
     assert info["file_type"] == FILE_TYPES[qtype] and info["has_chat_template"] and info["tokenizer_model"] == "gpt2"
     llm = Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
-    template = json.loads((tiny_smol_model / "tokenizer_config.json").read_text()).get("chat_template") \
+    template = (
+        json.loads((tiny_smol_model / "tokenizer_config.json").read_text()).get("chat_template")
         or (tiny_smol_model / "chat_template.jinja").read_text()
+    )
     assert llm.metadata["tokenizer.chat_template"] == template
     assert int(llm.metadata["general.file_type"]) == FILE_TYPES[qtype]
     assert llm.metadata["general.name"] == tiny_smol_model.name  # from the source, not the stage directory
@@ -103,11 +119,24 @@ def test_packages_get_the_servers_that_load_them(gguf_run):
 
     whole, split = gguf_run / "packages" / "gguf-q4_k_m", gguf_run / "packages" / "gguf-q2_k"
     # vLLM 0.32/0.33 core loads no GGUF (vllm-gguf-plugin): no vLLM config
-    assert sorted(check_serving(whole / "serving")) == ["Modelfile", "k8s-llama-cpp.yaml", "llama-cpp-python.sh", "llama-server.sh"]
-    assert sorted(check_serving(split / "serving")) == ["k8s-llama-cpp.yaml", "llama-cpp-python.sh", "llama-server.sh"]  # no split GGUF in Ollama
-    assert "--model model-Q2_K-00001-of-" in (split / "serving" / "llama-server.sh").read_text()  # llama.cpp finds the other shards
+    assert sorted(check_serving(whole / "serving")) == [
+        "Modelfile",
+        "k8s-llama-cpp.yaml",
+        "llama-cpp-python.sh",
+        "llama-server.sh",
+    ]
+    assert sorted(check_serving(split / "serving")) == [
+        "k8s-llama-cpp.yaml",
+        "llama-cpp-python.sh",
+        "llama-server.sh",
+    ]  # no split GGUF in Ollama
+    assert (
+        "--model model-Q2_K-00001-of-" in (split / "serving" / "llama-server.sh").read_text()
+    )  # llama.cpp finds the other shards
     files = json.loads((split / "manifest.json").read_text())["files"]
-    assert len([f for f in files if f.endswith(".gguf")]) == len(list((gguf_run / "artifacts" / "gguf-q2_k").glob("*.gguf")))
+    assert len([f for f in files if f.endswith(".gguf")]) == len(
+        list((gguf_run / "artifacts" / "gguf-q2_k").glob("*.gguf"))
+    )
 
 
 def test_auto_writes_the_chosen_type_of_every_tensor(gguf_run):
@@ -138,7 +167,7 @@ def test_split_output_shards_load(gguf_run):
 
     art = gguf_run / "artifacts" / "gguf-q2_k"
     shards = sorted(art.glob("*.gguf"))
-    assert len(shards) >= 2 and shards[0].name.endswith("-00001-of-%05d.gguf" % len(shards))
+    assert len(shards) >= 2 and shards[0].name.endswith(f"-00001-of-{len(shards):05d}.gguf")
     llm = Llama(model_path=str(shards[0]), n_ctx=128, n_threads=2, verbose=False)  # llama.cpp finds the other shards
     assert int(llm.metadata["general.file_type"]) == FILE_TYPES["Q2_K"]
     assert llm("Hello", max_tokens=4, temperature=0)["usage"]["completion_tokens"] > 0

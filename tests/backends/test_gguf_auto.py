@@ -15,9 +15,15 @@ TYPES = {"q2_K": 2.625, "q4_K": 4.5, "q6_K": 6.5625, "q8_0": 8.5}  # bits per we
 
 def _sensitivity(costs: dict[str, dict[str, float]], elements: int = 1000, other: int = 100) -> dict:
     """Tensors with `elements` weights each, one KLD cost per type; `other` bytes of tensors that stay as they are."""
-    tensors = {n: {"kind": n.split(".")[-2] if "." in n else n, "elements": elements, "bytes": 2 * elements,
-                   "types": {t: {"bytes": int(TYPES[t] * elements / 8), "kld": k, "error": k} for t, k in c.items()}}
-               for n, c in costs.items()}
+    tensors = {
+        n: {
+            "kind": n.split(".")[-2] if "." in n else n,
+            "elements": elements,
+            "bytes": 2 * elements,
+            "types": {t: {"bytes": int(TYPES[t] * elements / 8), "kld": k, "error": k} for t, k in c.items()},
+        }
+        for n, c in costs.items()
+    }
     return {"tensors": tensors, "weights_bytes": other + sum(v["bytes"] for v in tensors.values())}
 
 
@@ -43,10 +49,15 @@ def test_choice_fits_the_budget_and_is_near_the_optimum(budget):
     sens = _sensitivity(COSTS)
     choice = gguf_auto.choose(sens, budget)
     assert choice["weights_bytes"] <= budget
-    assert choice["weights_bytes"] == 100 + sum(sens["tensors"][n]["types"][t]["bytes"] for n, t in choice["types"].items())
+    assert choice["weights_bytes"] == 100 + sum(
+        sens["tensors"][n]["types"][t]["bytes"] for n, t in choice["types"].items()
+    )
     assert choice["expected_kld"] == pytest.approx(sum(COSTS[n][t] for n, t in choice["types"].items()))
     optimum = _brute_force(sens, budget)
-    assert choice["expected_kld"] <= optimum * 1.35 + 1e-9, (choice["types"], optimum)  # greedy on the hull: near, not always at
+    assert choice["expected_kld"] <= optimum * 1.35 + 1e-9, (
+        choice["types"],
+        optimum,
+    )  # greedy on the hull: near, not always at
 
 
 def test_bytes_go_to_the_sensitive_tensor_first():
@@ -65,19 +76,28 @@ def test_budget_below_the_cheapest_choice_is_refused():
 
 
 def test_type_file_anchors_every_tensor(tmp_path):
-    path = gguf_auto.type_file({"types": {"blk.1.attn_q.weight": "q5_0", "blk.11.attn_q.weight": "iq4_nl"}}, tmp_path / "t.txt")
-    assert path.read_text() == "^blk\\.1\\.attn_q\\.weight$=q5_0\n^blk\\.11\\.attn_q\\.weight$=iq4_nl\n"  # blk.1 must not match blk.11
+    path = gguf_auto.type_file(
+        {"types": {"blk.1.attn_q.weight": "q5_0", "blk.11.attn_q.weight": "iq4_nl"}}, tmp_path / "t.txt"
+    )
+    assert (
+        path.read_text() == "^blk\\.1\\.attn_q\\.weight$=q5_0\n^blk\\.11\\.attn_q\\.weight$=iq4_nl\n"
+    )  # blk.1 must not match blk.11
 
 
 def test_dry_run_size_is_parsed():
-    lines = ["llama_model_quantize_impl: model size  =   256.63 MiB (16.00 BPW)", "llama_model_quantize_impl: quant size  =    98.87 MiB (6.17 BPW)"]
+    lines = [
+        "llama_model_quantize_impl: model size  =   256.63 MiB (16.00 BPW)",
+        "llama_model_quantize_impl: quant size  =    98.87 MiB (6.17 BPW)",
+    ]
     assert gguf_auto.dry_run_bytes(lines) == int(98.87 * 1024 * 1024)
     with pytest.raises(ValueError):
         gguf_auto.dry_run_bytes(["nothing"])
 
 
 def _gguf(entry: dict):
-    return Recipe.model_validate({"name": "t", "model": {"path": "/tmp"}, "formats": [{"format": "gguf", **entry}]}).formats[0]
+    return Recipe.model_validate(
+        {"name": "t", "model": {"path": "/tmp"}, "formats": [{"format": "gguf", **entry}]}
+    ).formats[0]
 
 
 def test_auto_names_its_budget():
@@ -86,8 +106,15 @@ def test_auto_names_its_budget():
     assert _gguf({"type": "auto", "target_size": "105MB"}).artifact == "gguf-auto-105mb"
 
 
-@pytest.mark.parametrize("entry", [{"type": "auto"}, {"type": "auto", "like": "Q4_K_M", "target_bpw": 4.5},
-                                   {"type": "Q4_K_M", "like": "Q2_K"}, {"type": "auto", "target_size": "105"}])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"type": "auto"},
+        {"type": "auto", "like": "Q4_K_M", "target_bpw": 4.5},
+        {"type": "Q4_K_M", "like": "Q2_K"},
+        {"type": "auto", "target_size": "105"},
+    ],
+)
 def test_budget_options_must_match_the_type(entry):
     with pytest.raises(ValueError):
         _gguf(entry)

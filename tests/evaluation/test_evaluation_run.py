@@ -10,8 +10,14 @@ import pytest
 
 from tests.conftest import cli, tiny_recipe, write_recipe
 
-EVAL = {"enabled": True, "vllm": False, "corpus": "embedded", "windows": 4, "context": 64,
-        "speed": {"prompt_tokens": 32, "decode_tokens": 8, "repeats": 2, "warmup": 1}}
+EVAL = {
+    "enabled": True,
+    "vllm": False,
+    "corpus": "embedded",
+    "windows": 4,
+    "context": 64,
+    "speed": {"prompt_tokens": 32, "decode_tokens": 8, "repeats": 2, "warmup": 1},
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +32,9 @@ def evaluated(tmp_path_factory, tiny_model):
 def test_gate_failure_exits_1_and_names_gate_value_limit(evaluated):
     tmp, _, proc = evaluated
     assert proc.returncode == 1, proc.stderr
-    assert re.search(r"evaluate\[fp8\] failed its quality gates: max_kld: mean KLD [0-9.e-]+ > 0.0", proc.stderr), proc.stderr
+    assert re.search(r"evaluate\[fp8\] failed its quality gates: max_kld: mean KLD [0-9.e-]+ > 0.0", proc.stderr), (
+        proc.stderr
+    )
     run = tmp / "runs" / "tiny"
     stages = {s["id"]: s for s in json.loads((run / "manifest.json").read_text())["stages"]}
     assert stages["evaluate[fp8]"]["status"] == "failed-gates" and stages["evaluate[w8a16]"]["status"] == "done"
@@ -72,12 +80,18 @@ def test_looser_gate_passes_without_reevaluating(evaluated, tiny_model):
     assert proc.returncode == 0 and "w8a16" in proc.stdout and "report.html" in proc.stdout
 
 
-@pytest.mark.parametrize("evaluation,message", [
-    ({**EVAL, "tasks": ["no_such_task_xyz"]}, "evaluation.tasks[0]: unknown lm-eval task 'no_such_task_xyz'"),
-    ({**EVAL, "speed": {"prompt_tokens": 1000}}, "evaluation.speed.prompt_tokens: 1000 is more than the evaluation text holds"),
-    ({**EVAL, "corpus": "nope"}, "evaluation.corpus: unknown source 'nope'"),
-    ({**EVAL, "windows": 500}, "evaluation.windows: the source holds at most"),
-])
+@pytest.mark.parametrize(
+    "evaluation,message",
+    [
+        ({**EVAL, "tasks": ["no_such_task_xyz"]}, "evaluation.tasks[0]: unknown lm-eval task 'no_such_task_xyz'"),
+        (
+            {**EVAL, "speed": {"prompt_tokens": 1000}},
+            "evaluation.speed.prompt_tokens: 1000 is more than the evaluation text holds",
+        ),
+        ({**EVAL, "corpus": "nope"}, "evaluation.corpus: unknown source 'nope'"),
+        ({**EVAL, "windows": 500}, "evaluation.windows: the source holds at most"),
+    ],
+)
 def test_bad_evaluation_settings(tmp_path, tiny_model, evaluation, message):
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "w8a16"}], evaluation=evaluation))
     proc = cli("-q", "run", str(recipe), "-w", str(tmp_path / "runs"))

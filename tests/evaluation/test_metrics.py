@@ -20,7 +20,7 @@ def windows(tiny_model):
     from tests.conftest import CORPUS
 
     ids = AutoTokenizer.from_pretrained(tiny_model)(CORPUS)["input_ids"]
-    return [ids[i * 48:(i + 1) * 48] for i in range(4)]
+    return [ids[i * 48 : (i + 1) * 48] for i in range(4)]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,9 @@ def _reference(engine, windows, full=True, k=16, convention="all"):
 
     out = Path(tempfile.mkdtemp())
     vocab = engine.model.config.vocab_size
-    return Reference.build(out, (engine.logprobs(w) for w in windows), windows, "full" if full else "top-k", k, convention, vocab)
+    return Reference.build(
+        out, (engine.logprobs(w) for w in windows), windows, "full" if full else "top-k", k, convention, vocab
+    )
 
 
 def damaged(tiny_model, tmp_path, noise: float):
@@ -102,7 +104,7 @@ class TopOnly:
 
     def logprobs(self, ids):
         lp = self.engine.logprobs(ids)
-        idx = np.argsort(-lp, -1)[:, :self.k]
+        idx = np.argsort(-lp, -1)[:, : self.k]
         nxt = np.array(ids[1:] + [ids[-1]])[:, None]
         idx = np.concatenate([idx, np.where((idx == nxt).any(-1, keepdims=True), -1, nxt)], -1)
         vals = np.where(idx >= 0, np.take_along_axis(lp, np.maximum(idx, 0), -1), -np.inf).astype(np.float32)
@@ -142,5 +144,7 @@ def test_second_half_convention_scores_what_llama_perplexity_scores(base, window
     q = torch.cat([torch.from_numpy(bad.logprobs(w)[24:47]) for w in windows])
     direct = torch.nn.functional.kl_div(q, p, log_target=True, reduction="none").sum(-1)
     assert m["kld"] == pytest.approx(direct.mean().item(), rel=1e-3)
-    nll = torch.cat([-torch.from_numpy(bad.logprobs(w)[24:47])[torch.arange(23), torch.tensor(w[25:48])] for w in windows])
+    nll = torch.cat(
+        [-torch.from_numpy(bad.logprobs(w)[24:47])[torch.arange(23), torch.tensor(w[25:48])] for w in windows]
+    )
     assert m["ppl"] == pytest.approx(float(torch.exp(nll.mean())), rel=1e-5)

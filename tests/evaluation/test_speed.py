@@ -24,8 +24,12 @@ def test_unsettled_samples_are_marked_noisy_not_reported_as_a_clean_median():
 
 
 def test_the_settled_window_is_what_is_reported():
-    result = speed.until_settled(_feed([3.0, 113.0, 50.0, 51.0, 49.5, 50.5]), ("x",), window=3, tolerance=0.10, budget_s=60)
-    assert result["noisy"] == [] and result["x"]["median"] == 50.0 and result["x"]["n"] == 3  # 50, 51, 49.5: stops there and result["x"]["spread_pct"] <= 10
+    result = speed.until_settled(
+        _feed([3.0, 113.0, 50.0, 51.0, 49.5, 50.5]), ("x",), window=3, tolerance=0.10, budget_s=60
+    )
+    assert (
+        result["noisy"] == [] and result["x"]["median"] == 50.0 and result["x"]["n"] == 3
+    )  # 50, 51, 49.5: stops there and result["x"]["spread_pct"] <= 10
 
 
 def test_roofline_is_never_above_100_percent():
@@ -51,7 +55,9 @@ def test_a_cpu_hog_beside_the_measurement_gives_a_settled_figure_or_the_noisy_ma
         h.start()
     try:
         load = speed.machine_load()
-        result = HFEngine(tiny_model, Settings()).speed(list(range(3, 35)), SpeedSpec(prompt_tokens=32, decode_tokens=8, budget_s=15))
+        result = HFEngine(tiny_model, Settings()).speed(
+            list(range(3, 35)), SpeedSpec(prompt_tokens=32, decode_tokens=8, budget_s=15)
+        )
     finally:
         stop.set()
         for h in hogs:

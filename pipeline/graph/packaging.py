@@ -1,0 +1,121 @@
+"""The packaging part of the stage graph: a package stage per artifact (card, serving/, manifest) and,
+when publishing, a publish stage per artifact after it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from pipeline.backends import FORMATS
+from pipeline.errors import RecipeError
+from pipeline.graph.stage import Stage
+from pipeline.recipe import Recipe
+from pipeline.stage_id import CALIBRATION, REFERENCE, SOURCE, StageId
+from pipeline.stages import package, publish
+from pipeline.versions import versions
+
+
+def model_name(recipe: Recipe) -> str:
+    """{model} of publish.repo_template: the base model's name, known at plan time."""
+    return (recipe.package.base_model or recipe.model.hub or recipe.name).split("/")[-1]
+
+
+def repo_ids(recipe: Recipe) -> dict[str, str]:
+    """Hub repo per artifact, whenever the recipe says enough to name one (publishing on or not, so a
+    package's cache key does not change between `run` and `publish`)."""
+    spec = recipe.publish
+    if "{org}" in spec.repo_template and not spec.org:
+        return {}
+    return {o.artifact: publish.repo_id(spec, recipe.name, model_name(recipe), o.artifact) for o in recipe.formats}
+
+
+def _excerpt(recipe: Recipe, opts: Any, calibrated: bool) -> str:
+    doc: dict[str, Any] = {"model": recipe.model.model_dump(mode="json", exclude_none=True)}
+    if calibrated:
+        doc["calibration"] = recipe.calibration.model_dump(mode="json", exclude_none=True)
+    doc["formats"] = [opts.model_dump(mode="json", exclude_none=True)]
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def jobs(recipe: Recipe, calibrated: list[Any], planned: list[Stage]) -> list[package.PackageJob]:
+    """What each artifact's package will be, given the stages planned so far."""
+    ids = {s.id for s in planned}
+    return [_job(recipe, o, calibrated, repo_ids(recipe), ids) for o in recipe.formats]
+
+
+def stages(recipe: Recipe, calibrated: list[Any], with_publish: bool, planned: list[Stage]) -> list[Stage]:
+    """The package stages (and publish stages after them when publishing)."""
+    out, repos, ids = [], repo_ids(recipe), {s.id for s in planned}
+    if with_publish and not repos:
+        raise RecipeError("publishing needs publish.org: repo_template uses {org}", field=("publish", "org"))
+    for opts in recipe.formats:
+        art, job = opts.artifact, _job(recipe, opts, calibrated, repos, ids)
+        ev, floor = job.evaluate_id, job.floor_id
+        deps = (
+            [SOURCE, job.quantize_id]
+            + ([CALIBRATION] if opts in calibrated else [])
+            + ([ev, REFERENCE] if ev else [])
+            + ([floor] if floor else [])
+            + ([job.serve_check_id] if job.serve_check_id else [])
+        )
+        packaged = StageId("package", art)
+        out.append(
+            Stage(
+                id=packaged,
+                kind="package",
+                describe="model card, serving configs, manifest",
+                config=job.config(),
+                deps=deps,
+                versions=versions(("huggingface_hub", "pyyaml", "jinja2")),
+                artifact=art,
+                link=f"packages/{art}",
+                inline=True,
+                run=lambda out, inputs, ctx, j=job: package.run(j, inputs, out, ctx),
+            )
+        )
+        if with_publish:
+            spec, repo = recipe.publish, repos[art]
+            out.append(
+                Stage(
+                    id=StageId("publish", art),
+                    kind="publish",
+                    describe=f"push to the Hub: {repo}",
+                    config={"version": publish.VERSION, "repo": repo, "private": spec.private},
+                    deps=[packaged],
+                    versions=versions(("huggingface_hub",)),
+                    artifact=art,
+                    inline=True,
+                    run=lambda out, inputs, ctx, s=spec, r=repo, p=packaged: publish.run(s, r, inputs[p], out, ctx),
+                )
+            )
+    return out
+
+
+def _job(
+    recipe: Recipe, opts: Any, calibrated: list[Any], repos: dict[str, str], planned: set[str]
+) -> package.PackageJob:
+    backend, art = FORMATS[opts.format].backend, opts.artifact
+    ev = StageId("evaluate", art) if recipe.evaluation.enabled else None
+    floor = StageId("floor", backend.engine) if StageId("floor", backend.engine) in planned else None
+    check = StageId("serve-check", art)
+    seeds = {"calibration": recipe.calibration.seed} if opts in calibrated else {}
+    seeds |= {"evaluation": recipe.evaluation.seed} if ev else {}
+    return package.PackageJob(
+        recipe_name=recipe.name,
+        artifact=art,
+        format=opts.format,
+        kind=backend.kind,
+        description=backend.describe(opts),
+        tags=backend.tags(opts),
+        spec=recipe.package,
+        recipe_excerpt=_excerpt(recipe, opts, opts in calibrated),
+        quantize_id=StageId("quantize", art),
+        versions=backend.versions(),
+        repo_id=repos.get(art),
+        evaluate_id=ev,
+        bnb_quantize=getattr(backend, "tgi_quantize", lambda o: None)(opts),
+        seeds=seeds,
+        floor_id=floor,
+        serve_check_id=check if check in planned else None,
+    )

@@ -1,0 +1,95 @@
+"""The vLLM part of the stage graph, when the recipe wants it (evaluation.vllm) and vLLM's environment
+is set up: a serve check per artifact vLLM's core loads, and one of the base model (the control: it
+shows the environment itself works); then, for each that started, the same quality and speed
+measurement as in its own engine, through vLLM (evaluate[ARTIFACT@vllm], and floor[vllm] for the base)."""
+
+from __future__ import annotations
+
+from pipeline.graph.evaluation import EVAL_PACKAGES
+from pipeline.graph.stage import Stage
+from pipeline.recipe import Recipe
+from pipeline.serving import vllm as vllm_target
+from pipeline.stage_id import EVAL_CORPUS, REFERENCE, SOURCE, StageId
+from pipeline.stages import evaluate, package, serve_check
+from pipeline.tools import environments
+from pipeline.versions import versions
+
+ENGINE = "vllm"
+
+
+def stages(recipe: Recipe, jobs: list[package.PackageJob]) -> tuple[list[Stage], list[str]]:
+    """`jobs`: every artifact's package job (pipeline.graph.packaging.jobs). Returns the stages and the
+    notes for what was skipped."""
+    ev = recipe.evaluation
+    servable = [j for j in jobs if j.kind in vllm_target.KINDS]
+    if not (ev.enabled and ev.vllm and servable):
+        return [], []
+    env = environments.get("vllm")
+    if not env.ready():
+        return [], [
+            "vLLM serve checks and evaluation skipped: vLLM's environment is not set up on this "
+            f"machine ({env.setup_hint()}; "
+            "evaluation.vllm: false turns them off)"
+        ]
+    base = package.PackageJob(
+        recipe_name=recipe.name,
+        artifact="base",
+        format="base",
+        kind="compressed-tensors",
+        description="the unquantized base model",
+        tags=[],
+        spec=recipe.package,
+        recipe_excerpt="",
+        quantize_id=SOURCE,
+        versions={},
+    )
+    checks, evals, notes = [], [], []
+    if ev.kld != "exact":
+        notes.append(
+            "vLLM evaluation skipped: it needs the base's full log-probs (evaluation.kld: exact); "
+            "serve checks still run"
+        )
+    for job in [base, *servable]:
+        check, model = StageId("serve-check", job.artifact), job.quantize_id
+        checks.append(
+            Stage(
+                id=check,
+                kind="serve-check",
+                describe=f"start it in vLLM ({serve_check.config_name()}) and ask it",
+                config={
+                    "version": serve_check.VERSION,
+                    "job": job.config(),
+                    "env": env.key,
+                    "config": serve_check.config_name(),
+                },
+                deps=[SOURCE] if job is base else [SOURCE, model],
+                versions={"vllm": " ".join(env.requirements)},
+                artifact=None if job is base else job.artifact,
+                run=lambda out, inputs, ctx, j=job: serve_check.run(j, inputs, out, ctx),
+            )
+        )
+        if ev.kld != "exact":
+            continue
+        sid = StageId("floor", ENGINE) if job is base else StageId("evaluate", job.artifact, ENGINE)
+        evals.append(
+            Stage(
+                id=sid,
+                kind="floor" if job is base else "evaluate-engine",
+                describe="quality vs base, speed, through vLLM"
+                + (" (the unquantized model: vLLM's floor)" if job is base else ""),
+                config={
+                    "version": evaluate.VERSION,
+                    "engine": ENGINE,
+                    "env": env.key,
+                    "speed": ev.speed.model_dump(mode="json"),
+                },
+                deps=[model, check, EVAL_CORPUS, REFERENCE],
+                versions=versions(EVAL_PACKAGES),
+                artifact=None if job is base else job.artifact,
+                link=f"evaluation/{sid.label.removeprefix('evaluate-')}",
+                run=lambda out, inputs, ctx, m=model, c=check: evaluate.run_if_served(
+                    ev, ENGINE, inputs[m], inputs[c], inputs[EVAL_CORPUS], inputs[REFERENCE], out, ctx
+                ),
+            )
+        )
+    return checks + evals, notes

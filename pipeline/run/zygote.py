@@ -1,0 +1,108 @@
+"""The stage-worker launcher of one run: `python -m pipeline.run.zygote`, started by the runner on its first
+heavy stage. It imports torch and transformers once, then forks a fresh worker process per stage.
+
+Why: every worker importing torch, transformers and llm-compressor afresh cost 5-15 s of CPU, paid
+~20 times by the demo recipe. A forked worker still has its own memory (returned when it ends),
+its own peak (the zygote's wait4 reports it) and its own library state beyond those imports:
+nothing ever runs in the zygote itself, so no torch thread pool, loguru sink or model exists to
+leak into a fork. (Forking after `import torch` is what torch's own DataLoader workers do.)
+
+Protocol: jobs arrive on stdin, one JSON object per line (pipeline.run.worker.job); for each, a forked
+worker runs the stage and writes its messages to the channel fd, one JSON object per line (first
+{"pid": ...}, then {"status": ...}s, then {"done": ...} or {"error": ...}); once it has ended the
+zygote adds {"exit": exit code, "maxrss_kb": its peak}. Its stdin closing ends the zygote.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import os
+import signal
+import sys
+import traceback
+
+from pipeline.console import quiet_libraries
+from pipeline.run.worker import die_with, send_to, serve
+
+# What nearly every worker imports. Stages add their own (Stage.imports: llm-compressor, lm-eval).
+PRELOAD = (
+    "torch",
+    "transformers",
+    "transformers.modeling_utils",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+    "safetensors.torch",
+)
+
+
+def preload(modules) -> None:
+    for name in modules:
+        if name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except Exception:
+                pass
+
+
+def main() -> int:
+    die_with(int(os.environ.pop("PIPELINE_RUNNER_PID")))
+    channel = int(os.environ.pop("PIPELINE_WORKER_FD"))
+    verbose = os.environ.pop("PIPELINE_WORKER_VERBOSE") == "1"
+    # Ctrl-C reaches the whole process group: the worker of the moment stops its stage, the runner
+    # stops the run and closes the zygote.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_libraries(verbose)  # before the imports: libraries read their verbosity once, when imported
+    preload(PRELOAD)
+    for line in sys.stdin:
+        job = json.loads(line)
+        preload(job.get("imports", ()))
+        gc.freeze()  # what the imports made stays out of the workers' collections: fewer copied pages
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _worker(job, channel, verbose)
+            except BaseException:
+                traceback.print_exc()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        _, status, usage = os.wait4(pid, 0)
+        send_to(channel, {"exit": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss})
+    return 0
+
+
+def _worker(job: dict, channel: int, verbose: bool) -> int:
+    import logging
+
+    die_with(os.getppid())
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _name_process(job["stage"])
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    if not verbose:  # the stage's own output (library bars, prints) goes to its log
+        log = os.open(job["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+    send_to(channel, {"pid": os.getpid()})
+    try:
+        return serve(job, lambda msg: send_to(channel, msg))
+    finally:
+        logging.shutdown()  # os._exit follows: flush what the stage logged and printed
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _name_process(stage_id: str) -> None:
+    """`ps`, `top` and the tests see which stage a worker runs (Linux keeps 15 bytes of it)."""
+    try:
+        with open(f"/proc/{os.getpid()}/comm", "w") as f:
+            f.write(stage_id[:15])
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

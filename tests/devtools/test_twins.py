@@ -1,0 +1,103 @@
+"""Shape twins: the exact tensor shapes of real architectures, and each architecture through AWQ and
+GPTQ at group size 128, FP8 and GGUF Q4_K_M (K-quants with no fallback types), every artifact
+reloading and generating. Random weights: these tests are about compatibility, never quality."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pipeline.devtools import twins
+from tests.conftest import cli, llama_cpp_or_skip, write_recipe
+
+# Parameter counts the model cards publish (embeddings included).
+PUBLISHED = {"llama-3.1-8b": 8_030_261_248, "qwen2.5-7b": 7_615_616_512, "mistral-7b-v0.3": 7_248_023_552}
+K_QUANTS = {"Q4_K", "Q6_K"}  # what Q4_K_M writes when every width is a multiple of 256
+CI_VOCAB = {"llama-3.1-8b": 49152, "qwen2.5-7b": 32768, "mistral-7b-v0.3": 32768}  # smallest each twin tokenizer allows
+
+
+@pytest.mark.parametrize("arch", list(twins.ARCHS))
+def test_twin_shapes_are_the_real_architectures(arch):
+    """Every tensor name and shape equals what transformers builds from the real config (on the meta
+    device: no memory), and the full-depth parameter count equals the published one."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = twins.config(arch, twins.ARCHS[arch]["num_hidden_layers"])
+    hf_config = AutoConfig.for_model(**{k: v for k, v in cfg.items() if k != "architectures"})
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    ours = dict(twins.tensor_shapes(cfg))
+    assert ours == expected
+    assert sum(torch.Size(s).numel() for s in ours.values()) == PUBLISHED[arch]
+
+
+@pytest.fixture(scope="module", params=list(twins.ARCHS))
+def twin_run(request, tmp_path_factory):
+    """One recipe run per architecture: 1-layer twin (vocabulary cut for CI), the four formats. One
+    architecture at a time, its files deleted after its tests: all three at once filled a CI disk."""
+    llama_cpp_or_skip()
+    arch = request.param
+    tmp = tmp_path_factory.mktemp(arch)
+    proc = cli("-q", "twin", arch, "--layers", "1", "--vocab", str(CI_VOCAB[arch]), "--out", str(tmp / "model"))
+    assert proc.returncode == 0, proc.stderr
+    recipe = write_recipe(
+        tmp / "r.yaml",
+        {
+            "name": arch,
+            "model": {"path": str(tmp / "model")},
+            "calibration": {"source": "default", "samples": 2, "seq_len": 64},
+            # n_grid 4: AWQ's scale search at a coarse grid; its mechanics and layout are what is tested here.
+            "formats": [
+                {"format": "awq", "group_size": 128, "n_grid": 4},
+                {"format": "gptq", "group_size": 128},
+                {"format": "fp8"},
+                {"format": "gguf", "type": "Q4_K_M"},
+            ],
+            "package": {"enabled": False},
+        },
+    )
+    proc = cli("-q", "run", str(recipe), "-w", str(tmp / "runs"), timeout=1800)
+    yield proc, tmp / "runs" / arch
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_twin_through_every_format_reloads_and_generates(twin_run):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    proc, run = twin_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for art in ("awq", "gptq", "fp8"):
+        path = run / "artifacts" / art
+        qc = json.loads((path / "config.json").read_text())["quantization_config"]
+        group = next(iter(qc["config_groups"].values()))["weights"]
+        assert art == "fp8" or group["group_size"] == 128
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+        ids = tok("The capital of France is", return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=3, do_sample=False)
+        assert out.shape[1] == ids["input_ids"].shape[1] + 3, art
+
+
+def test_twin_gguf_is_all_k_quants_and_runs_in_llama_cpp(twin_run):
+    from gguf import GGUFReader
+    from llama_cpp import Llama
+
+    from pipeline.checkpoints.filecheck import gguf_data_end
+
+    proc, run = twin_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    path = next((run / "artifacts" / "gguf-q4_k_m").glob("*.gguf"))
+    reader = GGUFReader(str(path))
+    types = {t.name: t.tensor_type.name for t in reader.tensors if len(t.shape) == 2}
+    assert set(types.values()) <= K_QUANTS, {
+        n: t for n, t in types.items() if t not in K_QUANTS
+    }  # no Q5_0/Q8_0 fallbacks
+    assert gguf_data_end(path) == max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
+    llm = Llama(model_path=str(path), n_ctx=64, verbose=False)
+    out = llm.create_completion("The capital of France is", max_tokens=3, temperature=0.0)
+    assert out["usage"]["completion_tokens"] >= 1

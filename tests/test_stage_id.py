@@ -1,0 +1,42 @@
+"""Stage ids: one formatter, one parser, the parts read from the value (not from the string)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+
+import pytest
+
+from pipeline.stage_id import StageId
+
+
+@pytest.mark.parametrize(
+    "text, parts, label",
+    [
+        ("source", ("source", None, None), "source"),
+        ("eval-corpus", ("eval-corpus", None, None), "eval-corpus"),
+        ("quantize[gguf-auto-q4_k_m]", ("quantize", "gguf-auto-q4_k_m", None), "quantize-gguf-auto-q4_k_m"),
+        ("floor[llama.cpp]", ("floor", "llama.cpp", None), "floor-llama.cpp"),
+        ("evaluate[awq@vllm]", ("evaluate", "awq", "vllm"), "evaluate-awq-vllm"),
+        ("imatrix[my.imatrix.gguf]", ("imatrix", "my.imatrix.gguf", None), "imatrix-my.imatrix.gguf"),
+    ],
+)
+def test_parse_and_format_round_trip(text, parts, label):
+    sid = StageId.parse(text)
+    assert (sid.kind, sid.arg, sid.engine) == parts and sid.label == label
+    assert StageId(*parts) == text and str(StageId(*parts)) == text
+    assert {text: 1}[sid] == 1 and hash(sid) == hash(text)  # the plain id (manifests, JSON jobs) finds it
+
+
+def test_survives_json_pickle_and_copy():
+    sid = StageId("evaluate", "fp8", "vllm")
+    assert json.loads(json.dumps({sid: sid})) == {"evaluate[fp8@vllm]": "evaluate[fp8@vllm]"}
+    for twin in (pickle.loads(pickle.dumps(sid)), copy.deepcopy(sid)):
+        assert twin == sid and (twin.kind, twin.arg, twin.engine) == ("evaluate", "fp8", "vllm")
+
+
+@pytest.mark.parametrize("text", ["", "Quantize[x]", "quantize[]", "quantize[a[b]]", "quantize[x", "x y"])
+def test_what_is_not_an_id_is_refused(text):
+    with pytest.raises(ValueError, match="not a stage id"):
+        StageId.parse(text)
