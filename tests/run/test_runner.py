@@ -92,13 +92,16 @@ def test_calibration_change_reruns_calibration_and_its_formats_only(tiny_model, 
     }
 
 
+# A recipe file that parses but names no such scheme: llm-compressor itself rejects it when it runs.
+BAD_LLMCOMPRESSOR_RECIPE = (
+    "quant_stage:\n  quant_modifiers:\n    QuantizationModifier:\n      targets: [Linear]\n      scheme: NOT_A_SCHEME\n"
+)
+
+
 def test_one_failing_format_does_not_stop_the_others(tiny_model, tmp_path):
     # A real failure inside llm-compressor: a recipe file that parses but names no such scheme.
     bad = tmp_path / "bad-recipe.yaml"
-    bad.write_text(
-        "quant_stage:\n  quant_modifiers:\n    QuantizationModifier:\n      targets: [Linear]\n "
-        "     scheme: NOT_A_SCHEME\n"
-    )
+    bad.write_text(BAD_LLMCOMPRESSOR_RECIPE)
     recipe = write_recipe(
         tmp_path / "r.yaml",
         tiny_recipe(
@@ -135,10 +138,7 @@ def test_crashing_format_exits_1_with_one_line(tiny_model, tmp_path):
     # A recipe file that is valid YAML but that llm-compressor rejects when it runs: plan cannot know,
     # the quantize branch fails at run time: exit 1 (a failed stage), not 2 (bad input), one line.
     bad = tmp_path / "bad-recipe.yaml"
-    bad.write_text(
-        "quant_stage:\n  quant_modifiers:\n    QuantizationModifier:\n      targets: [Linear]\n "
-        "     scheme: NOT_A_SCHEME\n"
-    )
+    bad.write_text(BAD_LLMCOMPRESSOR_RECIPE)
     recipe = write_recipe(
         tmp_path / "r.yaml",
         tiny_recipe(tiny_model, [{"format": "llmcompressor-recipe", "recipe": str(bad), "calibration": False}]),
