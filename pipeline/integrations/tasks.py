@@ -12,8 +12,12 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from pipeline import api
 from pipeline.errors import StageError
 from pipeline.graph.plan import Plan
+from pipeline.report import report
+from pipeline.run.manifest import StageRecord
+from pipeline.run.runner import execute
 from pipeline.stage_id import StageId
 
 
@@ -22,8 +26,6 @@ def install_hint(extra: str, module: str) -> str:
 
 
 def load_plan(recipe: str | Path, workdir: str | Path) -> Plan:
-    from pipeline import api
-
     return api.plan(recipe, workdir)
 
 
@@ -40,7 +42,6 @@ def safe_id(stage_id: str) -> str:
 
 def run_stage(recipe: str, workdir: str, stage_id: str) -> dict[str, Any]:
     """Run (or reuse) one stage; raise if it fails, so the orchestrator marks the task failed."""
-    from pipeline.run.runner import execute
 
     plan = load_plan(recipe, workdir)
     stage = plan.stage(stage_id)
@@ -71,10 +72,6 @@ def finish(recipe: str, workdir: str) -> dict[str, Any]:
     """The run's manifest.json (and results table) as a CLI run would leave it: finished stages from the
     cache, and each stage that failed or was skipped in its own task with that task's record."""
     import json
-
-    from pipeline.report import report
-    from pipeline.run.manifest import StageRecord
-    from pipeline.run.runner import execute
 
     plan = load_plan(recipe, workdir)
     manifest = execute(plan, quiet=True, only={s.id for s in plan.stages if plan.cached(s)})
