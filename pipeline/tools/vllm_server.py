@@ -140,16 +140,22 @@ def failure_reason(log_text: str) -> str | None:
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 
+# A 24-token answer takes seconds even where vLLM-CPU emulates FP8 (3 tok/s on an AVX512 EPYC); on an Intel
+# VM here its FP8 emulation ran at 0.1 tok/s (20 min a check). Past this, "served" would not be true.
+ANSWER_TIMEOUT = 180  # s per request
+
+
 def serve_check(package: Path, config: str, served_name: str, log: Path) -> dict:
     """Start the package's server, ask once plainly and once streaming, stop it. Never raises for
-    what the server does: a refusal is a result ({"status": "refused", "reason": one line})."""
-    from openai import OpenAI
+    what the server does: a refusal is a result ({"status": "refused", "reason": one line}), and so
+    is an answer too slow to call served (ANSWER_TIMEOUT)."""
+    from openai import APITimeoutError, OpenAI
 
     result: dict = {"engine": engine_title(), "config": f"serving/{config}"}
     try:
         # Only the port is ours (a free one): everything else is the package's own config.
         with server(package, ["--config", f"serving/{config}"], log) as (base_url, load_seconds):
-            client = OpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=600)
+            client = OpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=ANSWER_TIMEOUT)
             ask = {"model": served_name, "messages": QUESTION, "temperature": 0, "max_tokens": 24}
             reply = client.chat.completions.create(**ask)
             chunks = [
@@ -159,6 +165,9 @@ def serve_check(package: Path, config: str, served_name: str, log: Path) -> dict
             ]
     except ServerFailed as e:
         return {**result, "status": "refused", "reason": str(e)}
+    except APITimeoutError:
+        reason = f"too slow to serve here: started, but gave no 24-token answer within {ANSWER_TIMEOUT} s"
+        return {**result, "status": "refused", "reason": reason}
     except Exception as e:
         return {
             **result,
