@@ -52,7 +52,11 @@ def run(
 ) -> RunResult:
     """Run the recipe (or only some of its formats), reusing finished stages."""
     p = plan(recipe, workdir, only_formats)
-    manifest = execute(p, force=force, quiet=quiet)
+    # A partial run keeps its own manifest and leaves the run's report (all formats) alone.
+    partial = f"manifests/only-{'+'.join(sorted(only_formats))}.json" if only_formats else "manifest.json"
+    if only_formats:
+        (p.run_dir / "manifests").mkdir(parents=True, exist_ok=True)
+    manifest = execute(p, force=force, quiet=quiet, manifest_name=partial)
     artifacts = {
         r.artifact: p.run_dir / r.path
         for r in manifest.records
@@ -69,7 +73,8 @@ def run(
         for r in manifest.records
         if r.kind in ("reference", "evaluate", "evaluate-engine") and r.info
     }
-    report.write(p.run_dir)
+    if not only_formats:
+        report.write(p.run_dir)
     return RunResult(manifest.status, p.run_dir, manifest.path, artifacts, failures, metrics, packages)
 
 

@@ -3,9 +3,15 @@ and where in a recipe (or catalogue) file a bad field is."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class RecipeError(Exception):
@@ -30,6 +36,50 @@ def dotted(loc: tuple) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM (`timeout`, a CI cancel, an orchestrator killing its task) or SIGHUP (a closed
+    terminal): all stop a run the same way (stage stopped, its children stopped, temp dir removed,
+    manifest marked interrupted). The process then exits 128 + the signal: 130, 143, 129."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        self.signum = int(signum)
+        super().__init__(signal.Signals(self.signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def exit_code_of(e: BaseException) -> int:
+    """The exit code for an interruption, found through the exceptions that wrapped it (click's Abort)."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, Interrupted):
+            return seen.exit_code
+        seen = seen.__cause__ or seen.__context__
+    return 130
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """While inside, SIGINT, SIGTERM and SIGHUP raise Interrupted (the previous handlers come back after).
+    Only the main thread can set handlers: elsewhere (an orchestrator's task thread) this does nothing,
+    and children still die with the process (pipeline.tools.processes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class StageError(Exception):

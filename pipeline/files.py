@@ -8,6 +8,7 @@ the runner writes both), so they live here at the bottom, not in the run machine
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -29,16 +30,42 @@ def is_finished(path: Path, key: str) -> bool:
         return False
 
 
+# Why os.link can fail where a copy is the answer: another filesystem, one that has no hard links (or
+# forbids them to us), or a file at its link limit. Anything else (EEXIST, ENOENT, EACCES on the
+# target directory) is a real error and surfaces.
+LINK_REFUSED = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
 def link_or_copy(src: Path, dst: Path) -> None:
     """Hard-link where the filesystem allows (a 70B checkpoint must not be stored twice), copy otherwise."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
-    except OSError:
+    except OSError as e:
+        if e.errno not in LINK_REFUSED:
+            raise
         shutil.copy2(src, dst)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+def fsync_tree(root: Path) -> None:
+    """Flush every file under `root` and the directories holding them to the disk: a stage output is
+    marked finished only after its bytes are there, so a power loss cannot leave a truncated file in
+    an output that counts as finished."""
+    for p in sorted(root.rglob("*"), reverse=True) + [root]:
+        if p.is_symlink():
+            continue
+        fd = os.open(p, os.O_RDONLY | (os.O_DIRECTORY if p.is_dir() else 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_json_atomic(path: Path, obj: Any, durable: bool = False) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)

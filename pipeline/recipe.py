@@ -29,7 +29,7 @@ COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 def _hub_repo_id(v: str | None) -> str | None:
-    if v is not None and not HUB_REPO_RE.match(v):
+    if v is not None and not HUB_REPO_RE.fullmatch(v):
         raise ValueError(f"{v!r} is not a Hub repo id of the form 'org/name'")
     return v
 
@@ -74,6 +74,17 @@ class FormatOptions(Strict):
     )
     gates: GatesSpec | None = Field(None, description="quality gates for this artifact (override evaluation.gates)")
 
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str | None) -> str | None:
+        # evaluation/base, serve-check[base], evaluation/floor-ENGINE and evaluation/ARTIFACT-vllm are the run's own
+        if v is not None and (v == "base" or v.startswith("floor-") or v.endswith("-vllm")):
+            raise ValueError(
+                f"{v!r} is reserved (the base model's rows are 'base', engine floors 'floor-*', vLLM rows '*-vllm'); "
+                "choose another name"
+            )
+        return v
+
     @property
     def artifact(self) -> str:
         return self.name or self.format
@@ -109,7 +120,7 @@ class ModelSource(Strict):
     @field_validator("revision")
     @classmethod
     def _pinned(cls, v: str | None) -> str | None:
-        if v is not None and not COMMIT_RE.match(v):
+        if v is not None and not COMMIT_RE.fullmatch(v):
             raise ValueError(
                 f"{v!r} is not a full 40-character commit hash; pin the revision so reruns get the same weights"
             )
@@ -165,7 +176,7 @@ class CalibrationSource(Strict):
 
 def _catalog_name(v: Any, what: str) -> Any:
     """A name looked up in a YAML catalogue (calibration/datasets.yaml, eval/corpora.yaml), or an inline source."""
-    if isinstance(v, str) and not re.match(NAME_RE, v):
+    if isinstance(v, str) and not re.fullmatch(NAME_RE, v):
         raise ValueError(f"{v!r} is not a {what} name")
     return v
 
@@ -340,7 +351,7 @@ class PublishSpec(Strict):
                     "{format}, {name}"
                 )
         repo = self.repo_template.format(**fields)
-        if not HUB_REPO_RE.match(repo):
+        if not HUB_REPO_RE.fullmatch(repo):
             raise ValueError(f"repo_template {self.repo_template!r} does not make a Hub repo id 'org/name'")
         if self.enabled and "{org}" in self.repo_template and not self.org:
             raise ValueError("publish.org is needed by repo_template's {org}")

@@ -123,12 +123,9 @@ def llama_cpp_or_skip() -> None:
         pytest.skip(f"llama.cpp toolchain not built (`{llamacpp_toolchain.SETUP_HINT}`)")
 
 
-@pytest.fixture(scope="session")
-def tiny_smol_model(tmp_path_factory) -> Path:
-    """Tiny random Llama with SmolLM2's real tokenizer (read from the packaged GGUF).
-
-    llama.cpp's converter only accepts BPE pre-tokenizers it recognises, so the GGUF tests cannot use
-    the fixture tokenizer trained above; the layers are still tiny and random."""
+def build_smol_model(out: Path, hidden: int = 64, layers: int = 2) -> Path:
+    """A random Llama with SmolLM2's real tokenizer (read from the packaged GGUF), repaired as the source
+    stage does; llama.cpp's converter only accepts BPE pre-tokenizers it recognises."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -142,9 +139,9 @@ def tiny_smol_model(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
@@ -152,8 +149,13 @@ def tiny_smol_model(tmp_path_factory) -> Path:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
     )
-    out = tmp_path_factory.mktemp("tiny-smol") / "model"
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
     tok.save_pretrained(out)
     gguf_tokenizer.repair(out, *gguf_tokenizer.gguf_vocab_kind(gguf))  # as the source stage does
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_smol_model(tmp_path_factory) -> Path:
+    """Tiny random Llama with SmolLM2's real tokenizer; the layers are tiny and random."""
+    return build_smol_model(tmp_path_factory.mktemp("tiny-smol") / "model")

@@ -95,6 +95,32 @@ MALFORMED = [
         f"name: r\n{OK_MODEL}formats: [{{format: fp8}}, {{format: fp8}}]\n",
         "formats: two formats produce the artifact 'fp8'",
     ),
+    (
+        "reserved-name-base",
+        f"name: r\n{OK_MODEL}formats:\n  - format: fp8\n    name: base\n",
+        ":5: formats[0].name: 'base' is reserved",
+    ),
+    (
+        "reserved-name-vllm-rows",
+        f"name: r\n{OK_MODEL}formats: [{{format: fp8, name: fp8-vllm}}]\n",
+        "formats[0].name: 'fp8-vllm' is reserved",
+    ),
+    (
+        "hub-id-with-newline",
+        f'name: r\nmodel: {{hub: "org/model\\n", revision: {PIN}}}\nformats: [{{format: fp8}}]\n',
+        "is not a Hub repo id",
+    ),
+    (
+        "revision-with-newline",
+        f'name: r\nmodel: {{hub: org/model, revision: "{PIN}\\n"}}\nformats: [{{format: fp8}}]\n',
+        "is not a full 40-character commit hash",
+    ),
+    (
+        "repo-template-one-repo-for-two",
+        f"name: r\n{OK_MODEL}formats: [{{format: fp8}}, {{format: w8a16}}]\n"
+        "publish: {enabled: true, org: me, repo_template: '{org}/{model}'}\n",
+        "publish.repo_template: repo_template '{org}/{model}' names one repo, me/model, for 'fp8' and 'w8a16'",
+    ),
     ("duplicate-key", f"name: r\nname: s\n{OK_MODEL}formats: [{{format: fp8}}]\n", ":2: name: duplicate key 'name'"),
     ("yaml-syntax", "name: r\nmodel: {hub: org/model\nformats:\n", "YAML syntax error"),
     ("empty-file", "", "recipe is empty"),

@@ -218,11 +218,12 @@ class GgufBackend(Backend):
             return [convert, matrix]
         sensitivity = SharedStep(
             "gguf-sensitivity",
-            dtype,
+            dtype if opts.imatrix == "auto" else f"{dtype}+{matrix.arg}",  # which matrix weighs it
             "cost of each llama.cpp type per tensor (weighted error, KLD probes on calibration text)",
             {"version": gguf_sensitivity.VERSION, "ladder": gguf_sensitivity.LADDER, "probe": gguf_sensitivity.PROBE},
             needs=(convert.id, matrix.id, CALIBRATION),
             versions=versions,
+            label=None if opts.imatrix == "auto" else f"gguf-sensitivity-{dtype}-{matrix.label}",
             run=lambda out, inputs, ctx: gguf_sensitivity.run(
                 inputs[convert.id], gguf_imatrix.output(inputs[matrix.id]), inputs[CALIBRATION], out, ctx
             ),
@@ -237,15 +238,17 @@ class GgufBackend(Backend):
         matrix = gguf_imatrix.output(inputs[steps["imatrix"]]) if "imatrix" in steps else None
         target = out / base.name.replace(f"-{opts.convert_dtype.upper()}.gguf", f"-{opts.type.upper()}.gguf")
         cmd: list[Any] = [chain.tool("llama-quantize")]
+        cwd = None
         if matrix is not None:
-            cmd += ["--imatrix", matrix]
+            args, cwd = gguf_imatrix.quantize_args(matrix)  # no local path recorded in the artifact
+            cmd += args
         facts: dict[str, Any] = {}
         if opts.type == "auto":
             facts = gguf_auto.choose_for(opts, chain, base, matrix, inputs[steps["gguf-sensitivity"]], out, ctx)
             cmd += ["--pure", "--tensor-type-file", out / gguf_auto.TYPES_FILE]
         cmd += [base, target, "Q8_0" if opts.type == "auto" else opts.type, str(os.cpu_count() or 1)]
         ctx.status(f"llama-quantize {opts.type}" + (" with importance matrix" if matrix else ""))
-        run_logged(cmd, on_line=lambda line: _tensor_progress(line, ctx, opts.type))
+        run_logged(cmd, on_line=lambda line: _tensor_progress(line, ctx, opts.type), cwd=cwd)
         files = [target]
         if opts.split_max_size:
             ctx.status(f"splitting into {opts.split_max_size} shards")
@@ -278,13 +281,15 @@ def _matrix_step(opts: GgufOptions, convert: SharedStep, versions: dict[str, str
             run=lambda out, inputs, ctx: gguf_imatrix.run(inputs[convert.id], inputs[CALIBRATION], out, ctx),
         )
     given = Path(opts.imatrix)
+    digest = file_sha256(given)
+    # Named by content, not by file name: a/imatrix.gguf and b/imatrix.gguf are two matrices, two stages.
     return SharedStep(
         "imatrix",
-        given.name,
+        f"{given.name}#{digest[:12]}",
         f"importance matrix from {given}",
-        {"version": gguf_imatrix.VERSION, "sha256": file_sha256(given)},
+        {"version": gguf_imatrix.VERSION, "sha256": digest},
         needs=(),
-        label=f"imatrix-file-{given.stem}",
+        label=f"imatrix-file-{given.stem}-{digest[:12]}",
         run=lambda out, inputs, ctx: gguf_imatrix.copy_given(given, out, ctx),
     )
 

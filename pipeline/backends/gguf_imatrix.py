@@ -17,7 +17,7 @@ from pipeline.fingerprint import file_sha256
 from pipeline.tools import llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
-VERSION = 2  # 2: context sized from llama.cpp's own token count of the text
+VERSION = 3  # 2: context sized from llama.cpp's own token count of the text; 3: no local path recorded
 FILE = "imatrix.gguf"
 MIN_CTX = 16
 
@@ -47,15 +47,18 @@ def run(converted: Path, calibration: Path, out: Path, ctx: Any) -> dict[str, An
         if done:
             ctx.status(f"importance matrix: chunk {done[-1]}/{chunks}")
 
+    # Run in `out` with bare file names: llama-imatrix records the text's path in the matrix
+    # (imatrix.datasets) and llama-quantize copies it into every GGUF; a temp path there would make
+    # artifacts differ from run to run and publish the local directory layout.
     run_logged(
         [
             chain.tool("llama-imatrix"),
             "-m",
             gguf_convert.output(converted),
             "-f",
-            text,
+            text.name,
             "-o",
-            out / FILE,
+            FILE,
             "-c",
             str(ctx_len),
             "--chunks",
@@ -66,6 +69,7 @@ def run(converted: Path, calibration: Path, out: Path, ctx: Any) -> dict[str, An
             "--no-ppl",
         ],
         on_line=progress,
+        cwd=out,
     )
     text.unlink()  # the calibration stage keeps the text; no second copy
     return {"file": FILE, "chunks": chunks, "ctx": ctx_len, "tokens": tokens, "sha256": file_sha256(out / FILE)}
@@ -77,6 +81,12 @@ def copy_given(path: Path, out: Path, ctx: Any) -> dict[str, Any]:
     target = out / (FILE if path.suffix == ".gguf" else "imatrix.dat")
     shutil.copyfile(path, target)
     return {"file": target.name, "given": str(path), "sha256": file_sha256(target)}
+
+
+def quantize_args(matrix: Path) -> tuple[list[str], Path]:
+    """llama-quantize's `--imatrix` argument and the directory to run it in: the bare file name, which
+    it records in the GGUF (quantize.imatrix.file), never a path of this machine."""
+    return ["--imatrix", matrix.name], matrix.parent
 
 
 def output(stage_dir: Path) -> Path:

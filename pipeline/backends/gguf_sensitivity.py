@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.backends import gguf_convert
+from pipeline.backends import gguf_convert, gguf_imatrix
 from pipeline.data import samples as calibration_samples
 from pipeline.errors import StageError
 from pipeline.tools import llamacpp_toolchain
@@ -157,12 +157,14 @@ def run(converted: Path, matrix: Path | None, calibration: Path, out: Path, ctx:
 
 def _quantize(chain: Any, f16: Path, matrix: Path | None, target: Path, ftype: str, overrides: list[str]) -> Path:
     cmd: list[Any] = [chain.tool("llama-quantize"), "--pure"]
+    cwd = None
     if matrix is not None:
-        cmd += ["--imatrix", matrix]
+        args, cwd = gguf_imatrix.quantize_args(matrix)
+        cmd += args
     if overrides:
         (target.parent / "types.txt").write_text("\n".join(overrides) + "\n")
         cmd += ["--tensor-type-file", target.parent / "types.txt"]
-    run_logged(cmd + [f16, target, ftype, str(os.cpu_count() or 1)])
+    run_logged(cmd + [f16, target, ftype, str(os.cpu_count() or 1)], cwd=cwd)
     return target
 
 

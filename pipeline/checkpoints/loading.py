@@ -43,6 +43,14 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def compute_choice() -> dict[str, Any]:
+    """What decides the device and dtype a model is evaluated in on this machine (part of evaluation
+    keys): the device, and the largest model computed in float32 on CPU. No torch import without a GPU
+    driver: `plan` stays fast."""
+    dev = device() if Path("/proc/driver/nvidia/version").exists() else "cpu"
+    return {"device": dev, "float32_max_params": int(ram_bytes() * UPCAST_SHARE / 4)}
+
+
 def compute_dtype_name(params: int, stored: str, on: str = "cpu") -> str:
     """float32 for small models on CPU, the stored dtype otherwise (see the module docstring)."""
     if on == "cpu" and params * 4 <= ram_bytes() * UPCAST_SHARE:

@@ -66,7 +66,12 @@ def _check_local_dir(src: ModelSource) -> None:
             filecheck.check_json(d / name, "model.path")
     for f in sorted(d.glob("*.safetensors")):
         filecheck.check_safetensors(f, "model.path")
-    check_remote_code(filecheck.read_json(d / "config.json", "model.path"), src)
+    tokenizer = (
+        filecheck.read_json(d / "tokenizer_config.json", "model.path")
+        if (d / "tokenizer_config.json").is_file()
+        else None
+    )
+    check_remote_code(filecheck.read_json(d / "config.json", "model.path"), src, tokenizer)
 
 
 def check_weights(names: list[str], src: ModelSource, field: str) -> None:
@@ -83,13 +88,23 @@ def check_weights(names: list[str], src: ModelSource, field: str) -> None:
     raise RecipeError("no weights found (*.safetensors)", field=field)
 
 
-def check_remote_code(config: dict[str, Any], src: ModelSource) -> None:
-    if config.get("auto_map") and not src.trust_remote_code:
-        raise RecipeError(
-            "this model needs its own Python code (auto_map in config.json); set model.trust_remote_code: "
-            "true only if you trust it",
-            field="model.trust_remote_code",
-        )
+def check_remote_code(config: dict[str, Any], src: ModelSource, tokenizer: dict[str, Any] | None = None) -> None:
+    """A checkpoint whose model or tokenizer names its own Python code (auto_map) runs only with
+    model.trust_remote_code: true. Without it, no `.py` file of the source is even copied into the run
+    (pipeline.stages.source), so no tool we start (the llama.cpp converter asks transformers with
+    trust_remote_code=True for some vocabularies) can import one."""
+    if src.trust_remote_code:
+        return
+    for name, data in (("config.json", config), ("tokenizer_config.json", tokenizer or {})):
+        code = data.get("auto_map") if isinstance(data, dict) else None
+        if code:
+            first = next(iter(code.values())) if isinstance(code, dict) else code
+            first = first[0] if isinstance(first, list) and first else first
+            raise RecipeError(
+                f"this model needs its own Python code ({name} auto_map: {str(first)[:80]!r}); set "
+                "model.trust_remote_code: true only if you trust it",
+                field="model.trust_remote_code",
+            )
 
 
 def model_config(src: ModelSource) -> tuple[dict[str, Any] | None, str | None]:
@@ -123,6 +138,7 @@ def _hub_config(src: ModelSource) -> tuple[dict[str, Any] | None, str | None]:
                 Path(hf_hub_download(src.hub, "tokenizer_config.json", revision=src.revision)), "model.hub"
             )
             config["_tokenizer_has_chat_template"] = bool(tokenizer.get("chat_template"))
+            check_remote_code(config, src, tokenizer)
         except (RemoteEntryNotFoundError, FileNotFoundError):  # no tokenizer config (or not cached, offline)
             pass
     except (RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError) as e:

@@ -6,7 +6,6 @@ orchestrate.py: prefect), registered on `app` when imported below."""
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from pipeline.console import console, out, quiet_libraries  # noqa: F401  (out: re-exported to the command modules)
-from pipeline.errors import RecipeError
+from pipeline.errors import RecipeError, exit_code_of, interruptible
 
 app = typer.Typer(
     add_completion=False,
@@ -59,9 +58,13 @@ INTERRUPTED = "[red]interrupted[/]: finished stages are kept; rerun to resume"
 
 
 def main() -> None:
-    # Ctrl-C must reach us as KeyboardInterrupt (temp dirs cleaned, manifest marked) even when the
-    # parent process started us with SIGINT ignored or defaulted, as background jobs and CI runners do.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Ctrl-C, SIGTERM and SIGHUP must reach us as Interrupted (temp dirs cleaned, children stopped,
+    # manifest marked) even when the parent started us with SIGINT ignored, as background jobs do.
+    with interruptible():
+        _main()
+
+
+def _main() -> None:
     try:
         code = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here
         if code == 130:  # typer turns KeyboardInterrupt into Exit(130)
@@ -70,9 +73,9 @@ def main() -> None:
     except RecipeError as e:
         console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         console.print(INTERRUPTED)
-        sys.exit(130)
+        sys.exit(exit_code_of(e))
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:
@@ -83,7 +86,7 @@ def main() -> None:
             sys.exit(e.exit_code)
         if isinstance(e, click.exceptions.Abort):  # click's form of KeyboardInterrupt
             console.print(INTERRUPTED)
-            sys.exit(130)
+            sys.exit(exit_code_of(e))
         if STATE["verbose"]:
             raise
         console.print(

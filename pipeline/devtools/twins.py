@@ -89,6 +89,7 @@ ARCHS: dict[str, dict[str, Any]] = {  # config.json of the real checkpoints (bos
 SENTENCEPIECE = {"mistral", "qwen2"}  # model types that get the SentencePiece tokenizer (see _tokenizer)
 QKV_BIAS = {"qwen2"}  # Qwen2 attention has biases on q/k/v (not o)
 SHARD_BYTES = 4 * 10**9
+MARKER = ".twin.json"  # what makes a directory a twin that a new one may replace
 STD = 0.02  # the architectures' initializer_range
 README = """# Shape twin of {arch} ({layers} layers)
 
@@ -150,8 +151,11 @@ def build(
     seed: int = 0,
     report: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
-    """Write the twin into `out` (built in a temp dir beside it, renamed into place when complete)."""
+    """Write the twin into `out` (built in a temp dir beside it, renamed into place when complete). An
+    `out` that exists must be empty or an earlier twin: anything else (`--out .`, a real checkpoint) is
+    refused before any work, never deleted."""
     cfg = config(arch, layers, vocab)
+    _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
@@ -168,6 +172,7 @@ def build(
         )
         size = _weights(cfg, tmp, seed, report)
         (tmp / "README.md").write_text(README.format(arch=arch, layers=layers, seed=seed))
+        (tmp / MARKER).write_text(json.dumps({"arch": arch, "layers": layers, "seed": seed}))
         tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is read by other tools and users
         for f in tmp.iterdir():
             f.chmod(0o644)
@@ -183,6 +188,24 @@ def build(
         "bytes": size,
         "tokenizer_tokens": tokens["size"],
     }
+
+
+def _check_replaceable(out: Path) -> None:
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise RecipeError(f"{out} exists and is not a directory; choose another --out", field="out")
+    if not out.is_dir() or not any(out.iterdir()) or is_twin(out):
+        return
+    raise RecipeError(
+        f"{out} is not empty and is not a twin (no {MARKER}): a twin replaces its --out directory; choose "
+        "an empty or new one",
+        field="out",
+    )
+
+
+def is_twin(path: Path) -> bool:
+    readme = path / "README.md"
+    legacy = readme.is_file() and readme.read_text(errors="replace").startswith("# Shape twin of ")
+    return (path / MARKER).is_file() or legacy
 
 
 def _weights(cfg: dict[str, Any], out: Path, seed: int, report: Callable[[str], None]) -> int:

@@ -5,6 +5,7 @@ then the defaults for the format's family in eval/gates.yaml (when `evaluation.d
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,22 @@ def resolve(*layers: GatesSpec | None) -> GatesSpec:
 
 
 def failures(metrics: dict[str, Any], gates: GatesSpec) -> list[str]:
-    """One message per gate that trips: the gate, the measured value and the limit."""
+    """One message per gate that trips: the gate, the measured value and the limit. A gated metric that
+    is not a finite number (NaN, inf, missing) trips its gate: a NaN compares False with any limit, and
+    a broken artifact is what gates exist to catch."""
     out = []
-    if gates.max_kld is not None and metrics["kld"] > gates.max_kld:
-        out.append(f"max_kld: mean KLD {metrics['kld']:.4g} > {gates.max_kld}")
-    if gates.max_ppl_increase_pct is not None and metrics["ppl_increase_pct"] > gates.max_ppl_increase_pct:
-        out.append(
-            f"max_ppl_increase_pct: perplexity +{metrics['ppl_increase_pct']:.2f} % > {gates.max_ppl_increase_pct} %"
-        )
-    if gates.min_top1 is not None and metrics["top1_pct"] < gates.min_top1:
-        out.append(f"min_top1: top-1 agreement {metrics['top1_pct']:.2f} % < {gates.min_top1} %")
+    checks = (  # gate, metric, does the value trip it, the message
+        ("max_kld", "kld", lambda v, g: v > g, lambda v, g: f"mean KLD {v:.4g} > {g}"),
+        ("max_ppl_increase_pct", "ppl_increase_pct", lambda v, g: v > g, lambda v, g: f"perplexity +{v:.2f} % > {g} %"),
+        ("min_top1", "top1_pct", lambda v, g: v < g, lambda v, g: f"top-1 agreement {v:.2f} % < {g} %"),
+    )
+    for gate, key, trips, message in checks:
+        limit = getattr(gates, gate)
+        if limit is None:
+            continue
+        value = metrics.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            out.append(f"{gate}: {key} is {value!r}, not a finite number (limit {limit})")
+        elif trips(value, limit):
+            out.append(f"{gate}: {message(value, limit)}")
     return out

@@ -34,9 +34,25 @@ def local_tasks(dirs: list[Path] | None = None) -> dict[str, Path]:
     return out
 
 
+class Function(str):
+    """lm-eval's `!function module.name` (a Python function beside the YAML): kept as the tag it is."""
+
+
+class _TaskLoader(yaml.SafeLoader):
+    """Safe YAML plus lm-eval's one tag: a task dir holding `!function` YAMLs is valid, requested or not."""
+
+
+class _TaskDumper(yaml.SafeDumper):
+    pass
+
+
+_TaskLoader.add_constructor("!function", lambda loader, node: Function(loader.construct_scalar(node)))
+_TaskDumper.add_representer(Function, lambda dumper, v: dumper.represent_scalar("!function", str(v)))
+
+
 def _yaml(f: Path) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(f.read_text(encoding="utf-8"))
+        doc = yaml.load(f.read_text(encoding="utf-8"), Loader=_TaskLoader)  # a SafeLoader with one more tag
     except (UnicodeDecodeError, yaml.YAMLError) as e:
         raise RecipeError(
             f"{f}: not a YAML task file ({str(e).splitlines()[0][:120]})", field=("evaluation", "task_dirs")
@@ -51,19 +67,41 @@ def _data_files(f: Path, doc: dict[str, Any]) -> dict[str, Path]:
     return {split: (f.parent / name).resolve() for split, name in files.items()}
 
 
+def _inputs(f: Path, seen: set[Path] | None = None) -> list[Path]:
+    """Every file a task YAML reads: itself, what it includes (followed), their data files and the
+    Python modules their `!function`s name."""
+    seen = set() if seen is None else seen
+    if f in seen or not f.is_file():
+        return []
+    seen.add(f)
+    doc = _yaml(f)
+    files = [f, *_data_files(f, doc).values(), *_function_modules(f, doc)]
+    if doc.get("include"):
+        files += _inputs((f.parent / str(doc["include"])).resolve(), seen)
+    return files
+
+
+def _function_modules(f: Path, doc: Any) -> list[Path]:
+    if isinstance(doc, Function):
+        return [f.parent / (str(doc).rpartition(".")[0].replace(".", "/") + ".py")]
+    if isinstance(doc, dict):
+        return [m for v in doc.values() for m in _function_modules(f, v)]
+    if isinstance(doc, list):
+        return [m for v in doc for m in _function_modules(f, v)]
+    return []
+
+
 def fingerprint(tasks: list[str], dirs: list[Path]) -> dict[str, Any]:
-    """Content of every local task the recipe names: its YAML, the YAMLs it includes and its data files.
-    Editing any of them re-runs the evaluations (a Hub task is keyed by its name and lm-eval's version)."""
+    """Content of every local task the recipe names: its YAML, the YAMLs it includes, their data files
+    and `!function` modules. Editing any of them re-runs the evaluations (a Hub task is keyed by its
+    name and lm-eval's version)."""
     local, out = local_tasks(dirs), {}
     for t in tasks:
         if t in local:
             f = local[t]
-            doc = _yaml(f)
-            included = [(f.parent / str(doc["include"])).resolve()] if doc.get("include") else []
-            files = [f, *included, *_data_files(f, doc).values()]
             out[t] = {
                 str(p.relative_to(f.parent) if p.is_relative_to(f.parent) else p): file_sha256(p)
-                for p in files
+                for p in _inputs(f)
                 if p.is_file()
             }
     return out
@@ -81,7 +119,9 @@ def prepare(out: Path, dirs: list[Path] | None = None) -> Path:
                 doc["dataset_kwargs"]["data_files"] = {split: str(p) for split, p in _data_files(f, doc).items()}
             if doc.get("include"):
                 doc["include"] = str((f.parent / doc["include"]).resolve())
-            (include / f.name).write_text(yaml.safe_dump(doc, sort_keys=False))
+            (include / f.name).write_text(yaml.dump(doc, Dumper=_TaskDumper, sort_keys=False))
+        for module in d.glob("*.py"):  # what `!function` names, found beside the copied YAMLs
+            shutil.copyfile(module, include / module.name)
     return include
 
 

@@ -14,10 +14,13 @@ import os
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pipeline.tools import processes
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -80,16 +83,22 @@ def machine_load(exclude: set[int] | None = None, top: int = 3) -> dict[str, Any
     }
 
 
-def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[str, float]:
+def run_child(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 3600.0) -> tuple[str, float]:
     """stdout and peak RSS (MB) of one child process (wait4 gives that child's own rusage)."""
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, env=env, preexec_fn=processes.dies_with_parent()
+        )
+        timer = threading.Timer(timeout, proc.kill)  # a hung benchmark must not stall the run
+        timer.start()
         try:
             out = proc.stdout.read()  # type: ignore[union-attr]
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
-            proc.kill()
+            processes.stop(proc, grace=2)  # and reaped: no zombie
             raise
+        finally:
+            timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
             err.seek(0)

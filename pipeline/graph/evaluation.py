@@ -9,6 +9,7 @@ from typing import Any
 from pipeline import engines
 from pipeline.backends import FORMATS
 from pipeline.evaluation import gates, lmeval
+from pipeline.graph.machine import Machine
 from pipeline.graph.stage import Stage
 from pipeline.recipe import EvaluationSpec, GatesSpec, Recipe
 from pipeline.stage_id import EVAL_CORPUS, REFERENCE, SOURCE, StageId
@@ -34,11 +35,11 @@ def measured(ev: EvaluationSpec) -> dict[str, Any]:
     }
 
 
-def stages(recipe: Recipe, base: Path, planned: list[Stage]) -> list[Stage]:
+def stages(recipe: Recipe, base: Path, planned: list[Stage], machine: Machine) -> list[Stage]:
     """`planned`: the stages so far (an engine's floor is the output of one of them)."""
     ev = recipe.evaluation
     tasks = ("lm_eval",) if ev.tasks else ()
-    spec = measured(ev)
+    spec = {**measured(ev), "compute": machine.compute}
     out = [
         Stage(
             id=EVAL_CORPUS,

@@ -3,6 +3,7 @@ when publishing, a publish stage per artifact after it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -30,12 +31,39 @@ def repo_ids(recipe: Recipe) -> dict[str, str]:
     return {o.artifact: publish.repo_id(spec, recipe.name, model_name(recipe), o.artifact) for o in recipe.formats}
 
 
+def repo_collision(recipe: Recipe) -> str | None:
+    """The first repo that publish.repo_template gives to two artifacts (each upload would overwrite the
+    last one's weights and card), or None."""
+    seen: dict[str, str] = {}
+    for art, repo in repo_ids(recipe).items():
+        if repo in seen:
+            return (
+                f"repo_template {recipe.publish.repo_template!r} names one repo, {repo}, for {seen[repo]!r} and {art!r}"
+            )
+        seen[repo] = art
+    return None
+
+
 def _excerpt(recipe: Recipe, opts: Any, calibrated: bool) -> str:
     doc: dict[str, Any] = {"model": recipe.model.model_dump(mode="json", exclude_none=True)}
     if calibrated:
         doc["calibration"] = recipe.calibration.model_dump(mode="json", exclude_none=True)
     doc["formats"] = [opts.model_dump(mode="json", exclude_none=True)]
-    return yaml.safe_dump(doc, sort_keys=False)
+    return yaml.safe_dump(_no_local_paths(doc), sort_keys=False)
+
+
+def _no_local_paths(value: Any) -> Any:
+    """The excerpt goes into published cards and manifests: a local path keeps only its file name
+    (`/home/me/ckpt/imatrix.gguf` -> `imatrix.gguf`), the machine's directory layout stays here."""
+    if isinstance(value, dict):
+        return {k: _no_local_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_local_paths(v) for v in value]
+    if isinstance(value, str) and ("/" in value or "\\" in value) and Path(value).expanduser().is_absolute():
+        return Path(value).name
+    if isinstance(value, str) and value.startswith(("~", "../")):
+        return Path(value).name
+    return value
 
 
 def jobs(recipe: Recipe, calibrated: list[Any], planned: list[Stage]) -> list[package.PackageJob]:
@@ -49,6 +77,9 @@ def stages(recipe: Recipe, calibrated: list[Any], with_publish: bool, planned: l
     out, repos, ids = [], repo_ids(recipe), {s.id for s in planned}
     if with_publish and not repos:
         raise RecipeError("publishing needs publish.org: repo_template uses {org}", field=("publish", "org"))
+    clash = repo_collision(recipe) if with_publish else None
+    if clash:
+        raise RecipeError(f"{clash}; add {{format}} to it", field=("publish", "repo_template"))
     for opts in recipe.formats:
         art, job = opts.artifact, _job(recipe, opts, calibrated, repos, ids)
         ev, floor = job.evaluate_id, job.floor_id

@@ -17,6 +17,7 @@ from pipeline.errors import RecipeError, line_of
 from pipeline.files import is_finished, stage_dir
 from pipeline.fingerprint import stable_hash
 from pipeline.graph import checks, evaluation, packaging, served
+from pipeline.graph.machine import Machine
 from pipeline.graph.stage import Stage
 from pipeline.recipe import Recipe
 from pipeline.stage_id import CALIBRATION, SOURCE, StageId
@@ -39,6 +40,7 @@ class Plan:
     labels: dict[str, str] = field(default_factory=dict)  # artifact -> its format as the results table names it
     with_calibration: bool = False  # how it was built: a stage worker rebuilds the same plan
     with_publish: bool = False
+    machine: Machine = field(default_factory=Machine)  # what was read from the machine: workers reuse it
 
     def stage(self, stage_id: str) -> Stage:
         return next(s for s in self.stages if s.id == stage_id)
@@ -56,10 +58,16 @@ class Plan:
 
 
 def build_plan(
-    recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool = False, with_publish: bool | None = None
+    recipe: Recipe,
+    recipe_path: Path,
+    workdir: Path,
+    with_calibration: bool = False,
+    with_publish: bool | None = None,
+    machine: Machine | None = None,
 ) -> Plan:
     """The stage graph. Calibration is a stage only when a format needs it (or `with_calibration`);
-    publish stages when the recipe enables publishing (or `with_publish`)."""
+    publish stages when the recipe enables publishing (or `with_publish`). `machine`: the runner's
+    snapshot, for a stage worker rebuilding its plan (pipeline.graph.machine); read afresh otherwise."""
     try:
         return _build(
             recipe,
@@ -67,6 +75,7 @@ def build_plan(
             workdir,
             with_calibration,
             recipe.publish.enabled if with_publish is None else with_publish,
+            machine or Machine.probe(),
         )
     except RecipeError as e:
         if e.file is None:
@@ -75,7 +84,9 @@ def build_plan(
         raise
 
 
-def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool, with_publish: bool) -> Plan:
+def _build(
+    recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: bool, with_publish: bool, machine: Machine
+) -> Plan:
     base = recipe_path.parent
     found = checks.check(recipe, base, with_calibration)
     stages = [
@@ -107,8 +118,12 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
         backend = FORMATS[opts.format].backend
         steps = backend.shared_steps(opts)  # e.g. one GGUF conversion for every GGUF type
         for step in steps:
-            if not any(s.id == step.id for s in stages):
+            same = next((s for s in stages if s.id == step.id), None)
+            if same is None:
                 stages.append(_step_stage(step))
+            elif same.config != step.config or same.deps != [StageId.parse(n) for n in step.needs]:
+                # one id must mean one output: a second step under it would silently use the first's
+                raise RuntimeError(f"two different shared steps are both named {step.id}")
         deps = [SOURCE] + ([CALIBRATION] if opts in found.calibrated else []) + [step.id for step in steps]
         stages.append(
             Stage(
@@ -131,8 +146,8 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
         )
     notes = list(found.notes)
     if recipe.evaluation.enabled:
-        stages += evaluation.stages(recipe, base, stages)
-        more, skipped = served.stages(recipe, packaging.jobs(recipe, found.calibrated, stages))
+        stages += evaluation.stages(recipe, base, stages, machine)
+        more, skipped = served.stages(recipe, packaging.jobs(recipe, found.calibrated, stages), machine)
         stages += more
         notes += skipped
     if with_publish and not recipe.package.enabled:
@@ -160,6 +175,7 @@ def _build(recipe: Recipe, recipe_path: Path, workdir: Path, with_calibration: b
         labels=labels,
         with_calibration=with_calibration,
         with_publish=with_publish,
+        machine=machine,
     )
 
 

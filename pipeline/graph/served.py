@@ -6,6 +6,7 @@ measurement as in its own engine, through vLLM (evaluate[ARTIFACT@vllm], and flo
 from __future__ import annotations
 
 from pipeline.graph.evaluation import EVAL_PACKAGES
+from pipeline.graph.machine import Machine
 from pipeline.graph.stage import Stage
 from pipeline.recipe import Recipe
 from pipeline.serving import vllm as vllm_target
@@ -17,7 +18,7 @@ from pipeline.versions import versions
 ENGINE = "vllm"
 
 
-def stages(recipe: Recipe, jobs: list[package.PackageJob]) -> tuple[list[Stage], list[str]]:
+def stages(recipe: Recipe, jobs: list[package.PackageJob], machine: Machine) -> tuple[list[Stage], list[str]]:
     """`jobs`: every artifact's package job (pipeline.graph.packaging.jobs). Returns the stages and the
     notes for what was skipped."""
     ev = recipe.evaluation
@@ -25,7 +26,7 @@ def stages(recipe: Recipe, jobs: list[package.PackageJob]) -> tuple[list[Stage],
     if not (ev.enabled and ev.vllm and servable):
         return [], []
     env = environments.get("vllm")
-    if not env.ready():
+    if not machine.vllm_ready:
         return [], [
             "vLLM serve checks and evaluation skipped: vLLM's environment is not set up on this "
             f"machine ({env.setup_hint()}; "
@@ -60,6 +61,7 @@ def stages(recipe: Recipe, jobs: list[package.PackageJob]) -> tuple[list[Stage],
                     "version": serve_check.VERSION,
                     "job": job.config(),
                     "env": env.key,
+                    "env_resolved": machine.vllm_resolved,
                     "config": serve_check.config_name(),
                 },
                 deps=[SOURCE] if job is base else [SOURCE, model],
@@ -81,6 +83,7 @@ def stages(recipe: Recipe, jobs: list[package.PackageJob]) -> tuple[list[Stage],
                     "version": evaluate.VERSION,
                     "engine": ENGINE,
                     "env": env.key,
+                    "env_resolved": machine.vllm_resolved,
                     "speed": ev.speed.model_dump(mode="json"),
                 },
                 deps=[model, check, EVAL_CORPUS, REFERENCE],

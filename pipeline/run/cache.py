@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.files import MARKER, stage_dir, write_json_atomic
+from pipeline.files import MARKER, fsync_tree, stage_dir, write_json_atomic
 
 TMP = ".tmp"
 
@@ -30,14 +30,24 @@ def atomic_stage(run_dir: Path, label: str, key: str, meta: dict) -> Iterator[Pa
     tmp.mkdir()
     try:
         yield tmp
-        write_json_atomic(tmp / MARKER, {"key": key, "label": label, "finished_at": time.time(), **meta})
+        fsync_tree(tmp)  # the bytes first, then the marker, then the rename (each durable before the next)
+        write_json_atomic(tmp / MARKER, {"key": key, "label": label, "finished_at": time.time(), **meta}, durable=True)
         if final.exists():  # a forced rerun, or an unmarked leftover: replace it
             trash = tmp_root / f"{final.name}.old.{os.getpid()}"
             os.replace(final, trash)
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(tmp, final)
+        _fsync_dir(run_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def clean_stale_tmp(run_dir: Path) -> list[str]:

@@ -39,6 +39,7 @@ class Manifest:
         self.started = time.time()
         self.records: list[StageRecord] = []
         self.status = "running"
+        self.interrupted_by: str | None = None  # the signal that stopped the run
         self.runner: Callable[[], float] | None = None  # the runner process's peak RSS so far (MB)
 
     def add(self, record: StageRecord) -> None:
@@ -65,6 +66,7 @@ class Manifest:
                     name: {"format": label} for name, label in p.labels.items()
                 },  # as the results table names them
                 "status": self.status,
+                **({"interrupted_by": self.interrupted_by} if self.interrupted_by else {}),
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
                 "seconds": round(time.time() - self.started, 2),
                 "environment": environment(),
@@ -73,6 +75,8 @@ class Manifest:
                 else None,  # the parent process; stages report their workers' own
                 "stages": [asdict(r) for r in self.records],
                 "pending": [s.id for s in p.stages if s.id not in {r.id for r in self.records}],
+                # every stage of the plan with its output path, run or not: `gc` keeps them all
+                "planned": [{"id": s.id, "key": s.key, "path": relative(s.path, p.run_dir)} for s in p.stages],
                 "stage_versions": {s.id: s.versions for s in p.stages},
             },
         )

@@ -6,6 +6,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import time
 import traceback
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from pipeline.console import RunnerMemory, StageContext, progress_reporter, stage_log, stage_progress
-from pipeline.errors import RecipeError, StageError, one_line
+from pipeline.errors import Interrupted, RecipeError, StageError, interruptible, one_line
 from pipeline.graph.plan import Plan, Stage
 from pipeline.run import worker
 from pipeline.run.cache import atomic_stage, clean_stale_tmp
@@ -58,7 +59,7 @@ def execute(
         raise RecipeError(f"--force {unknown[0]!r} names no stage; stages: {', '.join(s.id for s in plan.stages)}")
     forced = plan.downstream(force or [])
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(plan.run_dir, shared_lock):
+    with interruptible(), run_lock(plan.run_dir, shared_lock):
         if not shared_lock:
             clean_stale_tmp(plan.run_dir)
         manifest = Manifest(plan, manifest_name)
@@ -79,7 +80,8 @@ def execute(
                     manifest.add(record)
                     if record.status in ("failed", "failed-gates", "skipped"):
                         broken.add(stage.id)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as e:
+                manifest.interrupted_by = signal.Signals(e.signum).name if isinstance(e, Interrupted) else "SIGINT"
                 manifest.finish("interrupted")
                 raise
         manifest.finish("failed" if manifest.failed() else "ok")

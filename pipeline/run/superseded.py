@@ -4,8 +4,9 @@ Every change to a recipe leaves the outputs of the old keys behind (content addr
 overwrites). An output is current when a manifest of the run (manifest.json, calib-manifest.json,
 publish-manifest.json, manifests/*.json of orchestrated tasks) or one of the run's stable links
 (source, artifacts/*, evaluation/*, packages/*) points at it; everything else with a stage marker is
-superseded. Bytes freed count only files with no other hard link (a package shares its weights with
-its quantize output)."""
+superseded. A manifest names every stage its plan holds, pending ones too (an interrupted run, a
+partial run of some formats): what a plan still needs is never removed. Bytes freed count only files
+with no other hard link (a package shares its weights with its quantize output)."""
 
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ def current(run_dir: Path) -> set[Path]:
     manifests += sorted((run_dir / "manifests").glob("*.json"))
     for m in manifests:
         try:
-            stages = json.loads(m.read_text())["stages"]
-        except (OSError, ValueError, KeyError):
+            data = json.loads(m.read_text())
+            stages = list(data.get("stages", [])) + list(data.get("planned", []))
+        except (OSError, ValueError, AttributeError, TypeError):
             continue
-        keep |= {(run_dir / s["path"]).resolve() for s in stages if s.get("path")}
+        keep |= {(run_dir / s["path"]).resolve() for s in stages if isinstance(s, dict) and s.get("path")}
     links = [run_dir / "source"] + [p for d in LINK_DIRS for p in (run_dir / d).glob("*")]
     keep |= {p.resolve() for p in links if p.is_symlink()}
     return keep

@@ -22,6 +22,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from typing import Any
 
 from pipeline.console import StageContext, log_to_file, quiet_libraries
 from pipeline.errors import RecipeError, StageError, one_line
+from pipeline.tools.processes import set_parent_death_signal
+
+STOP_GRACE_S = 20.0  # a worker asked to stop: time to stop its tools (a vLLM server takes the longest)
 
 
 @dataclass
@@ -113,18 +117,27 @@ class Workers:
         self.messages = os.fdopen(read_fd, "r", encoding="utf-8", errors="replace")
 
     def _stop_worker(self, pid: int | None) -> None:
-        """Kill the stage's worker and wait until the zygote has reaped it; without its pid, the zygote
-        (a worker dies with its zygote: PR_SET_PDEATHSIG)."""
+        """Stop the stage's worker: SIGTERM, which it turns into KeyboardInterrupt so that its own cleanup
+        runs (tools stopped, the vLLM server's group stopped), STOP_GRACE_S to do it, then SIGKILL; wait
+        until the zygote has reaped it. Without its pid, the zygote (a worker dies with its zygote)."""
         if pid is not None:
             try:
-                os.kill(pid, signal.SIGKILL)
-                while select.select([self.messages], [], [], 10)[0]:
-                    line = self.messages.readline()
-                    if not line or "exit" in json.loads(line):
-                        break
+                os.kill(pid, signal.SIGTERM)
+                if not self._await_exit(STOP_GRACE_S):
+                    os.kill(pid, signal.SIGKILL)
+                    self._await_exit(10)
             except (OSError, ValueError):
                 pass
         self.close(kill=True)
+
+    def _await_exit(self, seconds: float) -> bool:
+        """Read the worker's last messages until the zygote reports its exit; False after `seconds`."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and select.select([self.messages], [], [], left)[0]:
+            line = self.messages.readline()
+            if not line or "exit" in json.loads(line):
+                return True
+        return False
 
     def close(self, kill: bool = False) -> None:
         if self.zygote is None:
@@ -151,6 +164,7 @@ def job(plan: Any, stage: Any, tmp: Path, inputs: dict[str, Path], log_path: Pat
         "workdir": str(plan.run_dir.parent),
         "with_calibration": plan.with_calibration,
         "with_publish": plan.with_publish,
+        "machine": plan.machine.to_json(),
         "out": str(tmp),
         "inputs": {k: str(v) for k, v in inputs.items()},
         "log": str(log_path),
@@ -170,14 +184,8 @@ def _death(code: int, log_path: Path) -> str:
 def die_with(parent_pid: int) -> None:
     """A worker outlives nothing: if its parent is killed (SIGKILL, a timeout), the kernel kills it too,
     instead of leaving an orphan computing into a stage nobody will publish. Runner -> zygote -> worker."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the parent died before the request was in place
-        os._exit(1)
+    if set_parent_death_signal(signal.SIGKILL) and os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before the request was in place
 
 
 def send_to(fd: int, msg: dict[str, Any]) -> None:
@@ -193,12 +201,19 @@ def serve(job: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> int:
     try:
         # Not at the top: the zygote imports this module before it quiets the libraries, and what the
         # plan imports reads its verbosity once, when imported.
+        from pipeline.graph.machine import Machine
         from pipeline.graph.plan import build_plan
         from pipeline.recipe import Recipe
 
         recipe = Recipe.model_validate(job["recipe"])
+        machine = Machine.from_json(job["machine"])  # the runner's: the machine may have changed since
         plan = build_plan(
-            recipe, Path(job["recipe_path"]), Path(job["workdir"]), job["with_calibration"], job["with_publish"]
+            recipe,
+            Path(job["recipe_path"]),
+            Path(job["workdir"]),
+            job["with_calibration"],
+            job["with_publish"],
+            machine,
         )
         stage = plan.stage(job["stage"])
         if stage.key != job["key"]:

@@ -26,6 +26,8 @@ import traceback
 from pipeline.console import quiet_libraries
 from pipeline.run.worker import die_with, send_to, serve
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 # What nearly every worker imports. Stages add their own (Stage.imports: llm-compressor, lm-eval).
 PRELOAD = (
     "torch",
@@ -37,9 +39,15 @@ PRELOAD = (
 )
 
 
+# Never imported before a fork: importing bitsandbytes probes CUDA, and a CUDA context made in the zygote
+# makes every forked worker fail on its first CUDA call ("Cannot re-initialize CUDA in forked subprocess").
+# Their workers import them themselves.
+FORK_UNSAFE = ("bitsandbytes",)
+
+
 def preload(modules) -> None:
     for name in modules:
-        if name not in sys.modules:
+        if name not in sys.modules and name.split(".")[0] not in FORK_UNSAFE:
             try:
                 importlib.import_module(name)
             except Exception:
@@ -50,9 +58,11 @@ def main() -> int:
     die_with(int(os.environ.pop("PIPELINE_RUNNER_PID")))
     channel = int(os.environ.pop("PIPELINE_WORKER_FD"))
     verbose = os.environ.pop("PIPELINE_WORKER_VERBOSE") == "1"
-    # Ctrl-C reaches the whole process group: the worker of the moment stops its stage, the runner
-    # stops the run and closes the zygote.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C (or a SIGTERM/SIGHUP to the whole process group) reaches the worker of the moment, which
+    # stops its stage, and the runner, which stops the run and closes the zygote. Were the zygote to die
+    # first, its worker would get SIGKILL (PR_SET_PDEATHSIG) before it could stop its own tools.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     quiet_libraries(verbose)  # before the imports: libraries read their verbosity once, when imported
     preload(PRELOAD)
     for line in sys.stdin:
@@ -78,7 +88,8 @@ def _worker(job: dict, channel: int, verbose: bool) -> int:
     import logging
 
     die_with(os.getppid())
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in STOP_SIGNALS:  # each stops the stage as Ctrl-C does: its `finally` blocks stop its tools
+        signal.signal(sig, _interrupt)
     _name_process(job["stage"])
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -93,6 +104,10 @@ def _worker(job: dict, channel: int, verbose: bool) -> int:
         logging.shutdown()  # os._exit follows: flush what the stage logged and printed
         sys.stdout.flush()
         sys.stderr.flush()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _name_process(stage_id: str) -> None:

@@ -83,19 +83,26 @@ def write(a: Artifact, out: Path, wanted: list[str] | None = None) -> list[str]:
     return [t.name for t in chosen]
 
 
+class ShellVar(str):
+    """A fragment of our own that the shell expands ('"${PORT:-8080}"', '"$PWD"'): the one kind of
+    argument shell_script writes as it is. It is a type, never recognised by its text, so a recipe value
+    that looks like one ('"$(touch /tmp/x)"' in tgi_args) is still quoted."""
+
+
 def shell_script(comment: str, command: list[str], cd_package: bool = True) -> str:
-    """A bash script that runs `command` from the package directory; $VARS in it expand, the rest is quoted."""
+    """A bash script that runs `command` from the package directory; ShellVar arguments expand, every
+    other one (recipe values included) is quoted, so it reaches the program as one literal argument."""
     import shlex
 
     def arg(s: str) -> str:
-        return s if s.startswith('"$') else shlex.quote(s)
+        return s if isinstance(s, ShellVar) else shlex.quote(s)
 
     lines = ["#!/usr/bin/env bash"] + [f"# {c}" if c else "#" for c in comment.splitlines()] + ["set -euo pipefail"]
     if cd_package:
         lines.append('cd "${MODEL_DIR:-$(dirname "$0")/..}"  # the package directory: weights, README.md, serving/')
     groups: list[list[str]] = []
     for c in command:  # one "--option value" per line
-        if groups and groups[-1][0].startswith("-") and len(groups[-1]) == 1 and not c.startswith("-"):
+        if groups and groups[-1][0].startswith("-") and len(groups[-1]) == 1 and not str(c).startswith("-"):
             groups[-1].append(c)
         else:
             groups.append([c])

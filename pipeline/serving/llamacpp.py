@@ -4,7 +4,7 @@ overridden from the environment; everything else is what the recipe asked for.""
 
 from __future__ import annotations
 
-from pipeline.serving import Artifact, ServingTarget, register, shell_script
+from pipeline.serving import Artifact, ServingTarget, ShellVar, register, shell_script
 
 IMAGE = "ghcr.io/ggml-org/llama.cpp:server"  # CPU image; the server-cuda variant offloads --n-gpu-layers to a GPU
 
@@ -40,12 +40,12 @@ class LlamaCpp(ServingTarget):
 
     def files(self, a: Artifact) -> dict[str, str]:
         o = a.options
-        host, port = '"${HOST:-127.0.0.1}"', f'"${{PORT:-{o["port"]}}}"'
+        host, port = ShellVar('"${HOST:-127.0.0.1}"'), ShellVar(f'"${{PORT:-{o["port"]}}}"')
         server = shell_script(
             f"llama.cpp's server for {a.name}: OpenAI-compatible API at http://$HOST:$PORT/v1, health at /health.\n"
             "LLAMA_SERVER: the llama-server binary (default: the one on PATH). --n-gpu-layers "
             "is ignored by CPU-only builds.",
-            ['"${LLAMA_SERVER:-llama-server}"'] + server_args(a, a.gguf_file or "", host, port),
+            [ShellVar('"${LLAMA_SERVER:-llama-server}"')] + server_args(a, a.gguf_file or "", host, port),
         )
         py = [
             "--model",
@@ -65,7 +65,7 @@ class LlamaCpp(ServingTarget):
         python = shell_script(
             f"The same server through llama-cpp-python (pip install 'llama-cpp-python[server]'), for {a.name}.\n"
             "It applies the chat template stored in the GGUF. PYTHON: the interpreter that has llama-cpp-python.",
-            ['"${PYTHON:-python3}"', "-m", "llama_cpp.server"] + py,
+            [ShellVar('"${PYTHON:-python3}"'), "-m", "llama_cpp.server"] + py,
         )
         return {"llama-server.sh": server, "llama-cpp-python.sh": python}
 

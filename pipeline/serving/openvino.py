@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.serving import Artifact, ServingTarget, register, shell_script
+from pipeline.serving import Artifact, ServingTarget, ShellVar, register, shell_script
 
 OVMS_IMAGE = "openvino/model_server:2026.4"  # the release beside the OpenVINO the package was made with
 GENAI = "openvino-genai==2026.4.1.0"
@@ -48,9 +48,9 @@ class OpenVino(ServingTarget):
                 "run",
                 "--rm",
                 "-p",
-                f'"${{HOST:-127.0.0.1}}:${{PORT:-{port}}}:{port}"',
+                ShellVar(f'"${{HOST:-127.0.0.1}}:${{PORT:-{port}}}:{port}"'),
                 "-v",
-                '"$PWD:/model:ro"',
+                ShellVar('"$PWD:/model:ro"'),
                 OVMS_IMAGE,
                 "--rest_port",
                 str(port),

@@ -5,7 +5,7 @@ TGI is in maintenance mode upstream: vLLM is the recommended server."""
 
 from __future__ import annotations
 
-from pipeline.serving import Artifact, ServingTarget, argnames, register, shell_script
+from pipeline.serving import Artifact, ServingTarget, ShellVar, argnames, register, shell_script
 
 IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.4"
 MAINTENANCE = (
@@ -70,9 +70,9 @@ class Tgi(ServingTarget):
                 "--shm-size",
                 "1g",
                 "-p",
-                f'"127.0.0.1:${{PORT:-{a.options["port"]}}}:80"',
+                ShellVar(f'"127.0.0.1:${{PORT:-{a.options["port"]}}}:80"'),
                 "-v",
-                '"$PWD:/data/' + a.name + ':ro"',
+                ShellVar(f'"$PWD:/data/{a.name}:ro"'),  # a.name: a plain name (NAME_RE)
                 "-e",
                 "HF_TOKEN",
                 "--env-file",
@@ -83,12 +83,12 @@ class Tgi(ServingTarget):
         flags = [
             x for k, v in e.items() if k not in ("MODEL_ID", "PORT") for x in (f"--{argnames.env_to_option(k)}", v)
         ]
-        model = e["MODEL_ID"] if a.kind == "bitsandbytes" else '"$PWD"'
+        model = e["MODEL_ID"] if a.kind == "bitsandbytes" else ShellVar('"$PWD"')
         launcher = shell_script(
             f"TGI's launcher without Docker (text-generation-launcher on PATH), for {a.name}.\n{maintenance}",
             ["text-generation-launcher", "--model-id", model]
             + flags
-            + ["--port", f'"${{PORT:-{a.options["port"]}}}"', "--hostname", "127.0.0.1"],
+            + ["--port", ShellVar(f'"${{PORT:-{a.options["port"]}}}"'), "--hostname", "127.0.0.1"],
         )
         return {"tgi.env": env_file, "tgi-docker.sh": docker, "tgi-launcher.sh": launcher}
 

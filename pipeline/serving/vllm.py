@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.serving import Artifact, ServingTarget, argnames, register, shell_script
+from pipeline.serving import Artifact, ServingTarget, ShellVar, argnames, register, shell_script
 
 IMAGE = "vllm/vllm-openai:v0.33.0"  # the version whose option names data/vllm-serve-args.txt holds
 GIB = 1 << 30
@@ -65,7 +65,7 @@ class Vllm(ServingTarget):
             f"vLLM's OpenAI-compatible server for {a.name} (needs an NVIDIA GPU and `pip install vllm`; "
             "on CPU: vllm serve --config serving/vllm-cpu.yaml).\n"
             "Health: GET /health; API: /v1. A command-line option overrides the YAML: ./vllm.sh --port 9000",
-            ["vllm", "serve", "--config", "serving/vllm.yaml", '"$@"'],
+            ["vllm", "serve", "--config", "serving/vllm.yaml", ShellVar('"$@"')],
         )
         return {
             "vllm.yaml": head.format("vllm.yaml") + yaml.safe_dump(options(a, ".", "127.0.0.1"), sort_keys=False),

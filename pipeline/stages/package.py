@@ -22,10 +22,13 @@ from pipeline.report import card
 
 # bump when the package's files change for the same inputs (2: Kubernetes object names; 3: licenses, context default; 4:
 # vllm-cpu.yaml, serve check)
-VERSION = 4
+VERSION = 5  # 5: only weights hard-linked
 # Not linked from the artifact: bookkeeping, llmcompressor's recipe.yaml (it does not load back: the card holds ours),
 # and the
 # files this stage writes itself (a linked README.md would be written through, into the quantize output).
+# Large files a package shares with the cached artifact (hard links, read by engines, never written):
+# weights of every format (safetensors, GGUF, OpenVINO IR). Everything else is copied.
+WEIGHTS = (".safetensors", ".gguf", ".bin")
 SKIP = {MARKER, "stage_info.json", "recipe.yaml", "README.md", "manifest.json"}
 LICENSES = (
     "LICENSE*",
@@ -123,7 +126,12 @@ def assemble(
     ctx.status("linking the artifact's files")
     for p in sorted(art.rglob("*")):
         if p.is_file() and p.name not in SKIP:
-            link_or_copy(p, out / p.relative_to(art))  # hard links: no second copy of the weights
+            target = out / p.relative_to(art)
+            if p.name.endswith(WEIGHTS):  # hard links: no second copy of the weights
+                link_or_copy(p, target)
+            else:  # a copy: editing a package's config or tokenizer must not rewrite the cached artifact
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(p, target)
     for pattern in LICENSES:
         for p in sorted(src.glob(pattern)):
             if p.is_file() and not (out / p.name).exists():

@@ -32,16 +32,29 @@ def has_token() -> bool:
     return bool(get_token())
 
 
-def run(spec: PublishSpec, repo: str, package: Path, out: Path, ctx: Any) -> dict[str, Any]:
-    from huggingface_hub import HfApi
+def run(spec: PublishSpec, repo: str, package: Path, out: Path, ctx: Any, api: Any = None) -> dict[str, Any]:
+    """`api`: an HfApi (default: one that reads HF_TOKEN or the login itself)."""
+    if api is None:
+        from huggingface_hub import HfApi
 
-    if not has_token():
-        raise StageError(NO_TOKEN)
+        if not has_token():
+            raise StageError(NO_TOKEN)
+        api = HfApi()
     files = listing(package)
-    api = HfApi()  # token=None: huggingface_hub reads HF_TOKEN or the login itself
     try:
         ctx.status(f"creating {repo} ({'private' if spec.private else 'public'})")
         url = api.create_repo(repo, private=spec.private, exist_ok=True, repo_type="model")
+        # exist_ok keeps an existing repo as it is: a public one stays public under `private: true`.
+        private = bool(api.repo_info(repo, repo_type="model").private)
+    except Exception as e:
+        raise StageError(f"push to {repo} failed: {_reason(e)} (nothing was uploaded; rerun to retry)") from None
+    if private != spec.private:
+        want, have = ("private", "public") if spec.private else ("public", "private")
+        raise StageError(
+            f"{repo} already exists and is {have}, the recipe says {want} (publish.private: {spec.private}); "
+            f"nothing was uploaded: change the repo's visibility on the Hub or the recipe"
+        )
+    try:
         ctx.status(f"uploading {len(files)} files to {repo}")
         commit = api.upload_folder(
             repo_id=repo,
@@ -58,7 +71,7 @@ def run(spec: PublishSpec, repo: str, package: Path, out: Path, ctx: Any) -> dic
         "repo": repo,
         "url": str(url),
         "commit": getattr(commit, "oid", None),
-        "private": spec.private,
+        "private": private,  # as read back from the Hub
         "files": len(files),
         "bytes": sum(s for _, s in files),
     }

@@ -16,8 +16,8 @@ from pipeline.fingerprint import content_files, file_sha256, tree_digest
 from pipeline.recipe import ModelSource
 
 # 2: byte-level BPE tokenizer repaired (gguf_tokenizer); 3: tokenizer eos from the GGUF. Bump when the output of this
-# stage changes for the same inputs
-VERSION = 3
+# stage changes for the same inputs; 4: a source's .py files only with trust_remote_code
+VERSION = 4
 KEEP = (
     "*.json",
     "*.safetensors",
@@ -53,7 +53,7 @@ def run(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
         info = _from_gguf(src, out, ctx)
     elif src.kind == "path":
         ctx.status(f"copying {src.path}")
-        _copy_tree(Path(src.path), out)
+        _copy_tree(Path(src.path), out, with_code=src.trust_remote_code)
         info = {"path": str(src.path)}
     else:
         info = _from_hub(src, out, ctx)
@@ -61,11 +61,14 @@ def run(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
     return info
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
+def _copy_tree(src: Path, dst: Path, with_code: bool) -> None:
     """The user's checkpoint into the stage: weights hard-linked (never opened for writing by any
     stage), everything else copied, so that rewriting a config or tokenizer file here can never
-    write through a link into the user's own files. Dot-directories (.git) are left out."""
+    write through a link into the user's own files. Dot-directories (.git) are left out, and so are
+    Python files unless the recipe trusts the model's code: what is not there cannot be imported."""
     for p in content_files(src):
+        if p.suffix == ".py" and not with_code:
+            continue
         target = dst / p.relative_to(src)
         if p.suffix == ".safetensors" or p.name.endswith(PICKLE_SUFFIXES):
             link_or_copy(p, target)
@@ -83,7 +86,10 @@ def _from_hub(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
         RevisionNotFoundError,
     )
 
-    patterns = list(KEEP) + (["*.bin", "*.pt"] if src.allow_pickle else [])
+    # The model's own code only when trusted, then at the pinned revision like everything else.
+    patterns = (
+        list(KEEP) + (["*.bin", "*.pt"] if src.allow_pickle else []) + (["*.py"] if src.trust_remote_code else [])
+    )
     ctx.status(f"downloading {src.hub}@{src.revision[:12]}")
     try:
         # token=None: huggingface_hub reads HF_TOKEN or the stored login itself; we never touch it.

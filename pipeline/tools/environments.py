@@ -68,6 +68,15 @@ class ToolEnv:
     def info(self) -> dict:
         return json.loads((self.home / MARKER).read_text())
 
+    def resolved(self) -> str:
+        """What is installed, not only what was asked for: a digest of the environment's `pip freeze` (its
+        transitive versions shape outputs too). Stage keys carry it; "" before the environment exists."""
+        try:
+            freeze = sorted(self.info().get("freeze", []))
+        except (OSError, ValueError):
+            return ""
+        return hashlib.sha256(json.dumps(freeze).encode()).hexdigest()[:16]
+
     def setup_hint(self) -> str:
         return f"python -m pipeline setup {self.name}"
 

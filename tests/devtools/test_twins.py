@@ -101,3 +101,14 @@ def test_twin_gguf_is_all_k_quants_and_runs_in_llama_cpp(twin_run):
     llm = Llama(model_path=str(path), n_ctx=64, verbose=False)
     out = llm.create_completion("The capital of France is", max_tokens=3, temperature=0.0)
     assert out["usage"]["completion_tokens"] >= 1
+
+
+def test_twin_refuses_an_out_dir_that_is_not_a_twin(tmp_path):
+    """`--out .` or a real checkpoint must never be deleted to make room for a twin: refused before any work."""
+    real = tmp_path / "my-checkpoint"
+    real.mkdir()
+    (real / "config.json").write_text("{}")
+    proc = cli("-q", "twin", "qwen2.5-7b", "--layers", "1", "--vocab", "32768", "--out", str(real))
+    assert proc.returncode == 2 and "is not empty and is not a twin" in proc.stderr, proc.stderr
+    assert [p.name for p in real.iterdir()] == ["config.json"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp dir left beside it"

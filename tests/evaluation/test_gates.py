@@ -17,6 +17,15 @@ def test_failures_name_gate_value_and_limit():
     assert gates.failures(METRICS, GatesSpec(max_kld=0.1, min_top1=85)) == []
 
 
+def test_a_nan_or_missing_metric_fails_its_gate():
+    """A broken artifact's NaN compares False with every limit: it must trip the gate, not pass it."""
+    nan = {"kld": float("nan"), "ppl_increase_pct": float("inf"), "top1_pct": None}
+    found = gates.failures(nan, GatesSpec(max_kld=0.05, max_ppl_increase_pct=5, min_top1=90))
+    assert [f.split(":")[0] for f in found] == ["max_kld", "max_ppl_increase_pct", "min_top1"]
+    assert "kld is nan, not a finite number" in found[0]
+    assert gates.failures(nan, GatesSpec()) == [], "no gate, nothing to trip"
+
+
 def test_most_specific_gate_wins_per_limit():
     merged = gates.resolve(
         GatesSpec(max_kld=0.2), GatesSpec(max_kld=0.05, min_top1=90), GatesSpec(max_ppl_increase_pct=9)

@@ -176,6 +176,58 @@ def test_push_without_network_fails_cleanly_and_keeps_everything(packaged, tmp_p
     assert stages["publish[w8a16]"] == "failed" and stages["package[w8a16]"] == "cached"
 
 
+def test_package_copies_small_files_and_publishes_no_local_path(packaged, tiny_model):
+    """Editing a package's config must not rewrite the cached artifact (only weights are hard links), and
+    nothing a push would upload names a directory of this machine."""
+    from pipeline.stages.publish import listing
+
+    run = packaged[1]
+    for artifact in ("w8a16", "bnb-nf4"):
+        pkg, art = run / "packages" / artifact, (run / "artifacts" / artifact).resolve()
+        assert (pkg / "config.json").stat().st_ino != (art / "config.json").stat().st_ino
+        assert (pkg / "config.json").stat().st_nlink == 1
+        for rel, _ in listing(pkg):
+            if not rel.endswith((".safetensors", ".gguf")):
+                text = (pkg / rel).read_text(errors="replace")
+                for local in (str(tiny_model), str(run), str(Path.home())):
+                    assert local not in text, f"{artifact}/{rel} names {local}"
+
+
+class FakeHub:
+    """The two Hub calls whose answers matter here: an existing repo keeps its visibility."""
+
+    def __init__(self, private: bool) -> None:
+        self.private, self.uploads = private, 0
+
+    def create_repo(self, repo, private, exist_ok, repo_type):
+        return f"https://huggingface.co/{repo}"
+
+    def repo_info(self, repo, repo_type):
+        return type("Info", (), {"private": self.private})()
+
+    def upload_folder(self, **kw):
+        self.uploads += 1
+        return type("Commit", (), {"oid": "abc"})()
+
+
+@pytest.mark.parametrize("recipe_private, repo_private", [(True, False), (False, True)])
+def test_push_refuses_a_repo_whose_visibility_differs_from_the_recipe(packaged, tmp_path, recipe_private, repo_private):
+    from pipeline.errors import StageError
+    from pipeline.recipe import PublishSpec
+    from pipeline.stages import publish
+    from tests.helpers import stage_ctx
+
+    hub = FakeHub(private=repo_private)
+    spec = PublishSpec(enabled=True, org="o", private=recipe_private)
+    with stage_ctx("publish") as ctx, pytest.raises(StageError, match="already exists and is"):
+        publish.run(spec, "o/r", packaged[1] / "packages" / "w8a16", tmp_path, ctx, api=hub)
+    assert hub.uploads == 0
+    hub.private = recipe_private
+    with stage_ctx("publish") as ctx:
+        info = publish.run(spec, "o/r", packaged[1] / "packages" / "w8a16", tmp_path, ctx, api=hub)
+    assert hub.uploads == 1 and info["private"] is recipe_private
+
+
 def test_source_facts_read_license_and_base_model(tmp_path):
     from pipeline.stages.package import source_facts
 

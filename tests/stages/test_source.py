@@ -138,3 +138,33 @@ def test_weights_are_hard_linked_and_other_files_copied(tiny_model, tmp_path):
         user / "model.safetensors"
     ).stat().st_ino  # no second copy of the weights
     assert (out / "config.json").stat().st_ino != (user / "config.json").stat().st_ino  # may be rewritten: a copy
+
+
+def test_checkpoint_code_is_neither_copied_nor_run_unless_trusted(tiny_model, tmp_path):
+    """A source's .py files stay out of the run without trust_remote_code (no tool we start can import
+    them); a tokenizer that names its own code is refused at plan, naming the file."""
+    from pipeline.recipe import ModelSource
+    from pipeline.stages import source
+    from tests.helpers import stage_ctx
+
+    model = tmp_path / "with-code"
+    shutil.copytree(tiny_model, model)
+    (model / "tokenization_x.py").write_text("open('/tmp/pwned-by-checkpoint', 'w')\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    with stage_ctx("source") as ctx:
+        source.run(ModelSource(path=model), out, ctx)
+    assert not (out / "tokenization_x.py").exists()
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    with stage_ctx("source") as ctx:
+        source.run(ModelSource(path=model, trust_remote_code=True), trusted, ctx)
+    assert (trusted / "tokenization_x.py").is_file()
+
+    tok = json.loads((model / "tokenizer_config.json").read_text())
+    tok["auto_map"] = {"AutoTokenizer": ["tokenization_x.XTokenizer", None]}
+    (model / "tokenizer_config.json").write_text(json.dumps(tok))
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(model, [{"format": "fp8"}]))
+    proc = cli("plan", str(recipe))
+    assert proc.returncode == 2, proc.stderr
+    assert "tokenizer_config.json auto_map: 'tokenization_x.XTokenizer'" in proc.stderr
