@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import glob
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,23 @@ def fingerprint(src: CalibrationSource, base: Path) -> dict[str, Any]:
         body["content"] = stable_hash([file_sha256(f) for f in local_files(src, base)])
     elif src.kind == "package":
         body["content"] = file_sha256(package_file(src))  # type: ignore[arg-type]
+    elif src.kind == "hub" and not src.revision:
+        body["resolved_revision"] = resolved_revision(src.path)  # type: ignore[arg-type]
     return body
+
+
+def resolved_revision(dataset: str) -> str | None:
+    """The commit a Hub dataset's default branch points at now, so that a dataset changing upstream
+    changes the calibration key (and the load reads that very commit); None offline (HF_HUB_OFFLINE, no
+    network): then the key holds the name only, as the plan's note says."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(dataset, timeout=10).sha
+    except Exception:
+        return None
 
 
 def load_records(src: CalibrationSource, base: Path) -> tuple[Any, dict[str, Any]]:
@@ -124,7 +141,8 @@ def _load_hub(src: CalibrationSource) -> Any:
     import datasets
 
     try:
-        return datasets.load_dataset(src.path, src.name, split=src.split, revision=src.revision)
+        revision = src.revision or resolved_revision(src.path)  # type: ignore[arg-type]
+        return datasets.load_dataset(src.path, src.name, split=src.split, revision=revision)
     except Exception as e:
         text = str(e).splitlines()[0] if str(e) else ""
         offline = (

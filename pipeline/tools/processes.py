@@ -33,14 +33,22 @@ def tool_timeout(default: float = DEFAULT_TIMEOUT_S) -> float:
     return float(given) if given else default
 
 
-def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
-    """Ask the kernel to send `sig` to this process when its parent dies (Linux); False where it cannot."""
+def _find_prctl() -> Callable[..., int] | None:
     try:
         import ctypes
 
-        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig)) == 0
-    except (OSError, AttributeError):
-        return False
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+# Looked up once, here: a preexec_fn runs between fork and exec, where loading a library could deadlock.
+_PRCTL = _find_prctl()
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
+    """Ask the kernel to send `sig` to this process when its parent dies (Linux); False where it cannot."""
+    return _PRCTL is not None and _PRCTL(PR_SET_PDEATHSIG, int(sig)) == 0
 
 
 def dies_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:

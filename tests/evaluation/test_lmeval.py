@@ -1,0 +1,42 @@
+"""Local lm-eval task dirs: a `!function` YAML does not break `plan`, and every file a task reads is in its key."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.evaluation import lmeval
+
+BASE = """task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+output_type: generate_until
+test_split: test
+doc_to_text: "{{{{question}}}}"
+doc_to_target: "{{{{answer}}}}"
+"""
+
+
+def test_function_tags_includes_and_their_data_files(tmp_path):
+    (tmp_path / "base.jsonl").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    (tmp_path / "base.yaml").write_text(BASE.format(task="base_task", data="base.jsonl"))
+    (tmp_path / "utils.py").write_text("def process(docs):\n    return docs\n")
+    (tmp_path / "child.yaml").write_text("include: base.yaml\ntask: child\nprocess_docs: !function utils.process\n")
+    (tmp_path / "other.yaml").write_text("task: other\nprocess_results: !function utils.process\n")
+
+    tasks = lmeval.local_tasks([tmp_path])  # a dir of !function YAMLs is readable, requested or not
+    assert {"base_task", "child", "other"} <= set(tasks)
+    keyed = lmeval.fingerprint(["child"], [tmp_path])["child"]
+    assert set(keyed) == {"child.yaml", "base.yaml", "base.jsonl", "utils.py"}
+
+    before = keyed
+    (tmp_path / "base.jsonl").write_text(json.dumps({"question": "q2", "answer": "b"}) + "\n")
+    assert lmeval.fingerprint(["child"], [tmp_path])["child"] != before, "the included YAML's data is in the key"
+    (tmp_path / "utils.py").write_text("def process(docs):\n    return docs[:1]\n")
+    assert lmeval.fingerprint(["child"], [tmp_path])["child"]["utils.py"] != before["utils.py"]
+
+    prepared = lmeval.prepare(tmp_path / "out", [tmp_path])
+    text = (prepared / "child.yaml").read_text()
+    assert "!function 'utils.process'" in text or "!function utils.process" in text
+    assert (prepared / "utils.py").is_file()
