@@ -59,11 +59,21 @@ def exit_code_of(e: BaseException) -> int:
         if isinstance(seen, Interrupted):
             return seen.exit_code
         seen = seen.__cause__ or seen.__context__
-    return 130
+    return interrupted_exit_code()
+
+
+_received: list[int] = []  # the stop signals this process got, in order
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
+    _received.append(signum)
     raise Interrupted(signum)
+
+
+def interrupted_exit_code() -> int:
+    """128 + the first stop signal this process received (130 when none was: a KeyboardInterrupt raised
+    some other way); for where the Interrupted itself was swallowed (click turns it into exit 130)."""
+    return 128 + _received[0] if _received else 130
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from pipeline.console import console, out, quiet_libraries  # noqa: F401  (out: re-exported to the command modules)
-from pipeline.errors import RecipeError, exit_code_of, interruptible
+from pipeline.errors import RecipeError, exit_code_of, interrupted_exit_code, interruptible
 
 app = typer.Typer(
     add_completion=False,
@@ -67,8 +67,9 @@ def main() -> None:
 def _main() -> None:
     try:
         code = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here
-        if code == 130:  # typer turns KeyboardInterrupt into Exit(130)
+        if code == 130:  # typer turns KeyboardInterrupt into Exit(130), whichever signal raised it
             console.print(INTERRUPTED)
+            code = interrupted_exit_code()
         sys.exit(code if isinstance(code, int) else 0)
     except RecipeError as e:
         console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)

@@ -33,7 +33,7 @@ def fault_recipe(tmp_path_factory):
         model,
         [{"format": "gguf", "type": "Q4_K_M"}, {"format": "w8a16"}],
         name="faults",
-        calibration={"source": "default", "samples": 32, "seq_len": 256},
+        calibration={"source": "default", "samples": 10, "seq_len": 256},
     )
     return write_recipe(tmp / "faults.yaml", recipe), tmp
 
