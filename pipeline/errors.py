@@ -67,6 +67,8 @@ _received: list[int] = []  # the stop signals this process got, in order
 
 def _raise_interrupted(signum: int, frame: object) -> None:
     _received.append(signum)
+    if len(_received) > 1:  # the stop is under way: a second Ctrl-C must not cut its cleanup short
+        return
     raise Interrupted(signum)
 
 
@@ -84,6 +86,7 @@ def interruptible() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _received.clear()  # a new run (an API caller's second one) is interruptible again
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
     try:
         yield

@@ -20,6 +20,7 @@ from pipeline.stage_id import StageId
         ("floor[llama.cpp]", ("floor", "llama.cpp", None), "floor-llama.cpp"),
         ("evaluate[awq@vllm]", ("evaluate", "awq", "vllm"), "evaluate-awq-vllm"),
         ("imatrix[my.imatrix.gguf]", ("imatrix", "my.imatrix.gguf", None), "imatrix-my.imatrix.gguf"),
+        ("imatrix[m.gguf#3fa2b1c0d4e5]", ("imatrix", "m.gguf#3fa2b1c0d4e5", None), "imatrix-m.gguf#3fa2b1c0d4e5"),
     ],
 )
 def test_parse_and_format_round_trip(text, parts, label):

@@ -107,6 +107,8 @@ def _worker(job: dict, channel: int, verbose: bool) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    for sig in STOP_SIGNALS:  # once: the stage's cleanup (stopping its tools) must not be interrupted in turn
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 

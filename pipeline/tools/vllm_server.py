@@ -81,7 +81,7 @@ def server(
         _wait_healthy(proc, url, log, start, timeout)
         yield url + "/v1", time.monotonic() - start
     finally:
-        processes.stop(proc, group=True, grace=30)
+        processes.stop(proc, group=True, grace=15)  # within the worker's own grace (run/worker.py STOP_GRACE_S)
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, log: Path, start: float, timeout: float) -> None:

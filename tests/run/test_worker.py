@@ -129,3 +129,17 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_launcher_never_imports_what_would_make_cuda_before_a_fork():
+    """Importing bitsandbytes probes CUDA; a CUDA context made in the launcher breaks every forked worker
+    ("Cannot re-initialize CUDA in forked subprocess"). Its workers import it themselves, after the fork."""
+    from pipeline.backends import FORMATS
+
+    assert "bitsandbytes" in FORMATS["bnb-nf4"].backend.modules  # what a bnb stage asks the launcher to preload
+    probe = (
+        "import sys; from pipeline.run import zygote; zygote.preload(['bitsandbytes', 'json']); "
+        "assert 'bitsandbytes' not in sys.modules and 'json' in sys.modules, sorted(sys.modules)[:5]"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
