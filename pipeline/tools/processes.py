@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -93,6 +94,46 @@ def _wait_group_gone(pgid: int, grace: float) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+# A guard of one process group: it waits for its stdin to close, which happens when the process that
+# started it ends, however it ends (SIGKILL included, whichever thread started it); then it stops the
+# group: SIGTERM, a grace period, SIGKILL. A server that catches SIGTERM and hangs in its own shutdown
+# (vLLM's API server did, mid-start) still goes. Its own session: Ctrl-C to the run does not reach it.
+_GUARD = """
+import os, signal, sys, time
+pgid, grace = int(sys.argv[1]), float(sys.argv[2])
+sys.stdin.buffer.read()
+def alive():
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except OSError:
+        return False
+if alive():
+    os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive():
+        os.killpg(pgid, signal.SIGKILL)
+"""
+
+
+def guard_group(pgid: int, grace: float = GRACE_S) -> subprocess.Popen:
+    """Start the guard of process group `pgid` (see _GUARD); `release_guard` it after stopping the group."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _GUARD, str(pgid), str(grace)], stdin=subprocess.PIPE, start_new_session=True
+    )
+
+
+def release_guard(guard: subprocess.Popen) -> None:
+    """Close the guard's stdin: it stops whatever is left of its group (nothing, after a clean stop) and exits."""
+    try:
+        guard.stdin.close()  # type: ignore[union-attr]
+    except OSError:
+        pass
+    guard.wait()
 
 
 def run_logged(

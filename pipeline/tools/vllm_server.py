@@ -76,12 +76,14 @@ def server(
             preexec_fn=processes.dies_with_parent(signal.SIGTERM),  # SIGTERM: it then stops its own children
             env={**os.environ, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **(env_vars or {})},
         )
+    guard = processes.guard_group(proc.pid)  # stops the group even if this process is SIGKILLed
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(proc, url, log, start, timeout)
         yield url + "/v1", time.monotonic() - start
     finally:
         processes.stop(proc, group=True, grace=15)  # within the worker's own grace (run/worker.py STOP_GRACE_S)
+        processes.release_guard(guard)
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, log: Path, start: float, timeout: float) -> None:
