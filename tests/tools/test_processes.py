@@ -76,22 +76,23 @@ def test_stopping_a_group_stops_members_left_behind_by_their_leader():
     assert wait_gone(orphan), "the group's remaining member survived stop()"
 
 
+def _sleeper(on_sigterm: str) -> subprocess.Popen:
+    """A child that sets its SIGTERM handler to `on_sigterm`, says ready, and sleeps."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"import signal,sys,time; signal.signal(signal.SIGTERM, {on_sigterm}); "
+         "print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    child.stdout.readline()
+    return child
+
+
 def test_stop_gives_sigterm_first_then_sigkill(tmp_path):
     """A child that handles SIGTERM gets to clean up; one that ignores it is killed after the grace period."""
-    polite = subprocess.Popen(
-        [sys.executable, "-c", "import signal,sys,time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7)); "
-         "print('ready', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    polite.stdout.readline()
+    polite = _sleeper("lambda *a: sys.exit(7)")
     processes.stop(polite, grace=5)
     assert polite.returncode == 7
-    stubborn = subprocess.Popen(
-        [sys.executable, "-c", "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-         "print('ready', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    stubborn.stdout.readline()
+    stubborn = _sleeper("signal.SIG_IGN")
     start = time.monotonic()
     processes.stop(stubborn, grace=1)
     assert stubborn.returncode == -signal.SIGKILL and time.monotonic() - start < 5
