@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pipeline.backends import Backend, FormatOptions, register
+from pipeline.checkpoints import moe
 from pipeline.checkpoints.loading import from_pretrained_pread
 
 DTYPES = Literal["bfloat16", "float16", "float32"]
@@ -58,6 +59,21 @@ class BitsAndBytesBackend(Backend):
     modules = ("bitsandbytes",)
     packages = ("bitsandbytes", "transformers", "torch")
     extra = "bnb"
+
+    def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
+        # transformers' bitsandbytes integration replaces nn.Linear layers; its MoE models keep experts as
+        # fused 3-D parameters, which it leaves in bf16: the artifact would be quantized only in name.
+        if not model_config or not moe.is_moe(model_config):
+            return []
+        share = moe.expert_params(model_config) / moe.total_params(model_config)
+        return [
+            (
+                "format",
+                f"bitsandbytes quantizes nn.Linear layers only, and this mixture-of-experts model's experts "
+                f"are fused parameters in transformers: {share:.0%} of its weights would stay bfloat16. Use "
+                "awq, gptq, w8a16, fp8 or gguf for mixture-of-experts models",
+            )
+        ]
 
     def describe(self, opts: FormatOptions) -> str:
         if isinstance(opts, Nf4Options):

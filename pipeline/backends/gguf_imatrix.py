@@ -17,7 +17,8 @@ from pipeline.fingerprint import file_sha256
 from pipeline.tools import llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
-VERSION = 3  # 2: context sized from llama.cpp's own token count of the text; 3: no local path recorded
+VERSION = 4  # 2: context sized from llama.cpp's own token count of the text; 3: no local path recorded;
+# 4: tokens per expert in the info
 FILE = "imatrix.gguf"
 MIN_CTX = 16
 
@@ -72,7 +73,21 @@ def run(converted: Path, calibration: Path, out: Path, ctx: Any) -> dict[str, An
         cwd=out,
     )
     text.unlink()  # the calibration stage keeps the text; no second copy
-    return {"file": FILE, "chunks": chunks, "ctx": ctx_len, "tokens": tokens, "sha256": file_sha256(out / FILE)}
+    info = {"file": FILE, "chunks": chunks, "ctx": ctx_len, "tokens": tokens, "sha256": file_sha256(out / FILE)}
+    experts = expert_tokens(out / FILE)
+    return {**info, "expert_tokens": experts} if experts else info
+
+
+def expert_tokens(matrix: Path) -> dict[str, list[int]]:
+    """Calibration tokens llama-imatrix saw routed to each expert of each stacked expert tensor
+    (`blk.N.ffn_*_exps`: one count per expert), from its own file."""
+    from gguf import GGUFReader
+
+    return {
+        t.name.removesuffix(".counts"): [int(c) for c in t.data.reshape(-1)]
+        for t in GGUFReader(matrix).tensors
+        if t.name.endswith("_exps.weight.counts")
+    }
 
 
 def copy_given(path: Path, out: Path, ctx: Any) -> dict[str, Any]:

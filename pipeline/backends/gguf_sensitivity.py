@@ -25,7 +25,7 @@ from pipeline.errors import StageError
 from pipeline.tools import llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
-VERSION = 1
+VERSION = 2  # 2: stacked experts weighted by each expert's own importance and token share
 FILE = "sensitivity.json"
 # (llama-quantize file type written with --pure, the ggml tensor type it gives)
 LADDER = (
@@ -202,26 +202,40 @@ def _perplexity(chain: Any, model: Path, text: Path, n_ctx: int, extra: list[Any
 
 
 def _importance(matrix: Path) -> dict[str, Any]:
-    """E[x²] per input channel of each tensor, from llama-imatrix's GGUF file (sum of squares / count)."""
+    """Per input channel of each tensor, from llama-imatrix's GGUF file: E[x²] (sum of squares / count).
+    Stacked experts (`ffn_*_exps`) have a row of sums and a count per expert: expert e's row is divided
+    by the tokens of every expert together, i.e. E[x² | routed to e] weighted by the share of tokens e
+    is routed, so a rarely used expert's error counts for what it costs on average."""
+    import numpy as np
     from gguf import GGUFReader
 
     tensors = {t.name: t.data for t in GGUFReader(matrix).tensors}
-    return {
-        name.removesuffix(".in_sum2"): data / max(float(tensors[name.replace(".in_sum2", ".counts")][0]), 1.0)
-        for name, data in tensors.items()
-        if name.endswith(".in_sum2")
-    }
+    out = {}
+    for name, data in tensors.items():
+        if not name.endswith(".in_sum2"):
+            continue
+        counts = np.asarray(tensors[name.replace(".in_sum2", ".counts")], dtype=np.float64).reshape(-1)
+        if data.ndim == 2 and data.shape[0] == counts.size > 1:
+            out[name.removesuffix(".in_sum2")] = data / max(float(counts.sum()), 1.0)
+        else:
+            out[name.removesuffix(".in_sum2")] = data.reshape(-1) / max(float(counts[0]), 1.0)
+    return out
 
 
 def _error(original: Any, quantized: Any, importance: Any) -> float:
+    """Squared weight error per input channel, weighted by the importance of that channel (per expert for
+    stacked experts: GGUF shape [n_in, n_out, n_expert])."""
     import numpy as np
     from gguf.quants import dequantize
 
-    w = dequantize(original.data, original.tensor_type).astype(np.float32).reshape(-1, int(original.shape[0]))
+    n_in = int(original.shape[0])
+    w = dequantize(original.data, original.tensor_type).astype(np.float32).reshape(-1, n_in)
     q = dequantize(quantized.data, quantized.tensor_type).reshape(w.shape)
-    squared = ((w - q) ** 2).sum(axis=0)  # per input channel
-    return (
-        float(squared @ importance)
-        if importance is not None and importance.shape[-1] == w.shape[1]
-        else float(squared.sum())
-    )
+    squared = (w - q) ** 2
+    if importance is None:
+        return float(squared.sum())
+    if importance.ndim == 2 and len(original.shape) == 3 and importance.shape == (int(original.shape[2]), n_in):
+        per_expert = squared.reshape(importance.shape[0], -1, n_in).sum(axis=1)  # (n_expert, n_in)
+        return float((per_expert * importance).sum())
+    per_channel = squared.sum(axis=0)
+    return float(per_channel @ importance) if importance.shape == (n_in,) else float(per_channel.sum())

@@ -160,7 +160,7 @@ def modifiers(opts: FormatOptions) -> list[Any]:
     from llmcompressor.modifiers.transform import AWQModifier, SmoothQuantModifier
 
     groups = {"group_0": scheme(opts)}
-    ignore = list(getattr(opts, "ignore", []))
+    ignore = list(getattr(opts, "ignore", [])) + [llmcompressor_run.ROUTERS]
     if isinstance(opts, AwqOptions):
         # AWQ only searches scales; the quantization modifier after it does the rounding.
         rounding = {

@@ -11,12 +11,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline.backends import expert_counts
 from pipeline.checkpoints import loading
 from pipeline.data.samples import load as load_samples
 from pipeline.files import INFO, MARKER
 
 log = logging.getLogger("pipeline.backends.llmcompressor")
 EMBEDDINGS = "re:.*embed_tokens$"
+# Mixture-of-experts routers (Qwen-MoE/DeepSeek `mlp.gate`, Mixtral `block_sparse_moe.gate`, Llama 4
+# `feed_forward.router`, gpt-oss `mlp.router`) and shared-expert gates stay unquantized: they are tiny, a
+# token's route depends on their exact logits, and transformers does not load a quantized router (it
+# re-initialises it at random, silently: seen with model_free_ptq on Qwen3-MoE).
+ROUTERS = r"re:.*(mlp|block_sparse_moe|feed_forward)\.(gate|router|shared_expert_gate)$"
 
 
 def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx: Any) -> dict[str, Any]:
@@ -35,7 +41,12 @@ def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx:
         else:
             ctx.status("quantizing (llmcompressor oneshot, data-free)")
         _route_loguru(ctx)  # after every import: llmcompressor and compressed-tensors add sinks when imported
-        llmc_oneshot(model=model, recipe=recipe, tokenizer=tokenizer, **kwargs)
+        with expert_counts.counted(model) as experts:
+            llmc_oneshot(model=model, recipe=recipe, tokenizer=tokenizer, **kwargs)
+        if experts.get("experts_never_routed"):
+            ctx.status(
+                f"{experts['experts_never_routed']} experts were routed no calibration token (all were calibrated)"
+            )
         ctx.status("saving compressed-tensors checkpoint")
         stored = getattr(torch, loading.stored_dtype(source))
         if (
@@ -47,6 +58,7 @@ def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx:
     return {
         "entrypoint": "oneshot",
         "modifiers": [type(m).__name__ for m in recipe] if isinstance(recipe, list) else recipe,
+        **({"experts": experts} if experts else {}),
     }
 
 
@@ -98,7 +110,7 @@ def model_free(scheme: dict[str, Any], ignore: list[str], source: Path, out: Pat
     from llmcompressor import model_free_ptq
 
     config = QuantizationConfig(
-        config_groups={"group_0": QuantizationScheme.model_validate(scheme)}, ignore=ignore + [EMBEDDINGS]
+        config_groups={"group_0": QuantizationScheme.model_validate(scheme)}, ignore=ignore + [EMBEDDINGS, ROUTERS]
     )
     ctx.status("quantizing shard by shard (llmcompressor model_free_ptq, data-free)")
     _route_loguru(ctx)

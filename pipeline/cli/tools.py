@@ -88,13 +88,18 @@ _register_env_commands()
 
 @app.command("twin")
 def twin_cmd(
-    arch: str = typer.Argument(..., help="architecture: llama-3.1-8b, qwen2.5-7b, mistral-7b-v0.3"),
+    arch: str = typer.Argument(
+        ..., help="architecture: llama-3.1-8b, qwen2.5-7b, mistral-7b-v0.3, qwen3-8b, qwen3-30b-a3b, mixtral-8x7b"
+    ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="directory to write (replaced if it exists)"),
     layers: int | None = typer.Option(None, "--layers", "-l", min=1, help="decoder layers (default: the real model's)"),
     vocab: int | None = typer.Option(
         None, "--vocab", min=1, help="vocabulary size (default: the real model's; smaller for small tests)"
     ),
     seed: int = typer.Option(0, "--seed"),
+    experts: int | None = typer.Option(
+        None, "--experts", min=1, help="experts per layer of a mixture-of-experts twin (default: the real model's)"
+    ),
 ) -> None:
     """Write a random-weight "shape twin" of a real architecture: exact config and tensor shapes, a working
     tokenizer, safetensors shards. For memory, time and compatibility tests; it knows nothing."""
@@ -108,10 +113,11 @@ def twin_cmd(
     with Progress(console=console, disable=STATE["quiet"], transient=True) as progress:
         task = progress.add_task(f"twin {arch}", total=None)
         info = twins.build(
-            arch, n, out_dir, vocab, seed, lambda m: progress.update(task, description=f"twin {arch}: {m}")
+            arch, n, out_dir, vocab, seed, lambda m: progress.update(task, description=f"twin {arch}: {m}"), experts
         )
     out.print(
-        f"{arch} twin, {info['layers']} layers, vocab {info['vocab']}: {info['bytes'] / 1e9:.2f} "
+        f"{arch} twin, {info['layers']} layers, vocab {info['vocab']}, {info['params'] / 1e9:.2f} B parameters "
+        f"({info['active_params'] / 1e9:.2f} B active): {info['bytes'] / 1e9:.2f} "
         f"GB of bf16 weights in {out_dir} "
         "(random weights: for memory, time and compatibility tests, never quality)"
     )

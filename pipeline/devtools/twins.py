@@ -23,71 +23,27 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoints import gguf_tokenizer
+from pipeline.devtools.twin_archs import ARCHS
 from pipeline.errors import RecipeError
 
-_LLAMA_ROPE = {
-    "factor": 8.0,
-    "low_freq_factor": 1.0,
-    "high_freq_factor": 4.0,
-    "original_max_position_embeddings": 8192,
-    "rope_type": "llama3",
-}
-ARCHS: dict[str, dict[str, Any]] = {  # config.json of the real checkpoints (bos/eos ids are the twin tokenizer's)
-    "llama-3.1-8b": {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 4096,
-        "intermediate_size": 14336,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "vocab_size": 128256,
-        "max_position_embeddings": 131072,
-        "rope_theta": 500000.0,
-        "rope_scaling": _LLAMA_ROPE,
-        "rms_norm_eps": 1e-5,
-        "tie_word_embeddings": False,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "hidden_act": "silu",
-    },
-    "qwen2.5-7b": {
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
-        "vocab_size": 152064,
-        "max_position_embeddings": 131072,
-        "rope_theta": 1000000.0,
-        "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": False,
-        "sliding_window": 131072,
-        "use_sliding_window": False,
-        "max_window_layers": 28,
-        "hidden_act": "silu",
-    },
-    "mistral-7b-v0.3": {
-        "architectures": ["MistralForCausalLM"],
-        "model_type": "mistral",
-        "hidden_size": 4096,
-        "intermediate_size": 14336,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "vocab_size": 32768,
-        "max_position_embeddings": 32768,
-        "rope_theta": 1000000.0,
-        "rms_norm_eps": 1e-5,
-        "tie_word_embeddings": False,
-        "sliding_window": None,
-        "hidden_act": "silu",
-    },
-}
-SENTENCEPIECE = {"mistral", "qwen2"}  # model types that get the SentencePiece tokenizer (see _tokenizer)
+SENTENCEPIECE = {"mistral", "mixtral", "qwen2"}  # model types that get the SentencePiece tokenizer (see _tokenizer)
 QKV_BIAS = {"qwen2"}  # Qwen2 attention has biases on q/k/v (not o)
+QK_NORM = {"qwen3", "qwen3_moe"}  # Qwen3 normalises q and k per head (RMSNorm of head_dim)
+
+
+class Experts:
+    """How an architecture's checkpoint lays out its experts (as on the Hub: one tensor per expert and
+    projection; transformers fuses them into (n_expert, ...) parameters at load and splits them on save)."""
+
+    def __init__(self, block: str, count: str, width: str, gate: str, up: str, down: str) -> None:
+        self.block, self.count, self.width = block, count, width
+        self.gate, self.up, self.down = gate, up, down
+
+
+MOE = {
+    "qwen3_moe": Experts("mlp", "num_experts", "moe_intermediate_size", "gate_proj", "up_proj", "down_proj"),
+    "mixtral": Experts("block_sparse_moe", "num_local_experts", "intermediate_size", "w1", "w3", "w2"),
+}
 SHARD_BYTES = 4 * 10**9
 MARKER = ".twin.json"  # what makes a directory a twin that a new one may replace
 STD = 0.02  # the architectures' initializer_range
@@ -99,12 +55,22 @@ For memory, time and compatibility tests only: **it knows nothing**; never quote
 """
 
 
-def config(arch: str, layers: int, vocab: int | None = None) -> dict[str, Any]:
+def config(arch: str, layers: int, vocab: int | None = None, experts: int | None = None) -> dict[str, Any]:
     if arch not in ARCHS:
         raise RecipeError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}", field="arch")
     cfg = {**ARCHS[arch], "num_hidden_layers": layers, "torch_dtype": "bfloat16", "initializer_range": STD}
     if vocab is not None:
         cfg["vocab_size"] = vocab
+    if experts is not None:
+        moe = MOE.get(cfg["model_type"])
+        if moe is None:
+            raise RecipeError(f"{arch} is dense: --experts applies to mixture-of-experts twins", field="experts")
+        if not cfg["num_experts_per_tok"] <= experts:
+            raise RecipeError(
+                f"{arch} routes each token to {cfg['num_experts_per_tok']} experts: --experts must be at least that",
+                field="experts",
+            )
+        cfg[moe.count] = experts
     if cfg.get("max_window_layers"):
         cfg["max_window_layers"] = layers
     return cfg
@@ -112,35 +78,60 @@ def config(arch: str, layers: int, vocab: int | None = None) -> dict[str, Any]:
 
 def tensor_shapes(cfg: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of every tensor of the HF checkpoint, in the order they are written."""
-    h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-    head = h // cfg["num_attention_heads"]
-    kv = cfg["num_key_value_heads"] * head
+    h, v, heads = cfg["hidden_size"], cfg["vocab_size"], cfg["num_attention_heads"]
+    head = cfg.get("head_dim") or h // heads
+    q, kv = heads * head, cfg["num_key_value_heads"] * head
     out = [("model.embed_tokens.weight", (v, h))]
     for n in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{n}"
         out += [
             (f"{p}.input_layernorm.weight", (h,)),
-            (f"{p}.self_attn.q_proj.weight", (h, h)),
+            (f"{p}.self_attn.q_proj.weight", (q, h)),
             (f"{p}.self_attn.k_proj.weight", (kv, h)),
             (f"{p}.self_attn.v_proj.weight", (kv, h)),
-            (f"{p}.self_attn.o_proj.weight", (h, h)),
+            (f"{p}.self_attn.o_proj.weight", (h, q)),
         ]
         if cfg["model_type"] in QKV_BIAS:
-            out += [
-                (f"{p}.self_attn.q_proj.bias", (h,)),
-                (f"{p}.self_attn.k_proj.bias", (kv,)),
-                (f"{p}.self_attn.v_proj.bias", (kv,)),
-            ]
-        out += [
-            (f"{p}.post_attention_layernorm.weight", (h,)),
-            (f"{p}.mlp.gate_proj.weight", (i, h)),
-            (f"{p}.mlp.up_proj.weight", (i, h)),
-            (f"{p}.mlp.down_proj.weight", (h, i)),
-        ]
+            out += [(f"{p}.self_attn.q_proj.bias", (q,)), (f"{p}.self_attn.k_proj.bias", (kv,))]
+            out += [(f"{p}.self_attn.v_proj.bias", (kv,))]
+        if cfg["model_type"] in QK_NORM:
+            out += [(f"{p}.self_attn.q_norm.weight", (head,)), (f"{p}.self_attn.k_norm.weight", (head,))]
+        out += [(f"{p}.post_attention_layernorm.weight", (h,)), *_mlp_shapes(cfg, p)]
     out.append(("model.norm.weight", (h,)))
     if not cfg["tie_word_embeddings"]:
         out.append(("lm_head.weight", (v, h)))
     return out
+
+
+def _mlp_shapes(cfg: dict[str, Any], p: str) -> list[tuple[str, tuple[int, ...]]]:
+    h, moe = cfg["hidden_size"], MOE.get(cfg["model_type"])
+    if moe is None:
+        i = cfg["intermediate_size"]
+        return [
+            (f"{p}.mlp.gate_proj.weight", (i, h)),
+            (f"{p}.mlp.up_proj.weight", (i, h)),
+            (f"{p}.mlp.down_proj.weight", (h, i)),
+        ]
+    i, b = cfg[moe.width], f"{p}.{moe.block}"
+    out = [(f"{b}.gate.weight", (cfg[moe.count], h))]  # the router
+    for e in range(cfg[moe.count]):
+        out += [
+            (f"{b}.experts.{e}.{moe.gate}.weight", (i, h)),
+            (f"{b}.experts.{e}.{moe.up}.weight", (i, h)),
+            (f"{b}.experts.{e}.{moe.down}.weight", (h, i)),
+        ]
+    return out
+
+
+def active_params(cfg: dict[str, Any]) -> int:
+    """Parameters one token computes with (embeddings included, as model cards count them): all but the
+    experts it is not routed to."""
+    total = sum(_numel(s) for _, s in tensor_shapes(cfg))
+    moe = MOE.get(cfg["model_type"])
+    if moe is None:
+        return total
+    idle = cfg[moe.count] - cfg["num_experts_per_tok"]
+    return total - idle * 3 * cfg[moe.width] * cfg["hidden_size"] * cfg["num_hidden_layers"]
 
 
 def build(
@@ -150,11 +141,12 @@ def build(
     vocab: int | None = None,
     seed: int = 0,
     report: Callable[[str], None] = lambda m: None,
+    experts: int | None = None,
 ) -> dict[str, Any]:
     """Write the twin into `out` (built in a temp dir beside it, renamed into place when complete). An
     `out` that exists must be empty or an earlier twin: anything else (`--out .`, a real checkpoint) is
     refused before any work, never deleted."""
-    cfg = config(arch, layers, vocab)
+    cfg = config(arch, layers, vocab, experts)
     _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -172,7 +164,7 @@ def build(
         )
         size = _weights(cfg, tmp, seed, report)
         (tmp / "README.md").write_text(README.format(arch=arch, layers=layers, seed=seed))
-        (tmp / MARKER).write_text(json.dumps({"arch": arch, "layers": layers, "seed": seed}))
+        (tmp / MARKER).write_text(json.dumps({"arch": arch, "layers": layers, "seed": seed, "experts": experts}))
         tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is read by other tools and users
         for f in tmp.iterdir():
             f.chmod(0o644)
@@ -187,6 +179,8 @@ def build(
         "vocab": cfg["vocab_size"],
         "bytes": size,
         "tokenizer_tokens": tokens["size"],
+        "params": sum(_numel(s) for _, s in tensor_shapes(cfg)),
+        "active_params": active_params(cfg),
     }
 
 
@@ -233,6 +227,8 @@ def _weights(cfg: dict[str, Any], out: Path, seed: int, report: Callable[[str], 
     for name, shape in shapes:
         if name.endswith("norm.weight"):
             t = torch.ones(shape, dtype=torch.bfloat16)
+        elif name.endswith(".gate.weight") and len(shape) == 2 and shape[0] <= shape[1]:
+            t = _router(shape, gen).to(torch.bfloat16)
         else:
             t = (torch.randn(shape, generator=gen, dtype=torch.float32) * STD).to(torch.bfloat16)
         size = t.numel() * 2
@@ -246,6 +242,18 @@ def _weights(cfg: dict[str, Any], out: Path, seed: int, report: Callable[[str], 
             json.dumps({"metadata": {"total_size": total}, "weight_map": index}, indent=2)
         )
     return total
+
+
+def _router(shape: tuple[int, ...], gen: Any) -> Any:
+    """A router whose expert rows are orthogonal and of equal norm (that of a STD-initialised row). Random
+    rows of unequal norm give some experts larger logits for every input, and top-k then starves the
+    rest; with equal orthogonal rows, each expert's logit for an isotropic hidden state has the same
+    distribution, so every expert wins its share of tokens (the calibration stages count them)."""
+    import torch
+
+    n_expert, hidden = shape
+    q, _ = torch.linalg.qr(torch.randn(hidden, n_expert, generator=gen, dtype=torch.float32))
+    return q.T * (STD * hidden**0.5)
 
 
 def _numel(shape: tuple[int, ...]) -> int:

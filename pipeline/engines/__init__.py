@@ -31,6 +31,7 @@ class Settings:
 class Engine:
     name: ClassVar[str]
     title: ClassVar[str]  # for tables: "transformers", "llama.cpp"
+    caveat: str | None = None  # what this load of the artifact does not measure (recorded with its metrics)
     runs_tasks: ClassVar[bool] = True  # lm-eval tasks run in it (else they are measured in the artifact's own engine)
     # The kind of stage whose output is the unquantized model in this engine's format (a backend's shared
     # step: "gguf-convert"), measured as the engine's floor; None: the engine runs the base model itself.

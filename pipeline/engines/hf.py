@@ -1,19 +1,21 @@
 """transformers: HF checkpoints (compressed-tensors and bitsandbytes artifacts, and the base model).
 
 Loaded in the compute dtype of pipeline.checkpoints.loading (float32 for small models on CPU, else the stored
-dtype); compressed-tensors checkpoints decompress on load. Speed: a fixed prompt from the evaluation
+dtype); compressed-tensors checkpoints decompress on load (mixture-of-experts ones from a dense copy written
+by compressed-tensors' decompressor: pipeline.checkpoints.decompressed). Speed: a fixed prompt from the evaluation
 text, then greedy decode one token at a time with the KV cache, repeated until the figures settle
 (evaluation.speed), on the model already loaded: the stage runs in a worker process of its own."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.checkpoints import loading
+from pipeline.checkpoints import decompressed, loading
 from pipeline.engines import Engine, Settings, log_softmax, register
 from pipeline.evaluation import speed
 
@@ -25,17 +27,27 @@ class HFEngine(Engine):
 
     def __init__(self, path: Path, settings: Settings = Settings(), device: str | None = None) -> None:
         import torch
-        from transformers import AutoModelForCausalLM
 
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.path, self.settings = path, settings
         self.device = device or loading.device()
         self.dtype = loading.compute_dtype(path, settings.params, self.device)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=self.dtype, device_map=self.device, trust_remote_code=settings.trust_remote_code
-        )
+        if decompressed.needs_dense_load(path):
+            self.caveat = decompressed.CAVEAT
+            with tempfile.TemporaryDirectory(dir=settings.workdir, prefix=".dense-") as tmp:
+                dense = decompressed.write_dense(path, Path(tmp) / "model", self.dtype)
+                self.model = self._load(dense)
+        else:
+            self.model = self._load(path)
         self.model.eval()
+
+    def _load(self, path: Path) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=self.dtype, device_map=self.device, trust_remote_code=self.settings.trust_remote_code
+        )
 
     def logprobs(self, ids: list[int]) -> np.ndarray:
         import torch

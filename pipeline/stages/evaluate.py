@@ -16,7 +16,9 @@ from pipeline.stages import eval_corpus, package
 from pipeline.stages.reference import METRICS, prompt_ids
 from pipeline.tools import vllm_server
 
-VERSION = 3  # 2: engines registry, exact KLD, scoring convention, settled speed; 3: speed on the loaded model
+# 2: engines registry, exact KLD, scoring convention, settled speed; 3: speed on the loaded model; 4: compressed
+# mixture-of-experts artifacts from a dense decompression in transformers
+VERSION = 4
 
 
 def run(
@@ -42,6 +44,8 @@ def run(
         "engine": engine_name,
         **score(engine, windows, ref, lambda i, n: ctx.status(f"scoring window {i}/{n}")),
     }
+    if engine.caveat:
+        metrics["caveat"] = engine.caveat
     files = (
         [model]
         if model.is_file()

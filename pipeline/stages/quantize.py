@@ -7,7 +7,8 @@ from typing import Any
 
 from pipeline.backends import FORMATS, FormatOptions
 
-VERSION = 3  # 2: unquantized parts saved in the source dtype, not float32; 3: data-free schemes through model_free_ptq
+VERSION = 4  # 2: unquantized parts saved in the source dtype, not float32; 3: data-free schemes through model_free_ptq;
+# 4: mixture-of-experts routers left unquantized
 
 
 def run(opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
