@@ -51,9 +51,9 @@ def _by_layer(model: Any, rows: dict[int, int], routed: dict[int, Any]) -> dict[
     for name, module in model.named_modules():
         m = EXPERT.search(name)
         if m and getattr(getattr(module, "weight", None), "dim", lambda: 0)() == 2:  # an expert's projection
-            layer, expert = int(m.group(1)), int(m.group(2))
-            seen = calibrated.setdefault(layer, {})
-            seen[expert] = min(seen.get(expert, rows.get(id(module), 0)), rows.get(id(module), 0))
+            seen, n = calibrated.setdefault(int(m.group(1)), {}), rows.get(id(module), 0)
+            expert = int(m.group(2))
+            seen[expert] = min(seen.get(expert, n), n)  # the rows every projection of the expert saw
         if id(module) in routed:
             layer_match = re.search(r"layers\.(\d+)\.", name)
             if layer_match:

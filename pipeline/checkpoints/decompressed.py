@@ -7,7 +7,7 @@ random). compressed-tensors' own decompressor for the checkpoint's format turns 
 module's tensors back into a dense `weight` (the numbers a compressed load computes with); the dense
 checkpoint then loads through transformers' ordinary path. What this cannot keep: activation
 quantization (W8A8, FP8) — transformers' fused experts never emulated it anyway — so an evaluation of
-such a load measures the weights' quantization only, and says so (`weights_only`)."""
+such a load measures the weights' quantization only, and says so (`CAVEAT`, in the metrics)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def needs_dense_load(checkpoint: Path) -> bool:
     return method == "compressed-tensors" and moe.is_moe(config)
 
 
-def write_dense(checkpoint: Path, out: Path, dtype: Any, report: Any = lambda m: None) -> Path:
+def write_dense(checkpoint: Path, out: Path, dtype: Any) -> Path:
     """Write `checkpoint`'s weights dense in `dtype` into `out` (config without quantization_config,
     every other file copied); one shard at a time."""
     from compressed_tensors.compressors import BaseCompressor
@@ -67,7 +67,6 @@ def write_dense(checkpoint: Path, out: Path, dtype: Any, report: Any = lambda m:
     (out / "config.json").write_text(json.dumps(config, indent=2))
     index: dict[str, str] = {}
     for shard in sorted(checkpoint.glob("*.safetensors")):
-        report(f"decompressing {shard.name}")
         with safe_open(str(shard), "pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         modules: dict[str, dict[str, Any]] = {}

@@ -20,9 +20,9 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from pipeline.checkpoints import gguf_tokenizer
+from pipeline.checkpoints import gguf_tokenizer, moe
 from pipeline.devtools.twin_archs import ARCHS
 from pipeline.errors import RecipeError
 
@@ -31,13 +31,16 @@ QKV_BIAS = {"qwen2"}  # Qwen2 attention has biases on q/k/v (not o)
 QK_NORM = {"qwen3", "qwen3_moe"}  # Qwen3 normalises q and k per head (RMSNorm of head_dim)
 
 
-class Experts:
+class Experts(NamedTuple):
     """How an architecture's checkpoint lays out its experts (as on the Hub: one tensor per expert and
     projection; transformers fuses them into (n_expert, ...) parameters at load and splits them on save)."""
 
-    def __init__(self, block: str, count: str, width: str, gate: str, up: str, down: str) -> None:
-        self.block, self.count, self.width = block, count, width
-        self.gate, self.up, self.down = gate, up, down
+    block: str
+    count: str  # the config key of the number of experts
+    width: str  # the config key of an expert's width
+    gate: str
+    up: str
+    down: str
 
 
 MOE = {
@@ -62,15 +65,15 @@ def config(arch: str, layers: int, vocab: int | None = None, experts: int | None
     if vocab is not None:
         cfg["vocab_size"] = vocab
     if experts is not None:
-        moe = MOE.get(cfg["model_type"])
-        if moe is None:
+        layout = MOE.get(cfg["model_type"])
+        if layout is None:
             raise RecipeError(f"{arch} is dense: --experts applies to mixture-of-experts twins", field="experts")
         if not cfg["num_experts_per_tok"] <= experts:
             raise RecipeError(
                 f"{arch} routes each token to {cfg['num_experts_per_tok']} experts: --experts must be at least that",
                 field="experts",
             )
-        cfg[moe.count] = experts
+        cfg[layout.count] = experts
     if cfg.get("max_window_layers"):
         cfg["max_window_layers"] = layers
     return cfg
@@ -104,21 +107,21 @@ def tensor_shapes(cfg: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def _mlp_shapes(cfg: dict[str, Any], p: str) -> list[tuple[str, tuple[int, ...]]]:
-    h, moe = cfg["hidden_size"], MOE.get(cfg["model_type"])
-    if moe is None:
+    h, layout = cfg["hidden_size"], MOE.get(cfg["model_type"])
+    if layout is None:
         i = cfg["intermediate_size"]
         return [
             (f"{p}.mlp.gate_proj.weight", (i, h)),
             (f"{p}.mlp.up_proj.weight", (i, h)),
             (f"{p}.mlp.down_proj.weight", (h, i)),
         ]
-    i, b = cfg[moe.width], f"{p}.{moe.block}"
-    out = [(f"{b}.gate.weight", (cfg[moe.count], h))]  # the router
-    for e in range(cfg[moe.count]):
+    i, b = cfg[layout.width], f"{p}.{layout.block}"
+    out = [(f"{b}.gate.weight", (cfg[layout.count], h))]  # the router
+    for e in range(cfg[layout.count]):
         out += [
-            (f"{b}.experts.{e}.{moe.gate}.weight", (i, h)),
-            (f"{b}.experts.{e}.{moe.up}.weight", (i, h)),
-            (f"{b}.experts.{e}.{moe.down}.weight", (h, i)),
+            (f"{b}.experts.{e}.{layout.gate}.weight", (i, h)),
+            (f"{b}.experts.{e}.{layout.up}.weight", (i, h)),
+            (f"{b}.experts.{e}.{layout.down}.weight", (h, i)),
         ]
     return out
 
@@ -127,11 +130,10 @@ def active_params(cfg: dict[str, Any]) -> int:
     """Parameters one token computes with (embeddings included, as model cards count them): all but the
     experts it is not routed to."""
     total = sum(_numel(s) for _, s in tensor_shapes(cfg))
-    moe = MOE.get(cfg["model_type"])
-    if moe is None:
+    if not moe.is_moe(cfg):
         return total
-    idle = cfg[moe.count] - cfg["num_experts_per_tok"]
-    return total - idle * 3 * cfg[moe.width] * cfg["hidden_size"] * cfg["num_hidden_layers"]
+    n = moe.experts(cfg)
+    return total - moe.expert_params(cfg) * (n - cfg["num_experts_per_tok"]) // n
 
 
 def build(
@@ -179,7 +181,7 @@ def build(
         "vocab": cfg["vocab_size"],
         "bytes": size,
         "tokenizer_tokens": tokens["size"],
-        "params": sum(_numel(s) for _, s in tensor_shapes(cfg)),
+        "params": size // 2,  # bf16
         "active_params": active_params(cfg),
     }
 
