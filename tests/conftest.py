@@ -112,6 +112,17 @@ def tiny_calibration(tiny_model, tmp_path_factory) -> Path:
     return out
 
 
+def tool_env_or_skip(name: str) -> None:
+    """Tests of a tool environment (`vllm`, `openvino`) skip without it, except where CI sets
+    LLM_PIPELINE_REQUIRE_<NAME>: there they fail."""
+    from pipeline.tools import environments
+
+    if not environments.get(name).ready():
+        if os.environ.get(f"LLM_PIPELINE_REQUIRE_{name.upper()}"):
+            pytest.fail(f"the {name} environment is required here: python -m pipeline setup {name}")
+        pytest.skip(f"the {name} environment is not set up (python -m pipeline setup {name})")
+
+
 def llama_cpp_or_skip() -> None:
     """GGUF tests need the llama.cpp toolchain; CI builds it and sets LLM_PIPELINE_REQUIRE_LLAMACPP so they cannot skip
     there."""

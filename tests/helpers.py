@@ -164,17 +164,17 @@ def _serve_llamacpp(script: Path, port: int, log: Path) -> subprocess.Popen:
         return subprocess.Popen([str(script)], env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def ask_llamacpp_server(package: Path, script: str, served_name: str, tmp_path: Path) -> str:
-    """Start the package's serving/`script` as it is (127.0.0.1, a free port) and chat with it through
-    the official openai client, plain and streaming; both answers must name Paris. Returns the answer."""
+@contextmanager
+def llamacpp_server(script: Path, tmp_path: Path) -> Iterator[tuple[object, list[str]]]:
+    """A package's serving/`script` started as it is (127.0.0.1, a free port) until its API answers;
+    yields the official openai client for it and the served model ids; stops the server's group after."""
     from openai import OpenAI
 
     from pipeline.tools.vllm_server import free_port
 
-    check_serving(package / "serving")
     port = free_port()
     log = tmp_path / "server.log"
-    server = _serve_llamacpp(package / "serving" / script, port, log)
+    server = _serve_llamacpp(script, port, log)
     try:
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
         deadline = time.time() + 180
@@ -186,6 +186,20 @@ def ask_llamacpp_server(package: Path, script: str, served_name: str, tmp_path: 
             except Exception:
                 assert time.time() < deadline, "server did not come up in 180 s"
                 time.sleep(1)
+        yield client, models
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def ask_llamacpp_server(package: Path, script: str, served_name: str, tmp_path: Path) -> str:
+    """Start the package's serving/`script` and chat with it through the official openai client, plain
+    and streaming; both answers must name Paris. Returns the answer."""
+    check_serving(package / "serving")
+    with llamacpp_server(package / "serving" / script, tmp_path) as (client, models):
         assert served_name in models, models  # the alias the config gives
         reply = client.chat.completions.create(model=served_name, messages=QUESTION, temperature=0, max_tokens=24)
         assert "Paris" in reply.choices[0].message.content, reply.choices[0].message.content
@@ -198,9 +212,3 @@ def ask_llamacpp_server(package: Path, script: str, served_name: str, tmp_path: 
         ]
         assert len([c for c in chunks if c]) > 3 and "Paris" in "".join(chunks), chunks
         return reply.choices[0].message.content
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)

@@ -5,6 +5,7 @@ models (`_loaded`); data-free schemes through `model_free_ptq`, one safetensors 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.backends import expert_counts
-from pipeline.checkpoints import loading
+from pipeline.checkpoints import loading, moe
 from pipeline.data.samples import load as load_samples
 from pipeline.files import INFO, MARKER
 
@@ -55,7 +56,11 @@ def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx:
             model.to(stored)
         model.save_pretrained(out, save_compressed=True)
         tokenizer.save_pretrained(out)
+    renamed = moe.restore_expert_names(out, json.loads((source / "config.json").read_text()))
+    if renamed:
+        ctx.status(f"{renamed} expert tensors given back their architecture's names")
     return {
+        **({"expert_tensors_renamed": renamed} if renamed else {}),
         "entrypoint": "oneshot",
         "modifiers": [type(m).__name__ for m in recipe] if isinstance(recipe, list) else recipe,
         **({"experts": experts} if experts else {}),

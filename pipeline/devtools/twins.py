@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from pipeline.checkpoints import gguf_tokenizer, moe
 from pipeline.devtools.twin_archs import ARCHS
@@ -31,22 +31,7 @@ QKV_BIAS = {"qwen2"}  # Qwen2 attention has biases on q/k/v (not o)
 QK_NORM = {"qwen3", "qwen3_moe"}  # Qwen3 normalises q and k per head (RMSNorm of head_dim)
 
 
-class Experts(NamedTuple):
-    """How an architecture's checkpoint lays out its experts (as on the Hub: one tensor per expert and
-    projection; transformers fuses them into (n_expert, ...) parameters at load and splits them on save)."""
-
-    block: str
-    count: str  # the config key of the number of experts
-    width: str  # the config key of an expert's width
-    gate: str
-    up: str
-    down: str
-
-
-MOE = {
-    "qwen3_moe": Experts("mlp", "num_experts", "moe_intermediate_size", "gate_proj", "up_proj", "down_proj"),
-    "mixtral": Experts("block_sparse_moe", "num_local_experts", "intermediate_size", "w1", "w3", "w2"),
-}
+MOE = moe.LAYOUTS  # model_type -> how its checkpoint lays out the experts
 SHARD_BYTES = 4 * 10**9
 MARKER = ".twin.json"  # what makes a directory a twin that a new one may replace
 STD = 0.02  # the architectures' initializer_range
@@ -129,11 +114,7 @@ def _mlp_shapes(cfg: dict[str, Any], p: str) -> list[tuple[str, tuple[int, ...]]
 def active_params(cfg: dict[str, Any]) -> int:
     """Parameters one token computes with (embeddings included, as model cards count them): all but the
     experts it is not routed to."""
-    total = sum(_numel(s) for _, s in tensor_shapes(cfg))
-    if not moe.is_moe(cfg):
-        return total
-    n = moe.experts(cfg)
-    return total - moe.expert_params(cfg) * (n - cfg["num_experts_per_tok"]) // n
+    return moe.active_params(cfg, sum(_numel(s) for _, s in tensor_shapes(cfg)))
 
 
 def build(

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.checkpoints import decompressed, loading
 from pipeline.engines import Engine, Settings, log_softmax, register
+from pipeline.errors import StageError
 from pipeline.evaluation import speed
 
 
@@ -45,9 +46,23 @@ class HFEngine(Engine):
     def _load(self, path: Path) -> Any:
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(
-            path, dtype=self.dtype, device_map=self.device, trust_remote_code=self.settings.trust_remote_code
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=self.dtype,
+            device_map=self.device,
+            trust_remote_code=self.settings.trust_remote_code,
+            output_loading_info=True,
         )
+        # transformers initialises weights it does not find at random and only logs it: an artifact whose
+        # tensor names the architecture does not know (a quantized router, renamed experts) would be
+        # measured as a different, random model.
+        missing = sorted(info["missing_keys"])
+        if missing:
+            raise StageError(
+                f"{path.name}: transformers found no weights for {len(missing)} parameters (first: {missing[0]}) "
+                "and would initialise them at random"
+            )
+        return model
 
     def logprobs(self, ids: list[int]) -> np.ndarray:
         import torch

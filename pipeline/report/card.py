@@ -42,6 +42,7 @@ def render(
     license_: str | None,
     serve_check: dict[str, Any] | None = None,
     gguf_types: dict[str, Any] | None = None,
+    weights: dict[str, Any] | None = None,
 ) -> str:
     data = metadata(job, artifact, license_)
     base = (
@@ -56,6 +57,8 @@ def render(
         "run`) from the recipe below.\n",
         _evaluation(evaluation, job.artifact),
         _types(gguf_types),
+        _experts(artifact),
+        _unquantized(weights),
         _serve_check(serve_check, artifact),
         _usage(artifact, targets),
         _made(job, calibration),
@@ -107,6 +110,48 @@ def _types(choice: dict[str, Any] | None) -> str:
         "The measured KLD is under Evaluation. `tensor-types.txt` holds every tensor's type "
         "as `llama-quantize --tensor-type-file` "
         "reads it.\n\n| tensor | types (count) |\n|---|---|\n" + rows + "\n"
+    )
+
+
+def _experts(a: serving.Artifact) -> str:
+    e = a.experts
+    if e is None:
+        return ""
+    stored = (
+        f" In this artifact the routed experts take {e.bytes / 2**30:,.2f} GiB and everything else "
+        f"{e.other_bytes / 2**30:,.2f} GiB"
+        + (" (*Use it* says how much of it to keep in RAM)." if a.kind == "gguf" else ".")
+        if e.bytes_per_layer
+        else ""
+    )
+    return (
+        f"## Mixture of experts\n\n{e.total_params / 1e9:,.2f} B parameters, {e.active_params / 1e9:,.2f} B active "
+        f"per token: {e.count} routed experts per layer, {e.per_token} per token.{stored}\n"
+    )
+
+
+def _unquantized(weights: dict[str, Any] | None) -> str:
+    """Which weights this artifact stores as plain floats, read from its file headers (checkpoints.tensors)."""
+    if not weights:
+        return ""
+    groups, params = weights["unquantized"], weights["params"] or 1
+    if not groups:
+        return "## Tensors left unquantized\n\nNone: every weight tensor of the files is quantized.\n"
+    share = sum(g.numel for g in groups) / params
+    rows = "\n".join(
+        f"| `{g.pattern}` | {g.role} | {g.dtype} | {g.count} | {g.numel / 1e6:,.2f} | {100 * g.numel / params:.2f} % |"
+        for g in groups
+    )
+    return (
+        "## Tensors left unquantized\n\nStored as plain floats, as read from the files' headers "
+        f"({100 * share:.2f} % of the model's {params / 1e9:,.3f} B parameters); every other weight is quantized."
+        + (
+            " Routers stay unquantized on purpose: a quantized router changes which experts a token reaches."
+            if any(g.role == "router" for g in groups)
+            else ""
+        )
+        + "\n\n"
+        "| tensors | role | type | count | M parameters | share |\n|---|---|---|---|---|---|\n" + rows + "\n"
     )
 
 

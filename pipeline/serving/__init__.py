@@ -16,6 +16,22 @@ from pipeline import registry
 
 
 @dataclass(frozen=True)
+class Experts:
+    """A mixture-of-experts artifact: what expert-offload and expert-parallel options and the card need."""
+
+    total_params: int  # of the unquantized model, counted from its files
+    active_params: int  # per token: all but the routed experts it is not sent to
+    count: int  # routed experts per layer
+    per_token: int  # top-k
+    bytes_per_layer: dict[int, int]  # the routed experts' bytes in this artifact, by layer index
+    other_bytes: int  # every other tensor of the artifact: what stays on a GPU when the experts go to RAM
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.bytes_per_layer.values())
+
+
+@dataclass(frozen=True)
 class Artifact:
     """What a serving config needs to know about one packaged artifact."""
 
@@ -33,6 +49,7 @@ class Artifact:
     chat_template: str | None = None  # Jinja chat template of the model
     special_tokens: dict[str, str] = field(default_factory=dict)  # bos_token / eos_token strings for the template
     options: dict[str, Any] = field(default_factory=dict)  # the recipe's package.serving section
+    experts: Experts | None = None  # set for mixture-of-experts models
 
 
 class ServingTarget:

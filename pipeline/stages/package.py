@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline import serving
 from pipeline.backends.gguf_auto import CHOICE_FILE
+from pipeline.checkpoints import moe, tensors
 from pipeline.checkpoints.sources import gguf_metadata
 from pipeline.files import MARKER, link_or_copy
 from pipeline.fingerprint import file_sha256
@@ -22,7 +23,7 @@ from pipeline.report import card
 
 # bump when the package's files change for the same inputs (2: Kubernetes object names; 3: licenses, context default; 4:
 # vllm-cpu.yaml, serve check)
-VERSION = 5  # 5: only weights hard-linked
+VERSION = 6  # 5: only weights hard-linked; 6: unquantized tensors and MoE offload in the card, llama-server "$@"
 # Not linked from the artifact: bookkeeping, llmcompressor's recipe.yaml (it does not load back: the card holds ours),
 # and the
 # files this stage writes itself (a linked README.md would be written through, into the quantize output).
@@ -85,7 +86,9 @@ def run(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[s
     license_ = job.spec.license or facts.get("license")
     gguf_types = _json(out / CHOICE_FILE) if (out / CHOICE_FILE).is_file() else None
     (out / "README.md").write_text(
-        card.render(job, artifact, targets, files, evaluation, calibration, license_, serve_check, gguf_types)
+        card.render(
+            job, artifact, targets, files, evaluation, calibration, license_, serve_check, gguf_types, facts["weights"]
+        )
     )
     files["README.md"] = {"size": (out / "README.md").stat().st_size, "sha256": file_sha256(out / "README.md")}
     manifest = {
@@ -140,6 +143,11 @@ def assemble(
     facts = source_facts(src)
     base_model = job.spec.base_model or facts.get("base_model")
     config = _json(src / "config.json")
+    ctx.status("reading tensor headers")
+    stored, params = tensors.read(art), sum(t.numel for t in tensors.weights(tensors.read(src)))
+    facts["weights"] = (
+        {"params": params, "unquantized": tensors.grouped(tensors.unquantized(stored))} if stored else None
+    )
     artifact = serving.Artifact(
         name=job.artifact,
         kind=job.kind,
@@ -156,9 +164,22 @@ def assemble(
         chat_template=facts.get("chat_template"),
         special_tokens=facts.get("special_tokens", {}),
         options=job.spec.serving.model_dump(mode="json"),
+        experts=_experts(config, params, stored) if moe.is_moe(config) else None,
     )
     ctx.status("writing serving configs")
     return artifact, serving.write(artifact, out, job.spec.serving.targets if targets is None else targets), facts
+
+
+def _experts(config: dict[str, Any], params: int, stored: list[tensors.Tensor]) -> serving.Experts:
+    per_layer = tensors.expert_bytes_per_layer(stored)
+    return serving.Experts(
+        total_params=params,
+        active_params=moe.active_params(config, params),
+        count=moe.experts(config),
+        per_token=moe.per_token(config),
+        bytes_per_layer=per_layer,
+        other_bytes=sum(t.nbytes for t in stored) - sum(per_layer.values()),
+    )
 
 
 def publish_files(package: Path) -> list[Path]:

@@ -217,3 +217,54 @@ def test_recipe_rejects_unknown_options_and_targets(tmp_path, tiny_model, sectio
     )
     proc = cli("plan", str(recipe))
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+GIB = 1 << 30
+EXPERTS = serving.Experts(  # Qwen3-30B-A3B at ~Q4_K_M: 48 layers of 128 experts, 0.3 GiB of them per layer
+    total_params=30_532_122_624,
+    active_params=3_350_000_000,
+    count=128,
+    per_token=8,
+    bytes_per_layer={i: 3 * GIB // 10 for i in range(48)},
+    other_bytes=2 * GIB,
+)
+
+
+def test_moe_gguf_gets_an_expert_offload_script_and_its_memory_table(tmp_path):
+    a = artifact("gguf", experts=EXPERTS)
+    serving.write(a, tmp_path)
+    argv = check_serving(tmp_path / "serving")["llama-server-moe.sh"]
+    assert argv[argv.index("--n-cpu-moe") + 1] == "${N_CPU_MOE:-48}" and argv[argv.index("--n-gpu-layers") + 1] == "999"
+    usage = serving.TARGETS["llama-cpp"].usage(a)
+    rows = {int(r.split("|")[1]): r.split("|")[2:4] for r in usage.splitlines() if r.startswith("| ") and "N_" not in r}
+    assert set(rows) == {0, 12, 24, 36, 48}
+    assert [float(x) for x in rows[0]] == [16.4, 0.0]  # everything on the GPU: 2 + 48 x 0.3 GiB
+    assert [float(x) for x in rows[48]] == [2.0, 14.4]  # --cpu-moe: the experts in RAM
+    assert [float(x) for x in rows[12]] == [12.8, 3.6]
+    assert "llama-server-moe.sh" not in serving.TARGETS["llama-cpp"].files(artifact("gguf"))  # dense: no such script
+
+
+def test_llama_server_knows_the_expert_offload_options(tmp_path):
+    from pipeline.tools import llamacpp_toolchain
+
+    chain = llamacpp_toolchain.find()
+    if chain is None:
+        pytest.skip("llama.cpp toolchain not built (python -m pipeline setup llama-cpp)")
+    serving.write(artifact("gguf", experts=EXPERTS), tmp_path)
+    flags = long_flags(check_serving(tmp_path / "serving")["llama-server-moe.sh"])
+    assert "n-cpu-moe" in flags and set(flags) <= tool_flags([str(chain.tool("llama-server"))]), flags
+    assert {"cpu-moe", "override-tensor"} <= tool_flags([str(chain.tool("llama-server"))])  # what the card names
+
+
+@pytest.mark.parametrize("tp, moe, expert_parallel", [(1, True, False), (4, True, True), (4, False, False)])
+def test_vllm_turns_on_expert_parallel_for_moe_across_gpus(tmp_path, tp, moe, expert_parallel):
+    import yaml
+
+    spec = ServingSpec(tensor_parallel_size=tp).model_dump(mode="json")
+    a = artifact("compressed-tensors", options=spec, experts=EXPERTS if moe else None)
+    serving.write(a, tmp_path)
+    parsed = check_serving(tmp_path / "serving")
+    assert parsed["vllm.yaml"].get("enable-expert-parallel", False) is expert_parallel
+    assert "enable-expert-parallel" not in parsed["vllm-cpu.yaml"]  # one CPU: nothing to spread experts over
+    k8s = yaml.safe_dump(next(v for k, v in parsed.items() if k.startswith("k8s-")))
+    assert ("enable-expert-parallel" in k8s) is expert_parallel
