@@ -8,7 +8,12 @@ checkpoint size, and the bytes it wrote. Random weights: no quality figure is pr
 
     python bench/scale.py --only full     # ~50 min on 2 cores (measured 2026-11-23); peak disk ~40 GB in bench/.work
     python bench/scale.py --only small    # the 4-layer AWQ/GPTQ part (AWQ with n_grid 5, see PARTS)
-    python bench/scale.py                 # both, in that order
+    python bench/scale.py --only moe --format w8a16 --format gguf:Q4_K_M   # Qwen3-30B-A3B, 8 layers
+    python bench/scale.py                 # all three, in that order
+
+The `moe` part is a Qwen3-30B-A3B twin at full width (128 experts of width 768, vocab 151936) and 8 of its
+48 layers: 10.8 GB of bf16 weights, more than a calibrated stage's CPU budget lets it hold in float32.
+bitsandbytes is not in it: `plan` refuses it for mixture-of-experts models.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ EVAL = {
 }
 PARTS = {
     "full": {
+        "arch": "llama-3.1-8b",
         "layers": 32,
         "formats": [
             {"format": "w8a16"},
@@ -50,13 +56,29 @@ PARTS = {
     # In bf16 on this CPU (no native bf16: slow matmuls) AWQ at n_grid 20 on 16 x 256 tokens had not
     # finished after 78 min, and at n_grid 5 it took ~19 min per layer, so the bench uses n_grid 5, 8 x 128.
     "small": {
+        "arch": "llama-3.1-8b",
         "layers": 4,
         "formats": [{"format": "awq", "group_size": 128, "n_grid": 5}, {"format": "gptq", "group_size": 128}],
         "calibration": {"source": "sharegpt", "samples": 8, "seq_len": 128},
         "evaluation": {"enabled": False},
     },
 }
-LIMIT = {"full": 1.3, "small": 1.5}  # the issue's ceilings: worker peak RSS / bf16 checkpoint size
+PARTS["moe"] = {
+    "arch": "qwen3-30b-a3b",
+    "layers": 8,
+    "formats": [
+        {"format": "w8a16"},
+        {"format": "fp8"},
+        {"format": "gguf", "type": "Q4_K_M"},
+        {"format": "gguf", "type": "auto", "like": "Q4_K_M"},
+        {"format": "awq", "group_size": 128, "n_grid": 5},
+        {"format": "gptq", "group_size": 128},
+        {"format": "w8a8-int8"},
+    ],
+    "calibration": {"source": "default", "samples": 4, "seq_len": 128},
+    "evaluation": EVAL,
+}
+LIMIT = {"full": 1.3, "small": 1.5, "moe": 1.3}  # the issue's ceilings: worker peak RSS / bf16 checkpoint size
 
 
 def du(path: Path, seen: set[int]) -> int:
@@ -74,12 +96,12 @@ def du(path: Path, seen: set[int]) -> int:
 
 def run_part(name: str, work: Path, only: list[str] | None = None) -> list[dict]:
     part = PARTS[name]
-    twin = work / f"llama-3.1-8b-{part['layers']}l"
+    twin = work / f"{part['arch']}-{part['layers']}l"
     py = [sys.executable, "-m", "pipeline"]
     if not (twin / "config.json").is_file():
         t0 = time.perf_counter()
         subprocess.run(
-            py + ["-q", "twin", "llama-3.1-8b", "--layers", str(part["layers"]), "--out", str(twin)],
+            py + ["-q", "twin", part["arch"], "--layers", str(part["layers"]), "--out", str(twin)],
             cwd=ROOT,
             check=True,
         )
@@ -91,7 +113,7 @@ def run_part(name: str, work: Path, only: list[str] | None = None) -> list[dict]
     # One format per run in one workdir: source, calibration and the reference are made once and then
     # cached, and each format's big outputs are deleted once measured, so the disk holds the twin plus
     # one format at a time (all at once would need ~70 GB).
-    for fmt in [f for f in part["formats"] if not only or f["format"] in only]:
+    for fmt in [f for f in part["formats"] if not only or {f["format"], f"{f['format']}:{f.get('type')}"} & set(only)]:
         recipe = work / f"scale-{name}.yaml"
         recipe.write_text(
             yaml.safe_dump(
@@ -148,7 +170,9 @@ def main() -> None:
     ap.add_argument("--only", choices=list(PARTS))
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
     ap.add_argument(
-        "--format", action="append", help="only these formats of the part (repeatable), e.g. --format bnb-nf4"
+        "--format",
+        action="append",
+        help="only these formats of the part (repeatable), e.g. --format bnb-nf4, --format gguf:Q4_K_M",
     )
     ap.add_argument("--keep", action="store_true", help="keep the twins and run directories")
     args = ap.parse_args()
