@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 
 import pytest
 
-from tests.conftest import run_shipped_recipe
+from tests.conftest import run_shipped_recipe, tool_env_or_skip
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = ("openvino-int4", "openvino-int8")
@@ -21,12 +20,8 @@ ARTIFACTS = ("openvino-int4", "openvino-int8")
 def openvino_env_or_skip():
     from pipeline.tools import environments
 
-    env = environments.get("openvino")
-    if not env.ready():
-        if os.environ.get("LLM_PIPELINE_REQUIRE_OPENVINO"):
-            pytest.fail("the OpenVINO environment is required here: python -m pipeline setup openvino")
-        pytest.skip("the OpenVINO environment is not set up (python -m pipeline setup openvino)")
-    return env
+    tool_env_or_skip("openvino")
+    return environments.get("openvino")
 
 
 @pytest.fixture(scope="module")
