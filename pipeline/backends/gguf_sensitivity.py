@@ -4,7 +4,8 @@ Measured once per run on the F16/BF16 conversion and shared by every auto format
 every quantization and every KLD, we only read its files:
 1. error: each candidate type is written once for all tensors (`llama-quantize --pure`, with the
    importance matrix); a tensor's error is its squared weight error weighted by the importance matrix
-   (E[x²] per input channel), i.e. the expected squared error of that layer's output.
+   (E[x²] per input channel), i.e. the expected squared error of that layer's output. Tensors over
+   4 M weights are quantized from a row sample (backends/gguf_rows.py): unbiased errors, exact bytes.
 2. scale: one probe per tensor kind (attn_q, ffn_down, token_embd, ...): only that kind at PROBE,
    everything else unquantized, scored by llama-perplexity's KLD to the unquantized model on
    calibration windows. KLD / summed error turns a tensor's error into expected KLD.
@@ -19,13 +20,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.backends import gguf_convert, gguf_imatrix
+from pipeline.backends import gguf_convert, gguf_imatrix, gguf_rows
 from pipeline.data import samples as calibration_samples
 from pipeline.errors import StageError
 from pipeline.tools import llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
-VERSION = 2  # 2: stacked experts weighted by each expert's own importance and token share
+VERSION = 3  # 2: stacked experts weighted by each expert's own importance and token share; 3: row samples
 FILE = "sensitivity.json"
 # (llama-quantize file type written with --pure, the ggml tensor type it gives)
 LADDER = (
@@ -73,16 +74,22 @@ def run(converted: Path, matrix: Path | None, calibration: Path, out: Path, ctx:
     }
     work = out / "work"
     work.mkdir()
+    ctx.status("sensitivity: a row sample of the wide tensors")
+    cut = gguf_rows.write(f16, work / "sample.gguf") or {}
+    ladder_source = work / "sample.gguf" if cut else f16
+    sampled = {t.name: t for t in GGUFReader(ladder_source).tensors if t.name in weights}
     for i, (ftype, ggml) in enumerate(LADDER, 1):
         ctx.status(f"sensitivity: every tensor at {ggml} ({i}/{len(LADDER)})")
-        qfile = _quantize(chain, f16, matrix, work / f"{ggml}.gguf", ftype, [])
+        qfile = _quantize(chain, ladder_source, matrix, work / f"{ggml}.gguf", ftype, [])
         for t in GGUFReader(qfile).tensors:
             if t.name in weights and t.tensor_type.name.lower() == ggml.lower():  # skip fallbacks (row width)
+                rows, kept = cut.get(t.name, (1, 1))  # every row has the same bytes: the full size is exact
                 tensors[t.name]["types"][ggml] = {
-                    "bytes": int(t.n_bytes),
-                    "error": _error(weights[t.name], t, importance.get(t.name)),
+                    "bytes": int(t.n_bytes) // kept * rows,
+                    "error": _error(sampled[t.name], t, importance.get(t.name)) * rows / kept,
                 }
         qfile.unlink()
+    del sampled
 
     text = work / "calibration.txt"
     text.write_text("\n".join(calibration_samples.texts(calibration)))
@@ -148,11 +155,18 @@ def run(converted: Path, matrix: Path | None, calibration: Path, out: Path, ctx:
         "kinds": kinds,
         "bands": bands,
         "additivity": additivity,
+        "row_samples": {n: {"rows": r, "sampled": k} for n, (r, k) in cut.items()},
         "weights_bytes": sum(int(t.n_bytes) for t in source.tensors),
         "tensors": tensors,
     }
     (out / FILE).write_text(json.dumps(info, indent=1))
-    return {"file": FILE, "ctx": n_ctx, "types": [g for _, g in LADDER], "additivity": additivity}
+    return {
+        "file": FILE,
+        "ctx": n_ctx,
+        "types": [g for _, g in LADDER],
+        "additivity": additivity,
+        "row_sampled_tensors": len(cut),
+    }
 
 
 def _quantize(chain: Any, f16: Path, matrix: Path | None, target: Path, ftype: str, overrides: list[str]) -> Path:

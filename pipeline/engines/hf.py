@@ -8,6 +8,7 @@ text, then greedy decode one token at a time with the KV cache, repeated until t
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.checkpoints import decompressed, loading
+from pipeline.checkpoints import decompressed, loading, moe
 from pipeline.engines import Engine, Settings, log_softmax, register
 from pipeline.errors import StageError
 from pipeline.evaluation import speed
@@ -46,13 +47,18 @@ class HFEngine(Engine):
     def _load(self, path: Path) -> Any:
         from transformers import AutoModelForCausalLM
 
-        model, info = AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=self.dtype,
-            device_map=self.device,
-            trust_remote_code=self.settings.trust_remote_code,
-            output_loading_info=True,
-        )
+        args = {
+            "dtype": self.dtype,
+            "device_map": self.device,
+            "trust_remote_code": self.settings.trust_remote_code,
+            "output_loading_info": True,
+        }
+        if moe.is_moe(json.loads((path / "config.json").read_text())):
+            # transformers stacks the per-expert tensors at load; read in parallel ahead, every expert would
+            # be held twice (loading.from_pretrained_pread)
+            model, info = loading.from_pretrained_pread(path, sequential=True, **args)
+        else:
+            model, info = AutoModelForCausalLM.from_pretrained(path, **args)
         # transformers initialises weights it does not find at random and only logs it: an artifact whose
         # tensor names the architecture does not know (a quantized router, renamed experts) would be
         # measured as a different, random model.

@@ -162,6 +162,31 @@ def test_sensitivity_weighs_each_expert_by_its_own_importance(moe_run):
     assert sensitivity["tensors"][name]["types"]["q4_K"]["error"] > 0
 
 
+def test_sensitivity_row_sample_estimates_the_whole_tensor(moe_run):
+    """The sensitivity stage quantizes a row sample of the wide tensors (experts, embeddings): its bytes must
+    be the whole tensor's exactly and its error within a few % of the whole tensor's, checked against the
+    Q4_K_M artifact's own q4_K tensors (same importance matrix, same type: the same rows)."""
+    from gguf import GGUFReader
+
+    from pipeline.backends import gguf_sensitivity
+
+    _, _, run = moe_run
+    sensitivity = json.loads(next(run.glob("gguf-sensitivity-*/sensitivity.json")).read_text())
+    importance = gguf_sensitivity._importance(next(run.glob("imatrix-*/imatrix.gguf")))
+    full = {t.name: t for t in GGUFReader(next(run.glob("gguf-convert-*/*.gguf"))).tensors}
+    artifact = GGUFReader(next((run / "artifacts" / "gguf-q4_k_m").glob("*.gguf")))
+    checked = 0
+    for t in artifact.tensors:
+        if t.name not in sensitivity["row_samples"] or t.tensor_type.name != "Q4_K":
+            continue
+        estimate = sensitivity["tensors"][t.name]["types"]["q4_K"]
+        assert estimate["bytes"] == int(t.n_bytes), t.name
+        error = gguf_sensitivity._error(full[t.name], t, importance.get(t.name))
+        assert estimate["error"] == pytest.approx(error, rel=0.05), t.name
+        checked += 1
+    assert checked >= 2  # experts and attention or embeddings
+
+
 def test_every_artifact_has_an_evaluation_row(moe_run):
     _, _, run = moe_run
     rows = {r["artifact"]: r for r in json.loads((run / "results.json").read_text())}

@@ -30,3 +30,43 @@ def test_pread_load_saves_the_same_bnb_checkpoint_as_from_pretrained(tiny_model,
     for name in ("model.safetensors", "config.json", "generation_config.json"):
         mmap, pread = (tmp_path / "mmap" / name).read_bytes(), (tmp_path / "pread" / name).read_bytes()
         assert mmap == pread, (name, json.loads(mmap) if name.endswith(".json") else len(mmap))
+
+
+_PEAK = """
+import hashlib, resource, sys, torch
+from pathlib import Path
+from pipeline.checkpoints import loading
+from transformers import AutoModelForCausalLM
+path = Path(sys.argv[1])
+if sys.argv[2] == "sequential-pread":
+    model = loading.from_pretrained_pread(path, sequential=True, dtype=torch.bfloat16, device_map="cpu")
+else:
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map="cpu")
+digest = hashlib.sha256()
+for name, p in sorted(model.state_dict().items()):
+    digest.update(name.encode()); digest.update(p.contiguous().view(torch.uint8).numpy().tobytes())
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, digest.hexdigest())
+"""
+
+
+def test_sequential_pread_loads_the_same_moe_model_without_holding_every_expert_twice(tmp_path):
+    """transformers stacks a MoE checkpoint's per-expert tensors at load; its default loader reads every
+    tensor ahead, so all experts are held twice at the peak. The sequential pread load holds one layer's."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli
+
+    model = tmp_path / "moe"
+    proc = cli(
+        "-q", "twin", "qwen3-30b-a3b", "--layers", "2", "--vocab", "49152", "--experts", "32", "--out", str(model)
+    )
+    assert proc.returncode == 0, proc.stderr
+    experts = sum(p.stat().st_size for p in model.glob("*.safetensors")) - 2 * 49152 * 2048 * 2  # minus embeddings
+    peak, digest = {}, {}
+    for how in ("default", "sequential-pread"):
+        out = subprocess.run([sys.executable, "-c", _PEAK, str(model), how], capture_output=True, text=True, check=True)
+        peak[how], digest[how] = out.stdout.split()[-2:]
+    assert digest["default"] == digest["sequential-pread"]  # the same weights, bit for bit
+    saved = int(peak["default"]) - int(peak["sequential-pread"])
+    assert saved > 0.4 * experts, (peak, experts)  # of the two layers' experts, at most one layer's held twice
