@@ -26,7 +26,7 @@ from pipeline.errors import StageError
 from pipeline.tools import llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
-VERSION = 3  # 2: stacked experts weighted by each expert's own importance and token share; 3: row samples
+VERSION = 4  # 2: experts weighted by their own importance and token share; 3: row samples; 4: 4 probe windows
 FILE = "sensitivity.json"
 # (llama-quantize file type written with --pure, the ggml tensor type it gives)
 LADDER = (
@@ -43,7 +43,7 @@ LADDER = (
     ("Q8_0", "q8_0"),
 )
 PROBE = "q4_0"  # blocks of 32: valid for every tensor llama.cpp quantizes
-MAX_CTX, MAX_CHUNKS = 512, 8
+MAX_CTX, MAX_CHUNKS = 512, 4  # 4 windows of 512: one llama-perplexity pass of 2048 tokens per probe
 MAX_BANDS = 10  # layer bands probed for their own factor
 
 
