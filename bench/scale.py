@@ -151,6 +151,7 @@ def run_part(name: str, work: Path, only: list[str] | None = None) -> list[dict]
                     "written_mb": du(run_dir / s["path"], fresh) / 1e6,
                     "error": s.get("error"),
                     "limit": LIMIT[name],
+                    "estimate": s.get("estimate") or {},  # what `plan` estimated for it (pipeline.cost)
                 }
             )
         print(
@@ -185,16 +186,18 @@ def main() -> None:
         "GiB RAM"
     )
     print(
-        "| twin | stage | status | s | worker peak RSS GB | peak / bf16 size | limit | written "
-        "GB |\n|---|---|---|---|---|---|---|---|"
+        "| twin | stage | status | s | est. s (ratio) | worker peak RSS GB | est. GB (ratio) | peak / bf16 size | "
+        "limit | written GB |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     for r in rows:
         over = " **over**" if r["ratio"] > r["limit"] else ""
         secs = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
+        e = r["estimate"]
+        est_s = f"{e['seconds']:.0f} ({e['seconds'] / r['seconds']:.2f})" if e and r["seconds"] else "-"
+        est_gb = f"{e['peak_rss_mb'] / 1000:.2f} ({e['peak_rss_mb'] / r['peak_mb']:.2f})" if e and r["peak_mb"] else "-"
         print(
-            f"| {r['part']} | {r['stage']} | {r['status']} | {secs} | {r['peak_mb'] / 1000:.2f} "
-            f"| {r['ratio']:.2f}{over} | "
-            f"{r['limit']} | {r['written_mb'] / 1000:.2f} |"
+            f"| {r['part']} | {r['stage']} | {r['status']} | {secs} | {est_s} | {r['peak_mb'] / 1000:.2f} | {est_gb} "
+            f"| {r['ratio']:.2f}{over} | {r['limit']} | {r['written_mb'] / 1000:.2f} |"
         )
     failed = [r for r in rows if r["status"] not in ("done", "cached")]
     for r in failed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.cost import price
 from pipeline.errors import RecipeError
 from pipeline.graph.plan import Plan, build_plan
 from pipeline.recipe import Recipe
@@ -38,9 +39,10 @@ class RunResult:
 
 
 def plan(recipe: str | Path, workdir: str | Path = "runs", only_formats: list[str] | None = None) -> Plan:
-    """Validate the recipe and build its stage graph (raises RecipeError on bad input)."""
+    """Validate the recipe, build its stage graph and estimate it on this machine (plan.cost); raises
+    RecipeError on bad input, a run that cannot fit (disk, memory) or one over the recipe's `limits`."""
     path = Path(recipe)
-    return build_plan(_only(load_recipe(path), only_formats), path, Path(workdir))
+    return price(build_plan(_only(load_recipe(path), only_formats), path, Path(workdir)))
 
 
 def run(

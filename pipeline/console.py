@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,8 +64,35 @@ class StageContext:
         self.report(message)
 
 
-def progress_reporter(progress: Progress, task: Any, stage_id: str) -> Callable[[str], None]:
-    return lambda message: progress.update(task, description=f"[bold]{escape(stage_id)}[/]  {escape(message)}")
+def progress_reporter(
+    progress: Progress, task: Any, stage_id: str, suffix: Callable[[str], str] = lambda message: ""
+) -> Callable[[str], None]:
+    return lambda message: progress.update(
+        task, description=f"[bold]{escape(stage_id)}[/]  {escape(message)}{suffix(message)}"
+    )
+
+
+class Eta:
+    """A stage's estimate and the time left, corrected by its own progress: a status message that counts
+    ("layer 3/24", "tensor 120/290", "chunk 2/4") replaces the estimate's guess of the fraction done
+    with the measured one, so a stage running slower than estimated shows it at once."""
+
+    COUNT = re.compile(r"(\d+)\s*/\s*(\d+)")
+
+    def __init__(self, estimate_s: float | None, start: float):
+        self.estimate_s, self.start = estimate_s, start
+
+    def line(self, message: str) -> str:
+        if self.estimate_s is None:
+            return ""
+        elapsed = time.perf_counter() - self.start
+        counts = self.COUNT.findall(message)
+        done, total = (int(counts[-1][0]), int(counts[-1][1])) if counts else (0, 0)
+        if 0 < done <= total:
+            left = elapsed * (total - done) / done
+        else:
+            left = max(self.estimate_s - elapsed, 0)
+        return f"  [dim](est. {human_time(self.estimate_s)}, ETA {human_time(left)})[/]"
 
 
 def log_to_file(path: Path, verbose: bool) -> logging.Handler:
@@ -131,3 +160,15 @@ def vmhwm_mb() -> float:
     except OSError:
         pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def human_time(seconds: float) -> str:
+    if seconds < 0.5:
+        return "<1 s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -69,3 +69,10 @@ def write_json_atomic(path: Path, obj: Any, durable: bool = False) -> None:
             f.flush()
             os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def existing_ancestor(path: Path) -> Path:
+    """`path`, or its nearest existing parent (a run dir not made yet lives on its parent's disk)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

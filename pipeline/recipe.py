@@ -358,6 +358,17 @@ class PublishSpec(Strict):
         return self
 
 
+class LimitsSpec(Strict):
+    """Refusals at `plan` from the cost estimates (pipeline.cost): a run that would take or write more."""
+
+    max_hours: PositiveFloat | None = Field(None, description="refuse a run estimated to take longer (hours)")
+    max_disk: str | None = Field(
+        None,
+        pattern=r"^[0-9]+(\.[0-9]+)?(MB|GB|TB|MiB|GiB|TiB)$",
+        description="refuse a run that would write more, e.g. 50GB",
+    )
+
+
 class Recipe(Strict):
     name: str = Field(pattern=NAME_RE, description="run name; the run lives in <workdir>/<name>")
     model: ModelSource
@@ -366,6 +377,7 @@ class Recipe(Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     package: PackageSpec = Field(default_factory=PackageSpec)
     publish: PublishSpec = Field(default_factory=PublishSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
     @field_validator("formats")
     @classmethod

@@ -240,6 +240,10 @@ def test_demo_run_report(demo):
     assert all(f"<td>{a}</td>" in page and f"| {a} |" in md for a in ["base", *ARTIFACTS])
     assert "data:image/png;base64," in page and (demo / "results.png").stat().st_size > 20_000
     assert all(f"packages/{a}" in md for a in ARTIFACTS)
+    # every stage that ran, measured beside what pipeline.cost estimated for it on this machine
+    assert "| stage | status | seconds | estimated s | peak RSS MB | estimated MB |" in md
+    stages = json.loads((demo / "manifest.json").read_text())["stages"]
+    assert all(s["estimate"]["peak_rss_mb"] > 0 for s in stages if s["status"] == "done")
 
 
 @pytest.mark.parametrize("artifact", ["base", "w8a16"])

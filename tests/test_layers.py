@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "pipeline"
 LAYERS = [
     ("pipeline.__main__", "pipeline.cli", "pipeline.api", "pipeline.integrations"),
-    ("pipeline.run",),
+    ("pipeline.run", "pipeline.cost"),
     ("pipeline.graph", "pipeline.recipe_loader"),
     ("pipeline.stages",),
     ("pipeline.backends", "pipeline.engines", "pipeline.serving", "pipeline.evaluation", "pipeline.report"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +42,8 @@ def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx:
             ctx.status(f"calibrating on {kwargs['num_calibration_samples']} samples (llmcompressor oneshot)")
         else:
             ctx.status("quantizing (llmcompressor oneshot, data-free)")
-        _route_loguru(ctx)  # after every import: llmcompressor and compressed-tensors add sinks when imported
+        layers = moe.text_config(model.config.to_dict()).get("num_hidden_layers")
+        _route_loguru(ctx, layers)  # after every import: llmcompressor and compressed-tensors add sinks when imported
         with expert_counts.counted(model) as experts:
             llmc_oneshot(model=model, recipe=recipe, tokenizer=tokenizer, **kwargs)
         if experts.get("experts_never_routed"):
@@ -139,16 +141,19 @@ def _calibration_kwargs(calibration: Path) -> dict[str, Any]:
     }
 
 
-def _route_loguru(ctx: Any) -> None:
+def _route_loguru(ctx: Any, layers: int | None = None) -> None:
     """llmcompressor logs through loguru to the terminal: send it to the stage's log file, and show
-    its per-layer messages ("Quantizing model.layers.7.mlp.down_proj") as the stage's progress."""
+    its per-layer messages ("Quantizing model.layers.7.mlp.down_proj") as the stage's progress, with the
+    layers done so far ("layers done 7/24": the runner's ETA follows that count)."""
     from loguru import logger
 
     def sink(message: Any) -> None:
         text = message.record["message"]
         log.info(text)
         if text.startswith(("Quantizing", "Smoothing", "Calibrating", "Applying", "Compressing")) or "layers." in text:
-            ctx.status(text.replace("1 module(s): ", "")[:100])
+            at = re.search(r"layers\.(\d+)\.", text)
+            done = f" (layers done {int(at.group(1))}/{layers})" if at and layers else ""
+            ctx.status(text.replace("1 module(s): ", "")[:100] + done)
 
     logger.remove()
     logger.add(sink, level="INFO", format="{message}")

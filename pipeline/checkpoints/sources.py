@@ -117,7 +117,7 @@ def model_config(src: ModelSource) -> tuple[dict[str, Any] | None, str | None]:
         return filecheck.read_json(Path(src.path) / "config.json", "model.path"), None
     if src.kind == "hub":
         return _hub_config(src)
-    return remembered(gguf_path(src), "gguf-config", _gguf_config), None
+    return remembered(gguf_path(src), "gguf-config-2", _gguf_config), None
 
 
 def _hub_config(src: ModelSource) -> tuple[dict[str, Any] | None, str | None]:
@@ -163,12 +163,26 @@ def _gguf_config(path: Path) -> dict[str, Any]:
 
     reader = GGUFReader(str(path))
     arch = _gguf_field(reader, "general.architecture")
-    return {
+    names = {t.name for t in reader.tensors}
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    config = {
         "architecture": arch,
         "hidden_size": _gguf_field(reader, f"{arch}.embedding_length"),
         "intermediate_size": _gguf_field(reader, f"{arch}.feed_forward_length"),
         "max_position_embeddings": _gguf_field(reader, f"{arch}.context_length"),
+        # the shapes the cost model needs (pipeline.cost.shapes), named as config.json names them
+        "num_hidden_layers": _gguf_field(reader, f"{arch}.block_count"),
+        "num_attention_heads": _gguf_field(reader, f"{arch}.attention.head_count"),
+        "num_key_value_heads": _gguf_field(reader, f"{arch}.attention.head_count_kv"),
+        "vocab_size": len(tokens.data) if tokens is not None else None,
+        "tie_word_embeddings": "output.weight" not in names,
     }
+    experts = _gguf_field(reader, f"{arch}.expert_count")
+    if experts:
+        config["num_experts"] = experts
+        config["num_experts_per_tok"] = _gguf_field(reader, f"{arch}.expert_used_count")
+        config["moe_intermediate_size"] = _gguf_field(reader, f"{arch}.expert_feed_forward_length")
+    return config
 
 
 def gguf_metadata(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:

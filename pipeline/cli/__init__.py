@@ -36,10 +36,11 @@ def _options(
 
 
 def load_plan(recipe: Path, workdir: Path, with_calibration: bool = False, with_publish: bool | None = None):
+    from pipeline.cost import price
     from pipeline.graph.plan import build_plan
     from pipeline.recipe_loader import load_recipe
 
-    return build_plan(load_recipe(recipe), recipe, workdir, with_calibration, with_publish)
+    return price(build_plan(load_recipe(recipe), recipe, workdir, with_calibration, with_publish))
 
 
 def notes(p) -> None:

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from pipeline.cli import STATE, WorkdirOpt, app, console, exit_for, load_plan, notes, out
+from pipeline.cli import STATE, WorkdirOpt, app, console, estimates, exit_for, load_plan, notes, out
 from pipeline.errors import RecipeError
 
 
@@ -19,11 +19,16 @@ def plan(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path =
     p = load_plan(recipe, workdir)
     tree = Tree(f"[bold]{p.recipe.name}[/]  [dim]{recipe} → {p.run_dir}[/]")
     nodes = {}
+    figures = p.cost.stages if p.cost else {}
     for s in p.stages:
         state = "[green]cached[/]" if p.cached(s) else "[yellow]to run[/]"
-        label = f"[bold]{escape(s.id)}[/]  {s.describe}  {state} [dim]{s.key[:12]}[/]"
+        e = figures.get(s.id)
+        cost = f"  [cyan]{escape(estimates.short(e))}[/]" if e else ""
+        label = f"[bold]{escape(s.id)}[/]  {s.describe}  {state}{cost} [dim]{s.key[:12]}[/]"
         nodes[s.id] = (nodes[s.deps[-1]] if s.deps else tree).add(label)
     out.print(tree)
+    for line in estimates.summary(p):
+        out.print(line, soft_wrap=True)
     for note in p.serving:
         out.print(f"[dim]serving:[/] {escape(note)}", soft_wrap=True)
     notes(p)

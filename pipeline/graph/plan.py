@@ -41,6 +41,7 @@ class Plan:
     with_calibration: bool = False  # how it was built: a stage worker rebuilds the same plan
     with_publish: bool = False
     machine: Machine = field(default_factory=Machine)  # what was read from the machine: workers reuse it
+    cost: Any = None  # pipeline.cost.PlanCost, from cost.price(): the runner's and `plan`'s, never a worker's
 
     def stage(self, stage_id: str) -> Stage:
         return next(s for s in self.stages if s.id == stage_id)
@@ -78,10 +79,15 @@ def build_plan(
             machine or Machine.probe(),
         )
     except RecipeError as e:
-        if e.file is None:
-            e.file, e.line = str(recipe_path), line_of(recipe_path, e.loc)
-            e.args = (str(e),)
-        raise
+        raise located(e, recipe_path) from None
+
+
+def located(e: RecipeError, recipe_path: Path) -> RecipeError:
+    """The error with the recipe's file and the line of its field (one line for the user, exit 2)."""
+    if e.file is None:
+        e.file, e.line = str(recipe_path), line_of(recipe_path, e.loc)
+        e.args = (str(e),)
+    return e
 
 
 def _build(

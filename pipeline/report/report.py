@@ -77,16 +77,25 @@ def _vllm(check: dict[str, Any] | None) -> str:
     return f"{info['engine']}: refused: {info.get('reason')}"
 
 
+STAGE_COLUMNS = ["stage", "status", "seconds", "estimated s", "peak RSS MB", "estimated MB"]
+
+
 def _stages(manifest: dict[str, Any]) -> list[list[str]]:
-    return [
-        [
-            s["id"],
-            s["status"],
-            "-" if s.get("seconds") is None else f"{s['seconds']:.1f}",
-            str(s.get("peak_rss_mb") or "-"),
-        ]
-        for s in manifest["stages"]
-    ]
+    """Measured beside estimated (pipeline.cost; a cached stage was not estimated: it ran in an earlier run)."""
+    rows = []
+    for s in manifest["stages"]:
+        e = s.get("estimate") or {}
+        rows.append(
+            [
+                s["id"],
+                s["status"],
+                "-" if s.get("seconds") is None else f"{s['seconds']:.1f}",
+                "-" if e.get("seconds") is None else f"{e['seconds']:.0f}",
+                str(s.get("peak_rss_mb") or "-"),
+                "-" if e.get("peak_rss_mb") is None else f"{e['peak_rss_mb']:.0f}",
+            ]
+        )
+    return rows
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -122,7 +131,7 @@ def _markdown(
                 [[p["artifact"], p["status"], p["dir"], p["serving"], p["vllm"], p["hub"]] for p in packages],
             ),
         ]
-    out += ["## Stages\n", _md_table(["stage", "status", "seconds", "peak RSS MB"], _stages(manifest))]
+    out += ["## Stages\n", _md_table(STAGE_COLUMNS, _stages(manifest))]
     return "\n".join(out)
 
 
@@ -158,7 +167,7 @@ def _html(
                 [[p["artifact"], p["status"], p["dir"], p["serving"], p["vllm"], p["hub"]] for p in packages],
             ),
         ]
-    parts += ["<h2>Stages</h2>", _html_table(["stage", "status", "seconds", "peak RSS MB"], _stages(manifest))]
+    parts += ["<h2>Stages</h2>", _html_table(STAGE_COLUMNS, _stages(manifest))]
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"

@@ -30,6 +30,7 @@ class StageRecord:
     bad_input: bool = False  # failed because of the recipe or its data (exit 2), not a crash (exit 1)
     log: str | None = None
     info: dict[str, Any] | None = None
+    estimate: dict[str, Any] | None = None  # pipeline.cost's figures for this run of it (none when cached)
 
 
 class Manifest:

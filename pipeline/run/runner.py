@@ -15,7 +15,8 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from pipeline.console import RunnerMemory, StageContext, progress_reporter, stage_log, stage_progress
+from pipeline import cost
+from pipeline.console import Eta, RunnerMemory, StageContext, progress_reporter, stage_log, stage_progress
 from pipeline.errors import Interrupted, RecipeError, StageError, interruptible, one_line
 from pipeline.graph.plan import Plan, Stage
 from pipeline.run import worker
@@ -105,14 +106,17 @@ def _run_stage(
         record.seconds, record.peak_rss_mb = (record.info or {}).get("seconds"), (record.info or {}).get("peak_rss_mb")
         progress.console.print(f"[green]✓ {escape(stage.id)}[/] cached [dim]{record.path}[/]")
         return record
-    task = progress.add_task(f"[bold]{escape(stage.id)}[/]  {stage.describe}", total=None)
-    report = progress_reporter(progress, task, stage.id)
+    estimate = plan.cost.stages.get(stage.id) if plan.cost else None
+    record.estimate = estimate.to_json() if estimate else None
+    start = time.perf_counter()
+    eta = Eta(estimate.seconds if estimate else None, start)
+    task = progress.add_task(f"[bold]{escape(stage.id)}[/]  {stage.describe}{eta.line('')}", total=None)
+    report = progress_reporter(progress, task, stage.id, eta.line)
     log_path = plan.run_dir / "logs" / f"{stage.label}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text("")  # this attempt's log; the runner and the worker both append to it
     record.log = relative(log_path, plan.run_dir)
     inputs = {d: plan.stage(d).path for d in stage.deps}
-    start = time.perf_counter()
     try:
         with stage_log(log_path, workers.verbose):
             with atomic_stage(plan.run_dir, stage.label, stage.key, {"stage": stage.id}) as tmp:
@@ -130,6 +134,7 @@ def _run_stage(
                 info["peak_rss_mb"] = peak
                 (tmp / "stage_info.json").write_text(json.dumps(info, indent=2, default=str))
         record.status, record.info, record.peak_rss_mb, record.seconds = "done", info, peak, info["seconds"]
+        cost.learn(plan.cost, stage.id, record.seconds, peak)
     except KeyboardInterrupt:
         record.status = "interrupted"
         raise
@@ -145,6 +150,7 @@ def _run_stage(
     mark = "[green]✓" if record.status == "done" else "[red]✗"
     detail = (
         f"{record.seconds:.1f}s, peak {record.peak_rss_mb} MB"
+        + (f" [dim](est. {estimate.seconds:.0f} s, {estimate.peak_rss_mb:.0f} MB)[/]" if estimate else "")
         if record.status == "done"
         else f"{escape(record.error or '')} (log: {log_path})"
     )

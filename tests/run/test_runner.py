@@ -25,6 +25,9 @@ def test_rerun_is_cached_and_option_change_reruns_only_that_branch(tiny_model, t
 
     assert cli("-q", "run", str(recipe), "-w", str(workdir)).returncode == 0
     first = _statuses(manifest)
+    # every stage that ran carries the estimate it ran under, beside its measurement (pipeline.cost)
+    records = json.loads(manifest.read_text())["stages"]
+    assert all(r["estimate"]["seconds"] >= 0 and r["estimate"]["peak_rss_mb"] > 0 for r in records), records
     assert first == {
         "source": "done",
         "calibration": "done",

@@ -1,0 +1,152 @@
+"""Know before you run: each stage's estimated seconds, peak RSS and bytes written on this machine.
+
+`estimate(plan)` prices every stage of a plan (cached stages cost nothing) from the model's config,
+the recipe's token counts and this machine's measured speeds (pipeline.cost.machine_speed, a few
+seconds once per machine), then scales each figure by what this machine's finished stages of the same
+kind measured against their own estimates (pipeline.cost.history). `plan` prints the figures and
+refuses what cannot fit (pipeline.cost.feasibility); the runner shows them with an ETA and records
+estimate beside measurement in the manifest."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pipeline.cost import feasibility, history
+from pipeline.cost.machine_speed import MachineSpeed, machine_speed
+from pipeline.cost.model import CostInputs, Estimate
+from pipeline.cost.shapes import ModelShape
+from pipeline.cost.stage_costs import COSTS
+from pipeline.errors import RecipeError
+from pipeline.files import existing_ancestor
+from pipeline.graph.plan import located
+
+
+@dataclass
+class PlanCost:
+    stages: dict[str, Estimate] = field(default_factory=dict)  # stages still to run
+    priors: dict[str, Estimate] = field(default_factory=dict)  # the same before history's correction
+    groups: dict[str, str] = field(default_factory=dict)  # stage id -> its history group
+    params: int = 0
+    speed: MachineSpeed | None = None
+    note: str = ""  # why there are no figures, when there are none
+
+    @property
+    def seconds(self) -> float:
+        return sum(e.seconds for e in self.stages.values())
+
+    @property
+    def written(self) -> int:
+        return sum(e.written_bytes for e in self.stages.values())
+
+
+def price(plan):
+    """Estimate every stage of `plan` still to run on this machine (measures the machine once) into
+    plan.cost, and refuse, as bad input, a run the estimates say cannot fit: the disk, RAM, `limits`."""
+    plan.cost = estimate(plan)
+    try:
+        feasibility.check(plan, plan.cost)
+    except RecipeError as e:
+        raise located(e, plan.recipe_path) from None
+    return plan
+
+
+def inputs(plan, speed: MachineSpeed) -> CostInputs | None:
+    """What the cost functions need, from the plan; None when the model's shapes are unknown
+    (a Hub source offline and not cached)."""
+    from pipeline.checkpoints import loading
+
+    config = plan.model_config
+    if not config or "hidden_size" not in (config.get("text_config") or config):
+        return None
+    shape = ModelShape.from_config(config)
+    recipe = plan.recipe
+    src = recipe.model
+    kind = src.kind
+    sp = recipe.evaluation.speed
+    return CostInputs(
+        shape=shape,
+        speed=speed,
+        compute_dtype=loading.compute_dtype_name(shape.params, src.dtype),
+        calibration_tokens=recipe.calibration.samples * recipe.calibration.seq_len,
+        eval_tokens=recipe.evaluation.windows * recipe.evaluation.context,
+        formats={o.artifact: o for o in recipe.formats},
+        source_written=_source_written(plan, shape),
+        source_kind=kind,
+        speed_run=(sp.prompt_tokens, sp.decode_tokens, sp.repeats + sp.warmup, sp.budget_s)
+        if sp.enabled
+        else (0, 0, 0, 0),
+        tasks=bool(recipe.evaluation.tasks),
+        eval_context=recipe.evaluation.context,
+        calibration_seq_len=recipe.calibration.seq_len,
+    )
+
+
+def estimate(plan, measure: bool = True, every_stage: bool = False, learned: bool = True) -> PlanCost:
+    """`every_stage`: cached stages too (to compare with a finished run); `learned`: apply history."""
+    speed = machine_speed(measure=measure)
+    if speed is None:
+        return PlanCost(note="this machine's speeds are not measured yet (`pipeline plan` measures them)")
+    given = inputs(plan, speed)
+    if given is None:
+        return PlanCost(speed=speed, note="no estimates: the model's config.json is not available offline")
+    past = history.corrections(speed.fingerprint)
+    out = PlanCost(speed=speed, params=given.shape.params)
+    gguf_card = given.source_kind == "gguf"
+    for stage in plan.stages:
+        if (plan.cached(stage) and not every_stage) or stage.kind not in COSTS:
+            continue
+        prior = COSTS[stage.kind](stage, given)
+        if stage.kind == "package" and gguf_card:  # the first card reads the GGUF source's metadata (remembered)
+            prior, gguf_card = replace(prior, seconds=prior.seconds + 2.5, peak_rss_mb=240.0), False
+        out.priors[stage.id], out.groups[stage.id] = prior, history.group(stage, given)
+        out.stages[stage.id] = (
+            history.corrected(prior, out.groups[stage.id], past, given.shape.params) if learned else prior
+        )
+    return out
+
+
+def learn(cost: PlanCost | None, stage_id: str, seconds: float | None, peak_mb: float | None) -> None:
+    """Record a finished stage's measurement beside its prior estimate (pipeline.cost.history)."""
+    if cost is None or cost.speed is None or stage_id not in cost.priors or not seconds:
+        return
+    try:
+        history.record(
+            cost.speed.fingerprint, cost.groups[stage_id], cost.params, cost.priors[stage_id], seconds, peak_mb
+        )
+    except OSError:  # a read-only cache: estimates just do not learn
+        pass
+
+
+def _source_written(plan, shape: ModelShape) -> int:
+    """A local checkpoint on the run's filesystem is hard-linked (free); elsewhere its weights are copied.
+    A GGUF source is dequantized into the recipe's dtype; a Hub source downloads into the HF cache."""
+    src = plan.recipe.model
+    if src.kind == "gguf":
+        return shape.bytes(16)
+    if src.kind == "hub":
+        return 0 if _hub_cached(src) else shape.bytes(16)
+    try:
+        same = os.stat(Path(src.path)).st_dev == os.stat(existing_ancestor(plan.run_dir)).st_dev
+    except OSError:
+        same = False
+    return 0 if same else shape.bytes(16)
+
+
+def _hub_cached(src) -> bool:
+    """Every weight shard of the pinned commit is in the HF cache already (else the download counts)."""
+    import json
+
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(src.hub, "config.json", revision=src.revision)
+    if not isinstance(config, str):
+        return False
+    snapshot = Path(config).parent
+    index = snapshot / "model.safetensors.index.json"
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values()) if index.is_file() else {"model.safetensors"}
+    except (OSError, ValueError, KeyError):
+        return False
+    return all((snapshot / s).is_file() for s in shards)

@@ -1,0 +1,29 @@
+"""The cost model's model sizes, from config.json alone, against the published parameter counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.cost.shapes import ModelShape
+from pipeline.devtools.twin_archs import ARCHS
+from tests.devtools.test_twins import ACTIVE, PUBLISHED
+
+
+@pytest.mark.parametrize("arch", sorted(PUBLISHED))
+def test_parameter_counts_match_the_published_ones(arch):
+    shape = ModelShape.from_config(ARCHS[arch])
+    # norms (and Qwen2.5's q/k/v biases) are left out: under 0.01 % of any of these models
+    assert abs(shape.params - PUBLISHED[arch]) / PUBLISHED[arch] < 1e-4
+    if arch in ACTIVE:
+        low, high = ACTIVE[arch]
+        assert low <= shape.active <= high and shape.experts > 1
+    else:
+        assert shape.active == shape.params and shape.experts == 0
+
+
+def test_gptq_work_grows_with_the_square_of_the_input_width():
+    """GPTQ's column update costs out x in^2 per Linear: Mixtral's 14336-wide down projections dominate."""
+    dense = ModelShape.from_config(ARCHS["llama-3.1-8b"])
+    wider = ModelShape.from_config({**ARCHS["llama-3.1-8b"], "intermediate_size": 2 * 14336})
+    # the MLP's share: gate/up (in 4096) double, down (in 14336 -> 28672) quadruples in in^2 and doubles in out
+    assert 2.5 < wider.column_work / dense.column_work < 4.5
