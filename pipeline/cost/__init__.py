@@ -88,7 +88,10 @@ def estimate(plan, measure: bool = True, every_stage: bool = False, learned: boo
     speed = machine_speed(measure=measure)
     if speed is None:
         return PlanCost(note="this machine's speeds are not measured yet (`pipeline plan` measures them)")
-    given = inputs(plan, speed)
+    try:
+        given = inputs(plan, speed)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:  # a config without the usual shape keys
+        return PlanCost(speed=speed, note=f"no estimates: the model's config lacks a shape ({type(e).__name__}: {e})")
     if given is None:
         return PlanCost(speed=speed, note="no estimates: the model's config.json is not available offline")
     past = history.corrections(speed.fingerprint)

@@ -86,8 +86,11 @@ def machine_speed(measure: bool = True) -> MachineSpeed | None:
     if not measure:
         return None
     speed = _measure(fingerprint, ident)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, asdict(speed))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, asdict(speed))
+    except OSError:  # a read-only cache: measured again next time
+        pass
     return speed
 
 
@@ -133,14 +136,17 @@ def _gemm(torch, dtype) -> float:
 
 def _disk_write(where: Path) -> float:
     """GB/s of writing 128 MB and fsyncing it (the stages write big files and fsync them)."""
-    where.mkdir(parents=True, exist_ok=True)
     data = os.urandom(2**20) * 128
-    with tempfile.NamedTemporaryFile(dir=where, prefix=".disk-speed-") as f:
-        start = time.perf_counter()
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-        return len(data) / (time.perf_counter() - start) / 1e9
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".disk-speed-") as f:
+            start = time.perf_counter()
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            return len(data) / (time.perf_counter() - start) / 1e9
+    except OSError:  # not writable: the estimates use the reference machine's disk
+        return 0.0
 
 
 def _quantize_speed() -> float | None:

@@ -27,3 +27,23 @@ def test_gptq_work_grows_with_the_square_of_the_input_width():
     wider = ModelShape.from_config({**ARCHS["llama-3.1-8b"], "intermediate_size": 2 * 14336})
     # the MLP's share: gate/up (in 4096) double, down (in 14336 -> 28672) quadruples in in^2 and doubles in out
     assert 2.5 < wider.column_work / dense.column_work < 4.5
+
+
+def test_a_config_without_the_usual_shape_keys_gives_no_estimates_not_a_crash(tiny_model, tmp_path):
+    """A remote-code model may name its sizes differently (n_layer, d_model): plan goes on, without figures."""
+    import json
+    import shutil
+
+    from pipeline.cost import estimate
+    from pipeline.graph.plan import build_plan
+    from pipeline.recipe_loader import load_recipe
+    from tests.conftest import tiny_recipe, write_recipe
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    del config["num_hidden_layers"]
+    (model / "config.json").write_text(json.dumps(config))
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(model, [{"format": "fp8"}]))
+    cost = estimate(build_plan(load_recipe(recipe), recipe, tmp_path / "runs"))
+    assert cost.stages == {} and "no estimates: the model's config lacks a shape (KeyError" in cost.note
