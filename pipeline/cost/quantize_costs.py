@@ -106,7 +106,7 @@ def _bitsandbytes(fmt: str, c: CostInputs) -> Estimate:
 def _gguf(opts, c: CostInputs) -> Estimate:
     s = c.shape
     name = (getattr(opts, "like", None) or opts.type).upper()
-    slower = GGUF_SLOWER.get(name, 1.0)
+    slower = GGUF_SLOWER.get(name, 1.0) * (2.0 if opts.type == "auto" else 1.0)  # auto's mix has i-quants, K-quants
     seconds = s.params * slower / c.quantize_rate()
     written = int(s.params * gguf_bits(opts) / 8)
     biggest = max(s.head, s.linear // max(s.tensors, 1)) * 4  # one float32 tensor in flight
