@@ -8,7 +8,6 @@ import shutil
 from rich.markup import escape
 
 from pipeline.console import human_time
-from pipeline.cost import inputs
 from pipeline.cost.feasibility import alternatives
 from pipeline.cost.model import GB, MB, Estimate
 from pipeline.files import existing_ancestor
@@ -37,7 +36,4 @@ def summary(plan) -> list[str]:
         f"float32 {s.gemm_f32_gflops:g} / bf16 {s.gemm_bf16_gflops:g} GFLOP/s, memory {s.memory_gbps:g} GB/s, "
         f"disk {s.disk_write_gbps:g} GB/s; estimates are within about 2x on a quiet machine (README)[/]",
     ]
-    given = inputs(plan, s)
-    if given is not None:
-        lines += [f"[yellow]cheaper:[/] {escape(a)}" for a in alternatives(plan, cost, given)]
-    return lines
+    return lines + [f"[yellow]cheaper:[/] {escape(a)}" for a in alternatives(plan, cost)]

@@ -28,7 +28,7 @@ class PlanCost:
     stages: dict[str, Estimate] = field(default_factory=dict)  # stages still to run
     priors: dict[str, Estimate] = field(default_factory=dict)  # the same before history's correction
     groups: dict[str, str] = field(default_factory=dict)  # stage id -> its history group
-    params: int = 0
+    given: CostInputs | None = None  # what the figures were computed from
     speed: MachineSpeed | None = None
     note: str = ""  # why there are no figures, when there are none
 
@@ -95,7 +95,7 @@ def estimate(plan, measure: bool = True, every_stage: bool = False, learned: boo
     if given is None:
         return PlanCost(speed=speed, note="no estimates: the model's config.json is not available offline")
     past = history.corrections(speed.fingerprint)
-    out = PlanCost(speed=speed, params=given.shape.params)
+    out = PlanCost(speed=speed, given=given)
     gguf_card = given.source_kind == "gguf"
     for stage in plan.stages:
         if (plan.cached(stage) and not every_stage) or stage.kind not in COSTS:
@@ -112,12 +112,11 @@ def estimate(plan, measure: bool = True, every_stage: bool = False, learned: boo
 
 def learn(cost: PlanCost | None, stage_id: str, seconds: float | None, peak_mb: float | None) -> None:
     """Record a finished stage's measurement beside its prior estimate (pipeline.cost.history)."""
-    if cost is None or cost.speed is None or stage_id not in cost.priors or not seconds:
+    if cost is None or cost.given is None or stage_id not in cost.priors or not seconds:
         return
     try:
-        history.record(
-            cost.speed.fingerprint, cost.groups[stage_id], cost.params, cost.priors[stage_id], seconds, peak_mb
-        )
+        params, prior = cost.given.shape.params, cost.priors[stage_id]
+        history.record(cost.speed.fingerprint, cost.groups[stage_id], params, prior, seconds, peak_mb)
     except OSError:  # a read-only cache: estimates just do not learn
         pass
 

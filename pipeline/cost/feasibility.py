@@ -10,7 +10,7 @@ import shutil
 from dataclasses import replace
 
 from pipeline.console import human_time
-from pipeline.cost.model import GB, MB, CostInputs
+from pipeline.cost.model import GB, MB
 from pipeline.cost.stage_costs import COSTS
 from pipeline.errors import RecipeError
 from pipeline.files import existing_ancestor
@@ -61,11 +61,10 @@ def check(plan, cost) -> None:
             )
 
 
-def alternatives(plan, cost, given: CostInputs) -> list[str]:
+def alternatives(plan, cost) -> list[str]:
     """For a quantize stage that dominates the run (over half of it and over 10 minutes): what the
     cheaper calibrated schemes would cost here."""
-    out = []
-    total = cost.seconds
+    out, given, total = [], cost.given, cost.seconds
     for sid, e in cost.stages.items():
         stage = plan.stage(sid)
         opts = given.options(stage)
@@ -77,7 +76,7 @@ def alternatives(plan, cost, given: CostInputs) -> list[str]:
             or fmt not in ("awq", "gptq", "w8a8-int8")
         ):
             continue
-        ratio = e.seconds / max(COSTS["quantize"](stage, given).seconds, 1e-9)  # this machine's history, if any
+        ratio = e.seconds / max(cost.priors[sid].seconds, 1e-9)  # this machine's history, if any
         choices = []
         if fmt == "awq" and getattr(opts, "n_grid", 20) > 5:
             choices.append(

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipeline.files import write_json_atomic
 from pipeline.fingerprint import cache_root
+from pipeline.tools.processes import dies_with_parent
 
 VERSION = 2
 BUSY = 0.5  # load average per core above which the figures are taken as disturbed
@@ -175,7 +176,9 @@ def _quantize_speed() -> float | None:
         writer.write_tensors_to_file()
         writer.close()
         start = time.perf_counter()
-        done = subprocess.run([str(tool), "--pure", str(src), str(dst), "Q4_K_M"], capture_output=True)
+        done = subprocess.run(
+            [str(tool), "--pure", str(src), str(dst), "Q4_K_M"], capture_output=True, preexec_fn=dies_with_parent()
+        )
         seconds = time.perf_counter() - start
         return 4096 * 4096 / seconds / 1e6 if done.returncode == 0 else None
 

@@ -18,6 +18,10 @@ from pipeline.cost.shapes import ModelShape
 
 VERSION = 1  # of the cost functions and constants: history learned against another version is not reused
 GB = 1e9
+# Resident memory of a stage worker before it holds any model: it is forked from the run's zygote, which
+# imported torch and transformers (pipeline.run.zygote); a tool it runs (llama.cpp) is measured apart,
+# and the stage's peak is the larger of the two (wait4).
+WORKER_BASE_MB = 620
 MB = 1e6
 
 

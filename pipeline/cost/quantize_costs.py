@@ -9,7 +9,7 @@ bound by per-tensor work and memory. llama-quantize is bound by its own rate (me
 
 from __future__ import annotations
 
-from pipeline.cost.model import GB, MB, CostInputs, Estimate
+from pipeline.cost.model import GB, MB, WORKER_BASE_MB, CostInputs, Estimate
 from pipeline.graph.stage import Stage
 
 LLMC_BASE_MB = 650  # a worker with llm-compressor, transformers and torch imported
@@ -90,7 +90,7 @@ def _data_free(fmt: str, c: CostInputs) -> Estimate:
         held = 0.95 * c.bf16_bytes()
     else:  # one shard at a time
         held = 1.2 * min(c.bf16_bytes(), SHARD_BYTES)
-    return Estimate(seconds, 650 + held / MB, written, f"{s.tensors} tensors, shard by shard")
+    return Estimate(seconds, LLMC_BASE_MB + held / MB, written, f"{s.tensors} tensors, shard by shard")
 
 
 def _bitsandbytes(fmt: str, c: CostInputs) -> Estimate:
@@ -110,7 +110,7 @@ def _gguf(opts, c: CostInputs) -> Estimate:
     seconds = s.params * slower / c.quantize_rate()
     written = int(s.params * gguf_bits(opts) / 8)
     biggest = max(s.head, s.linear // max(s.tensors, 1)) * 4  # one float32 tensor in flight
-    peak = max(620, 60 + (1.5 * biggest + written * 0.2) / MB)  # the forked worker, or llama-quantize
+    peak = max(WORKER_BASE_MB, 60 + (1.5 * biggest + written * 0.2) / MB)  # the forked worker, or llama-quantize
     return Estimate(1 + seconds, peak, written, f"{s.params / 1e6:.0f} M weights")
 
 

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipeline.cost.model import GB, MB, CostInputs, Estimate
-from pipeline.cost.quantize_costs import quantize
+from pipeline.cost.model import GB, MB, WORKER_BASE_MB, CostInputs, Estimate
+from pipeline.cost.quantize_costs import gguf_bits, quantize
 from pipeline.graph.stage import Stage
 
-# Resident memory of a stage worker before it holds any model: it is forked from the run's zygote, which
-# imported torch and transformers (pipeline.run.zygote); a tool it runs (llama.cpp) is measured apart,
-# and the stage's peak is the larger of the two (wait4).
-WORKER_BASE_MB = 620
 TORCH_BASE_MB = 700
 SENSITIVITY_PASSES, PROBE_TOKENS = 11, 2048
 TASKS_S = 5  # lm-eval's harness start and a small task (the demo's `capitals`)
@@ -67,8 +63,8 @@ def sensitivity(stage: Stage, c: CostInputs) -> Estimate:
     """Eleven quantizations of a row sample (tensors over 4 M weights cut to about 4 M; the ladder's
     i-quants make a pass ~2.7x slower than Q4_K) and one llama-perplexity probe per tensor kind (about 9),
     per layer band (up to 10) and one of everything, each over a quantized copy of the F16 file and the
-    calibration text (at most 4 windows of 512 tokens). Checked out of sample on a 4-layer 8B-width twin:
-    341 s measured, 337 s estimated."""
+    calibration text (at most 4 windows of 512 tokens). Refitted on a 4-layer 8B-width twin: 341 s
+    measured, 317 s estimated (the prior said 582 s)."""
     s = c.shape
     sampled = s.gguf_sampled
     ladder = SENSITIVITY_PASSES * sampled * 2.7 / c.quantize_rate()
@@ -100,7 +96,7 @@ def evaluate(stage: Stage, c: CostInputs) -> Estimate:
     worker = 1300 if c.tasks else 800  # lm-eval's harness and its task files in the worker
     tasks = TASKS_S if c.tasks else 0
     if engine == "llama.cpp":
-        bits = 16 if stage.kind == "floor" else _gguf_bits(opts)
+        bits = 16 if stage.kind == "floor" else gguf_bits(opts)
         held = c.shape.params * bits / 8
         forward = c.shape.forward_flops(c.eval_tokens) / c.llama_rate()
         bench = 10 + _speed_run(c, held, c.llama_rate()) if c.speed_run[2] else 0  # llama-bench's own repeats
@@ -185,9 +181,3 @@ def _speed_run(c: CostInputs, held: float, rate: float | None = None) -> float:
 def _logits_mb(c: CostInputs) -> float:
     """A 512-token window's float32 logits, their log-softmax and a copy."""
     return 512 * c.shape.vocab * 4 * 3 / MB
-
-
-def _gguf_bits(opts) -> float:
-    from pipeline.cost.quantize_costs import gguf_bits
-
-    return gguf_bits(opts)
