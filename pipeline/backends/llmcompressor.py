@@ -69,10 +69,13 @@ class AutoRoundOptions(_LcOptions):
 
 
 class W8A8Int8Options(_LcOptions):
-    """INT8 weights (GPTQ, per channel) and INT8 activations per token, after SmoothQuant."""
+    """INT8 weights (per channel) and INT8 activations per token, after SmoothQuant."""
 
     format: Literal["w8a8-int8"]
     smoothing_strength: float | None = Field(0.8, gt=0, lt=1, description="SmoothQuant alpha; null = no smoothing")
+    # GPTQ's column updates are most of the stage's time at real widths (hours at 70B on CPU); 8-bit
+    # round-to-nearest per channel loses little, and SmoothQuant still calibrates on every token.
+    rounding: Literal["gptq", "rtn"] = Field("gptq", description="what rounds the smoothed INT8 weights")
     dampening: float = Field(0.01, gt=0, lt=1)
 
 
@@ -177,6 +180,8 @@ def modifiers(opts: FormatOptions) -> list[Any]:
         ]
     if isinstance(opts, W8A8Int8Options):
         smooth = [SmoothQuantModifier(smoothing_strength=opts.smoothing_strength)] if opts.smoothing_strength else []
+        if opts.rounding == "rtn":
+            return smooth + [QuantizationModifier(ignore=ignore, config_groups=groups)]
         return smooth + [GPTQModifier(ignore=ignore, config_groups=groups, dampening_frac=opts.dampening)]
     return [QuantizationModifier(ignore=ignore, config_groups=groups)]
 

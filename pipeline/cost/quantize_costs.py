@@ -4,7 +4,7 @@ bitsandbytes, GGUF types and OpenVINO.
 Calibrated schemes (oneshot, sequential pipeline) run every layer over the calibration tokens once to
 capture its inputs and once to pass them on; AWQ adds a forward pass of the layer's Linears per grid
 point; GPTQ's column-by-column update costs out x in^2 per Linear (float32, whatever the model's dtype);
-W8A8 is SmoothQuant (one more pass) then GPTQ. Data-free schemes (model_free_ptq) stream shards:
+W8A8 is SmoothQuant (one more pass) then GPTQ or round-to-nearest. Data-free schemes (model_free_ptq) stream shards:
 bound by per-tensor work and memory. llama-quantize is bound by its own rate (measured)."""
 
 from __future__ import annotations
@@ -63,16 +63,15 @@ def _calibrated(fmt: str, opts, c: CostInputs) -> Estimate:
     if fmt == "awq":
         passes += getattr(opts, "n_grid", 20) * 1.0
     seconds = 15 + c.compute_bytes() / (1.0 * GB) + passes * forward / c.torch_rate()
-    gptq = fmt in ("gptq", "w8a8-int8", "autoround", "llmcompressor-recipe")
+    gptq = fmt in ("gptq", "autoround", "llmcompressor-recipe") or getattr(opts, "rounding", "") == "gptq"
     if gptq:
         # measured: about 11 % of the float32 GEMM peak (block updates of 128 columns, a Cholesky per Linear)
         seconds += s.column_work / (0.11 * c.speed.gemm_f32_gflops * 1e9)
     layer = s.linear / max(s.layers, 1) * 4  # one decoder layer's weights in float32
-    if gptq:  # one float32 Hessian (in x in) per Linear of the layer being calibrated
-        extra = s.hessian_bytes
-    else:  # AWQ: the layer in float32 for its grid, and per-sample buffers the size of ~11 float32 logit
+    extra = s.hessian_bytes if gptq else 0.0  # one float32 Hessian (in x in) per Linear of the layer
+    if fmt == "awq":  # the layer in float32 for its grid, and per-sample buffers the size of ~11 float32 logit
         # rows per token (fitted at 64-256 tokens a sample and vocabularies of 49k-128k; not measured beyond)
-        extra = layer + 10.8 * c.calibration_seq_len * s.vocab * 4
+        extra = max(extra, layer + 10.8 * c.calibration_seq_len * s.vocab * 4)
     # computed in float32 from a bf16 checkpoint: the mapped file's pages stay resident beside the copy
     upcast = c.bf16_bytes() if c.compute_dtype == "float32" else 0
     peak = LLMC_BASE_MB + (c.compute_bytes() + upcast + extra) / MB

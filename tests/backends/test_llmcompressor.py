@@ -55,6 +55,12 @@ CASES = [
         {"num_bits": 8, "type": "int", "strategy": "token", "dynamic": True},
     ),
     (
+        {"format": "w8a8-int8", "rounding": "rtn"},
+        "int-quantized",
+        INT8_CH,
+        {"num_bits": 8, "type": "int", "strategy": "token", "dynamic": True},
+    ),
+    (
         {"format": "fp8"},
         "float-quantized",
         {"num_bits": 8, "type": "float", "strategy": "channel"},
@@ -109,6 +115,22 @@ def test_quantize_reload_close(tiny_model, tiny_calibration, tmp_path, entry, co
     base, quant = logits(tiny_model, ids), logits(out, ids)
     diff = (base - quant).abs().max().item()
     assert 0 < diff < 0.3 * base.abs().max().item(), diff
+
+
+def test_w8a8_rounds_after_smoothquant_with_gptq_or_round_to_nearest(tiny_model):
+    from llmcompressor.modifiers.gptq import GPTQModifier
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from llmcompressor.modifiers.transform import SmoothQuantModifier
+
+    from pipeline.backends.llmcompressor import modifiers
+
+    def chain(**entry):
+        recipe = {"name": "t", "model": {"path": str(tiny_model)}, "formats": [{"format": "w8a8-int8", **entry}]}
+        return [type(m) for m in modifiers(Recipe.model_validate(recipe).formats[0])]
+
+    assert chain() == [SmoothQuantModifier, GPTQModifier]
+    assert chain(rounding="rtn") == [SmoothQuantModifier, QuantizationModifier]  # no column updates
+    assert chain(rounding="rtn", smoothing_strength=None) == [QuantizationModifier]
 
 
 def test_raw_llmcompressor_recipe(tiny_model, tmp_path):

@@ -115,3 +115,17 @@ def cli_argv() -> list[str]:
     import sys
 
     return [sys.executable, "-m", "pipeline"]
+
+
+def test_w8a8_round_to_nearest_is_priced_without_gptq_column_work(tiny_model, tmp_path):
+    from pipeline.cost import estimate
+    from pipeline.graph.plan import build_plan
+    from pipeline.recipe_loader import load_recipe
+
+    formats = [{"format": "w8a8-int8", "name": "gptq"}, {"format": "w8a8-int8", "rounding": "rtn", "name": "rtn"}]
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_recipe(tiny_model, formats, calibration={"samples": 2, "seq_len": 32})
+    )
+    stages = estimate(build_plan(load_recipe(recipe), recipe, tmp_path / "runs")).stages
+    gptq, rtn = stages["quantize[gptq]"], stages["quantize[rtn]"]
+    assert rtn.seconds < gptq.seconds and rtn.peak_rss_mb < gptq.peak_rss_mb  # no column updates, no Hessians

@@ -19,12 +19,17 @@ def _stages(run_dir):
     return {s["id"]: s for s in json.loads((run_dir / "manifest.json").read_text())["stages"]}
 
 
-def _worker_of(stage_id: str, timeout: float = 180) -> psutil.Process:
+def _worker_of(runner: subprocess.Popen, stage_id: str, timeout: float = 180) -> psutil.Process:
+    """The worker of `stage_id` under this test's own runner: CI runs tests side by side (pytest-xdist), and
+    another test's run may have a worker of the same name."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for p in psutil.process_iter(["name"]):
-            if p.info["name"] == stage_id[:15]:  # a worker names itself after its stage (pipeline.run.zygote)
-                return p
+        try:
+            for p in psutil.Process(runner.pid).children(recursive=True):
+                if p.name() == stage_id[:15]:  # a worker names itself after its stage (pipeline.run.zygote)
+                    return p
+        except psutil.Error:  # a process of the tree ended while it was read
+            pass
         time.sleep(0.05)
     raise AssertionError(f"no worker process for {stage_id} appeared")
 
@@ -43,7 +48,7 @@ def test_sigkilled_worker_fails_its_stage_only_and_a_rerun_redoes_just_that(tiny
         stderr=subprocess.PIPE,
         text=True,
     )
-    victim = _worker_of("quantize[gptq]")
+    victim = _worker_of(proc, "quantize[gptq]")
     time.sleep(0.2)  # inside the stage: it has named itself
     victim.send_signal(signal.SIGKILL)  # what the kernel's OOM killer does
     out, err = proc.communicate(timeout=600)
@@ -100,7 +105,7 @@ def test_a_killed_runner_takes_its_worker_with_it(tiny_model, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    worker = _worker_of("quantize[gptq]")
+    worker = _worker_of(proc, "quantize[gptq]")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     gone, alive = psutil.wait_procs([worker], timeout=30)
