@@ -170,23 +170,3 @@ def build_smol_model(out: Path, hidden: int = 64, layers: int = 2) -> Path:
 def tiny_smol_model(tmp_path_factory) -> Path:
     """Tiny random Llama with SmolLM2's real tokenizer; the layers are tiny and random."""
     return build_smol_model(tmp_path_factory.mktemp("tiny-smol") / "model")
-
-
-# CI runs the suite on two pytest-xdist workers, a file per worker at a time (`-n 2 --dist loadfile
-# --no-loadscope-reorder`, .ci/run): the longest files start first, so that the last file to finish is a
-# short one. Seconds from a serial CI run (--durations), largest first; every other file keeps its order.
-LONGEST_FIRST = (
-    "tests/test_demo_recipe.py",  # ~1300 s
-    "tests/backends/test_moe.py",  # ~850 s
-    "tests/devtools/test_twins.py",  # ~260 s
-    "tests/test_openvino_recipe.py",  # ~170 s
-    "tests/evaluation/test_llama_perplexity_kld.py",  # ~100 s
-    "tests/backends/test_gguf.py",  # ~90 s
-    "tests/run/test_faults.py",  # ~70 s
-    "tests/integrations/test_prefect.py",  # ~55 s
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep order

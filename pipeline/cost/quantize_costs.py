@@ -58,7 +58,9 @@ def quantize(stage: Stage, c: CostInputs) -> Estimate:
 
 def _calibrated(fmt: str, opts, c: CostInputs) -> Estimate:
     s, tokens = c.shape, c.calibration_tokens
-    forward = s.forward_flops(tokens) - 2.0 * tokens * s.head  # the layers only: no logits in calibration
+    # The layers only (no logits in calibration); a mixture of experts runs every expert on every calibration
+    # token (llm-compressor's moe_calibrate_all_experts), not the router's top-k.
+    forward = 2.0 * tokens * (s.linear if s.experts else s.active_linear)
     passes = 2.0 + (1.0 if fmt == "w8a8-int8" else 0.0)
     if fmt == "awq":
         passes += getattr(opts, "n_grid", 20) * 1.0

@@ -47,3 +47,31 @@ def test_a_config_without_the_usual_shape_keys_gives_no_estimates_not_a_crash(ti
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(model, [{"format": "fp8"}]))
     cost = estimate(build_plan(load_recipe(recipe), recipe, tmp_path / "runs"))
     assert cost.stages == {} and "no estimates: the model's config lacks a shape (KeyError" in cost.note
+
+
+def test_calibrating_a_mixture_of_experts_costs_every_expert_not_the_top_k():
+    """llm-compressor runs every expert on every calibration token (moe_calibrate_all_experts): what more
+    experts add at the same top-8 grows with the calibration tokens (priced by the top-k, it would not)."""
+    from types import SimpleNamespace
+
+    from pipeline.backends.llmcompressor import AwqOptions
+    from pipeline.cost.machine_speed import MachineSpeed
+    from pipeline.cost.model import REFERENCE, CostInputs
+    from pipeline.cost.quantize_costs import quantize
+
+    speed = MachineSpeed(
+        "ref", "reference", 2, 24.0, (), "", REFERENCE["gemm_f32_gflops"], REFERENCE["gemm_bf16_gflops"],
+        REFERENCE["memory_gbps"], REFERENCE["disk_write_gbps"], REFERENCE["quantize_mparams_s"], 0.0,
+    )  # fmt: skip
+    awq = {"a": AwqOptions(format="awq", n_grid=5)}
+    stage = SimpleNamespace(artifact="a", id=None)
+    moe = {**ARCHS["qwen3-30b-a3b"], "num_hidden_layers": 8}
+
+    def added_by_112_experts(tokens):
+        def seconds(experts):
+            shape = ModelShape.from_config({**moe, "num_experts": experts})
+            return quantize(stage, CostInputs(shape, speed, "float32", tokens, 0, awq, calibration_seq_len=128)).seconds
+
+        return seconds(128) - seconds(16)
+
+    assert 1.9 < added_by_112_experts(8192) / added_by_112_experts(4096) < 2.1

@@ -20,8 +20,8 @@ def _stages(run_dir):
 
 
 def _worker_of(runner: subprocess.Popen, stage_id: str, timeout: float = 180) -> psutil.Process:
-    """The worker of `stage_id` under this test's own runner: CI runs tests side by side (pytest-xdist), and
-    another test's run may have a worker of the same name."""
+    """The worker of `stage_id` under this test's own runner: another run on the machine may have a worker
+    of the same name (and SIGKILLing it would fail that run, not this one)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
