@@ -16,6 +16,8 @@ from pipeline.files import existing_ancestor
 def short(e: Estimate) -> str:
     learned = f", learned from {e.corrected_by}" if e.corrected_by else ""
     wrote = f", writes {e.written_bytes / GB:.2f} GB" if e.written_bytes >= 10 * MB else ""
+    if e.scratch_bytes >= 10 * MB:
+        wrote += f" (+ {e.scratch_bytes / GB:.2f} GB scratch while it runs)"
     return f"≈ {human_time(e.seconds)}, {e.peak_rss_mb * MB / GB:.1f} GB peak{wrote}{learned}"
 
 

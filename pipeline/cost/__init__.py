@@ -38,7 +38,9 @@ class PlanCost:
 
     @property
     def written(self) -> int:
-        return sum(e.written_bytes for e in self.stages.values())
+        """Disk the run fills at its peak: every stage's output, and the largest scratch of one stage."""
+        scratch = max((e.scratch_bytes for e in self.stages.values()), default=0)
+        return sum(e.written_bytes for e in self.stages.values()) + scratch
 
 
 def price(plan):

@@ -32,6 +32,7 @@ class Estimate:
     written_bytes: int
     basis: str = ""  # what the figure counts, e.g. "24 layers x 4096 tokens"
     corrected_by: int = 0  # finished stages of this machine's history that scaled it
+    scratch_bytes: int = 0  # written and deleted again within the stage (its disk peak is both)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +41,7 @@ class Estimate:
             "written_bytes": int(self.written_bytes),
             "basis": self.basis,
             "corrected_by": self.corrected_by,
+            "scratch_bytes": int(self.scratch_bytes),
         }
 
 

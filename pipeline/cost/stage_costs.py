@@ -77,6 +77,8 @@ def sensitivity(stage: Stage, c: CostInputs) -> Estimate:
         max(WORKER_BASE_MB, tool),
         int(sampled * 2),
         f"{SENSITIVITY_PASSES} passes over {sampled / 1e6:.0f} M sampled weights, {probes} probes",
+        # each probe is a copy of the whole model, F16 but for the probed tensors, beside the row sample
+        scratch_bytes=int(2 * s.params + 2 * sampled),
     )
 
 

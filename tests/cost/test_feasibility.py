@@ -129,3 +129,22 @@ def test_w8a8_round_to_nearest_is_priced_without_gptq_column_work(tiny_model, tm
     stages = estimate(build_plan(load_recipe(recipe), recipe, tmp_path / "runs")).stages
     gptq, rtn = stages["quantize[gptq]"], stages["quantize[rtn]"]
     assert rtn.seconds < gptq.seconds and rtn.peak_rss_mb < gptq.peak_rss_mb  # no column updates, no Hessians
+
+
+def test_the_disk_peak_counts_the_sensitivity_probes_whole_model_copy(tmp_path):
+    """Each `type: auto` probe is a whole-model F16 copy, written and deleted: at 8B that is 16 GB more than
+    the outputs at the stage's peak, and the disk check must see it."""
+    from pipeline.cost import estimate
+    from pipeline.graph.plan import build_plan
+    from pipeline.recipe_loader import load_recipe
+
+    formats = [{"format": "gguf", "type": "auto", "like": "Q4_K_M"}]
+    calibration = {"samples": 4, "seq_len": 256}
+    recipe = write_recipe(
+        tmp_path / "r.yaml", {"name": "auto", "model": DEMO_SOURCE, "formats": formats, "calibration": calibration}
+    )
+    cost = estimate(build_plan(load_recipe(recipe), recipe, tmp_path / "runs"))
+    probes = cost.stages["gguf-sensitivity[f16]"]
+    assert probes.scratch_bytes >= 2 * cost.given.shape.params  # SmolLM2-135M in F16: 0.27 GB
+    assert cost.written == sum(e.written_bytes for e in cost.stages.values()) + probes.scratch_bytes
+    assert "GB scratch" in cli("plan", str(recipe), "-w", str(tmp_path / "runs")).stdout
