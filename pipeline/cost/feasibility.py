@@ -43,11 +43,11 @@ def check(plan, cost) -> None:
     where = existing_ancestor(plan.run_dir)
     free = shutil.disk_usage(where).free
     if cost.written > free * SLACK:
-        top = max(cost.stages.items(), key=lambda kv: kv[1].written_bytes + kv[1].scratch_bytes)
+        top = max(cost.stages.items(), key=lambda kv: kv[1].disk_peak)
         raise RecipeError(
             f"the run would write ≈ {cost.written / GB:.2f} GB but {where} has {free / GB:.2f} GB free: "
             f"short by {(cost.written - free) / GB:.2f} GB "
-            f"({top[0]} alone writes ≈ {(top[1].written_bytes + top[1].scratch_bytes) / GB:.2f} GB)",
+            f"({top[0]} alone writes ≈ {top[1].disk_peak / GB:.2f} GB)",
             field="formats",
         )
     ram = (cost.speed.ram_gb if cost.speed else 0) * 2**30

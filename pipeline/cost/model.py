@@ -34,6 +34,10 @@ class Estimate:
     corrected_by: int = 0  # finished stages of this machine's history that scaled it
     scratch_bytes: int = 0  # written and deleted again within the stage (its disk peak is both)
 
+    @property
+    def disk_peak(self) -> int:
+        return self.written_bytes + self.scratch_bytes
+
     def to_json(self) -> dict[str, Any]:
         return {
             "seconds": round(self.seconds, 2),
