@@ -28,6 +28,44 @@ User: What is two plus two? Assistant: Two plus two is four.
 )
 
 
+# The slowest files first (seconds from a serial CI run, --durations): on xdist workers (`--dist loadfile
+# --no-loadscope-reorder`, pyproject.toml) the longest files start at once instead of ending the run alone;
+# a serial run is only reordered. Every other file keeps its place.
+SLOW_FIRST = (
+    "tests/test_demo_recipe.py",  # ~1330 s
+    "tests/backends/test_moe.py",  # ~800 s
+    "tests/devtools/test_twins.py",  # ~290 s
+    "tests/test_openvino_recipe.py",  # ~165 s
+    "tests/evaluation/test_llama_perplexity_kld.py",  # ~95 s
+    "tests/backends/test_gguf.py",  # ~90 s
+    "tests/run/test_faults.py",  # ~65 s
+    "tests/integrations/test_prefect.py",  # ~55 s
+)
+
+
+def pytest_configure(config):
+    """Each xdist worker on its own share of the CPUs this run may use: every thread count in pipeline comes
+    from the affinity mask (pipeline.tools.cpus), so two workers never put 2 threads each on 2 cores, where
+    OpenMP's and ggml's spinning threads made the demo's AWQ 4x slower. Set before torch is imported: children
+    inherit it."""
+    worker, n = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cpus = sorted(os.sched_getaffinity(0))
+    if worker and 1 < n <= len(cpus):
+        os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) :: n])
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per CPU, at most one per 10 GB of RAM (the demo and a MoE twin at real expert
+    widths run side by side), and at most 2: the slowest file alone takes about half of a serial run."""
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    return max(1, min(len(os.sched_getaffinity(0)), int(ram_gb // 10), 2))
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: a file keeps its order
+
+
 def build_tiny_model(out: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

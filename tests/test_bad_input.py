@@ -119,6 +119,13 @@ CASES = [  # (id, builder, what the one line says)
         _text_field_missing,
         "calibration.source.text_field: text_field 'text' is not in the data; fields: body",
     ),
+    (  # llm-compressor's grid search would divide by zero after loading the model
+        "awq-grid-too-small",
+        lambda t, m: write_recipe(
+            t / "r.yaml", {"name": "r", "model": {"path": str(m)}, "formats": [{"format": "awq", "n_grid": 2}]}
+        ),
+        "formats[0].n_grid: Input should be greater than or equal to 4",
+    ),
     ("too-few-samples", _too_few_samples, "calibration.samples: the source holds at most"),
     ("missing-llmcompressor-recipe", _missing_recipe_file, "formats[0].recipe: no such file"),
     (

@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from pipeline.tools import cpus
 from tests.conftest import cli, llama_cpp_or_skip, run_shipped_recipe
 
 pytestmark = pytest.mark.e2e
@@ -136,7 +137,7 @@ def test_demo_gguf_answers_through_llama_cpp(demo, qtype):
     from transformers import AutoTokenizer
 
     [path] = (demo / "artifacts" / f"gguf-{qtype.lower()}").glob("*.gguf")
-    llm = Llama(model_path=str(path), n_ctx=512, n_threads=2, verbose=False, logits_all=True)
+    llm = Llama(model_path=str(path), n_ctx=512, n_threads=cpus.count(), verbose=False, logits_all=True)
     question = [{"role": "user", "content": "What is the capital of France?"}]
     reply = llm.create_chat_completion(question, max_tokens=24, temperature=0)
     answer = reply["choices"][0]["message"]["content"]

@@ -6,7 +6,6 @@ split into shards with `llama-gguf-split`."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from pipeline.backends import (
 )
 from pipeline.fingerprint import file_sha256
 from pipeline.stage_id import CALIBRATION, SOURCE
-from pipeline.tools import llamacpp_toolchain
+from pipeline.tools import cpus, llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
 # What llama-quantize accepts (tools/quantize/quantize.cpp), minus aliases and experimental types.
@@ -246,7 +245,7 @@ class GgufBackend(Backend):
         if opts.type == "auto":
             facts = gguf_auto.choose_for(opts, chain, base, matrix, inputs[steps["gguf-sensitivity"]], out, ctx)
             cmd += ["--pure", "--tensor-type-file", out / gguf_auto.TYPES_FILE]
-        cmd += [base, target, "Q8_0" if opts.type == "auto" else opts.type, str(os.cpu_count() or 1)]
+        cmd += [base, target, "Q8_0" if opts.type == "auto" else opts.type, str(cpus.count())]
         ctx.status(f"llama-quantize {opts.type}" + (" with importance matrix" if matrix else ""))
         run_logged(cmd, on_line=lambda line: _tensor_progress(line, ctx, opts.type), cwd=cwd)
         files = [target]

@@ -4,7 +4,6 @@ Computed once per run on the F16/BF16 conversion and reused by every GGUF type t
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -14,7 +13,7 @@ from pipeline.backends import gguf_convert
 from pipeline.data import samples as calibration_samples
 from pipeline.errors import StageError
 from pipeline.fingerprint import file_sha256
-from pipeline.tools import llamacpp_toolchain
+from pipeline.tools import cpus, llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
 VERSION = 4  # 2: context sized from llama.cpp's own token count of the text; 3: no local path recorded;
@@ -66,7 +65,7 @@ def run(converted: Path, calibration: Path, out: Path, ctx: Any) -> dict[str, An
             str(chunks),
             "--parse-special",
             "-t",
-            str(os.cpu_count() or 1),
+            str(cpus.count()),
             "--no-ppl",
         ],
         on_line=progress,

@@ -15,7 +15,6 @@ The choice at a size budget is made per artifact from this file (backends/gguf_a
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from pipeline.backends import gguf_convert, gguf_imatrix, gguf_rows
 from pipeline.data import samples as calibration_samples
 from pipeline.errors import StageError
-from pipeline.tools import llamacpp_toolchain
+from pipeline.tools import cpus, llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
 VERSION = 4  # 2: experts weighted by their own importance and token share; 3: row samples; 4: 4 probe windows
@@ -178,7 +177,7 @@ def _quantize(chain: Any, f16: Path, matrix: Path | None, target: Path, ftype: s
     if overrides:
         (target.parent / "types.txt").write_text("\n".join(overrides) + "\n")
         cmd += ["--tensor-type-file", target.parent / "types.txt"]
-    run_logged(cmd + [f16, target, ftype, str(os.cpu_count() or 1)], cwd=cwd)
+    run_logged(cmd + [f16, target, ftype, str(cpus.count())], cwd=cwd)
     return target
 
 
@@ -203,7 +202,7 @@ def _perplexity(chain: Any, model: Path, text: Path, n_ctx: int, extra: list[Any
             "--chunks",
             str(MAX_CHUNKS),
             "-t",
-            str(os.cpu_count() or 1),
+            str(cpus.count()),
             "-fa",
             "off",
             *extra,

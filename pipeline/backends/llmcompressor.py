@@ -36,7 +36,9 @@ class AwqOptions(_LcOptions):
     group_size: PositiveInt = 128
     symmetric: bool = False
     duo_scaling: bool | Literal["both"] = True
-    n_grid: PositiveInt = 20
+    # llm-compressor divides its grid by n_grid - 2 (by n_grid // 2 - 1 with duo_scaling: both): below 4 points
+    # its search fails with ZeroDivisionError after the model is loaded; refused at plan instead.
+    n_grid: int = Field(20, ge=4, description="scale ratios tried per layer (llm-compressor's grid search)")
     rounding: Literal["rtn", "gptq", "autoround"] = Field(
         "rtn",
         description="what rounds the smoothed weights: round-to-nearest (llm-compressor's AWQ), GPTQ, or AutoRound",

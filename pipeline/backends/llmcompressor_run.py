@@ -85,8 +85,15 @@ def _loaded(source: Path, out: Path, ctx: Any) -> Iterator[Any]:
     name = str(dtype).removeprefix("torch.")
     if size <= budget:
         ctx.status(f"loading model ({size / 1e6:,.0f} MB, {name})")
-        yield AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, device_map=None, trust_remote_code=ctx.trust_remote_code
+        # Shards read with pread, one conversion at a time for MoE (loading.from_pretrained_pread): the
+        # memory-mapped default holds the whole checkpoint in file-backed RSS beside the model, and every
+        # expert twice while transformers stacks them (1.47x the bf16 size before calibration starts).
+        sequential = moe.is_moe(json.loads((source / "config.json").read_text()))
+        yield _linearized(
+            loading.from_pretrained_pread(
+                source, trust_remote_code=ctx.trust_remote_code, sequential=sequential, dtype=dtype, device_map=None
+            ),
+            ctx,
         )
         return
     from compressed_tensors.offload import load_offloaded_model
@@ -105,7 +112,28 @@ def _loaded(source: Path, out: Path, ctx: Any) -> Iterator[Any]:
                 offload_folder=folder,
                 trust_remote_code=ctx.trust_remote_code,
             )
-        yield model
+        yield _linearized(model, ctx)
+
+
+def _linearized(model: Any, ctx: Any) -> Any:
+    """transformers' fused experts turned into one nn.Linear per expert and projection, by llm-compressor's
+    own converter (`LinearExperts2D.from_experts_module`), one MoE block at a time. oneshot would do it
+    itself (`linearize_moe`), but that keeps every fused block referenced until the last is converted:
+    every expert weight twice at once, 2.05x the bf16 checkpoint measured on an 8-layer Qwen3-30B-A3B
+    twin. Block by block, one block's experts are held twice at most. (llm-compressor's direct path,
+    `load_quantizable_moe`, fails here: transformers' patch mapping then imports every model module, aria's
+    image processor among them, which needs torchvision.)"""
+    from llmcompressor.modeling.moe.linear_experts import LinearExperts2D
+    from llmcompressor.modeling.moe.linearize import get_non_linearized_moes
+
+    names = [name for name, _ in get_non_linearized_moes(model)]
+    for i, name in enumerate(names, 1):
+        ctx.status(f"one linear layer per expert: block {i}/{len(names)}")
+        fused = model.get_submodule(name)
+        converter = LinearExperts2D.get_linear_experts_cls(type(fused))
+        model.set_submodule(name, converter.from_experts_module(fused, getattr(fused, "config", model.config)))
+        del fused  # the last reference: its weights are freed before the next block is copied
+    return model
 
 
 def model_free(scheme: dict[str, Any], ignore: list[str], source: Path, out: Path, ctx: Any) -> dict[str, Any]:

@@ -135,6 +135,9 @@ def from_pretrained_pread(
         from transformers import GenerationConfig
 
         model.generation_config = GenerationConfig.from_pretrained(checkpoint)
+    # Where from_pretrained(path) would say the model came from: llm-compressor's oneshot reads the config
+    # again from there (None would send it to the Hub).
+    model.config._name_or_path = model.name_or_path = str(checkpoint)
     return loaded
 
 

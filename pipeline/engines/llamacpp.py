@@ -4,7 +4,6 @@ quantized from: the unquantized model as llama.cpp runs it."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import numpy as np
 from pipeline.engines import Engine, Settings, log_softmax, register
 from pipeline.evaluation import speed
 from pipeline.evaluation.lmeval_llamacpp import LlamaCppLM
-from pipeline.tools import llamacpp_toolchain
+from pipeline.tools import cpus, llamacpp_toolchain
 
 
 def gguf_file(artifact: Path) -> Path:
@@ -34,7 +33,7 @@ class LlamaCppEngine(Engine):
         from llama_cpp import Llama
 
         self.path = gguf_file(path) if path.is_dir() else path
-        self.threads = threads = settings.threads or os.cpu_count() or 1
+        self.threads = threads = settings.threads or cpus.count()
         self.n_ctx = settings.n_ctx
         # logits_all: llama.cpp keeps the logits of every position, not only the last one.
         self.llm = Llama(

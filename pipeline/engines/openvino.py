@@ -9,7 +9,6 @@ request at batch 1, repeated until settled."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from pipeline.engines import Engine, Settings, register
 from pipeline.evaluation import speed
-from pipeline.tools import optimum_intel
+from pipeline.tools import cpus, optimum_intel
 
 
 @register
@@ -29,7 +28,7 @@ class OpenVinoEngine(Engine):
 
     def __init__(self, path: Path, settings: Settings = Settings()) -> None:
         self.workdir = settings.workdir or path.parent
-        self.threads = settings.threads or os.cpu_count() or 1
+        self.threads = settings.threads or cpus.count()
         self.worker = optimum_intel.Worker(path, self.threads, self.workdir / "openvino-worker.log")
         self.info = self.worker.ask("info")
 

@@ -12,7 +12,6 @@ every repetition prefills), and the throughput of BATCH concurrent requests, unt
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from pipeline.checkpoints.filecheck import tensor_bytes
 from pipeline.engines import Engine, Settings, register
 from pipeline.evaluation import speed
 from pipeline.evaluation.metrics import TopLogprobs
-from pipeline.tools import environments, vllm_server
+from pipeline.tools import cpus, environments, vllm_server
 
 # Log-probs per position: the KLD over (top-k, rest) bounds the full one from below. Measured on the demo's
 # fp8 (transformers, same logits): top-20 gives 76 % of the exact KLD, top-256 94 %, top-1024 98 %; 1024 costs
@@ -81,8 +80,8 @@ class VllmEngine(Engine):
         self._stack = ExitStack()
         # The CPU build keeps one core for its API server unless told which cores to use: like the other
         # engines, the evaluation uses all of them (or evaluation.speed.threads).
-        self.threads = settings.threads or os.cpu_count() or 1
-        binding = {"VLLM_CPU_OMP_THREADS_BIND": f"0-{self.threads - 1}"} if self.device == "cpu" else {}
+        self.threads = settings.threads or cpus.count()
+        binding = {"VLLM_CPU_OMP_THREADS_BIND": cpus.id_list(self.threads)} if self.device == "cpu" else {}
         url, self.load_seconds = self._stack.enter_context(vllm_server.server(path.parent, args, log, env_vars=binding))
         self.client = self._stack.enter_context(httpx.Client(base_url=url, timeout=600))
 

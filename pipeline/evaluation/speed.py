@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.tools import processes
+from pipeline.tools import cpus, processes
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def machine_load(exclude: set[int] | None = None, top: int = 3) -> dict[str, Any
     busy = sorted((b for b in busy if b[0] >= 5), reverse=True)[:top]
     return {
         "loadavg": [round(x, 2) for x in os.getloadavg()],
-        "cpus": os.cpu_count(),
+        "cpus": cpus.count(),
         "busy": [{"name": n, "pid": pid, "cpu_pct": round(c)} for c, n, pid in busy],
     }
 

@@ -91,6 +91,7 @@ def _worker(job: dict, channel: int, verbose: bool) -> int:
     for sig in STOP_SIGNALS:  # each stops the stage as Ctrl-C does: its `finally` blocks stop its tools
         signal.signal(sig, _interrupt)
     _name_process(job["stage"])
+    _give_back_freed_memory()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     if not verbose:  # the stage's own output (library bars, prints) goes to its log
@@ -104,6 +105,29 @@ def _worker(job: dict, channel: int, verbose: bool) -> int:
         logging.shutdown()  # os._exit follows: flush what the stage logged and printed
         sys.stdout.flush()
         sys.stderr.flush()
+
+
+def _give_back_freed_memory(every_s: float = 1.0) -> None:
+    """glibc keeps what a stage frees in its heaps, so the worker's RSS (and what the machine has left) only
+    grows: torch frees thousands of megabyte-sized tensors per layer (AWQ's grid search over a MoE layer's
+    experts) and the holes are reused only in part. On a 2-layer Qwen3-30B-A3B twin AWQ peaked at 7.19 GB
+    this way and at 5.66 GB with malloc_trim once a second, in 85 s against 92 s (glibc told to mmap every
+    allocation over 1 MB instead: 5.45 GB but 161 s). Not glibc: nothing to do."""
+    import ctypes
+    import threading
+    import time
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            trim(0)
+
+    threading.Thread(target=loop, name="malloc-trim", daemon=True).start()
 
 
 def _interrupt(signum: int, frame: object) -> None:

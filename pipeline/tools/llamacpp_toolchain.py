@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pipeline.errors import RecipeError
 from pipeline.fingerprint import cache_root
+from pipeline.tools import cpus
 from pipeline.tools.processes import dies_with_parent, run_to_file, stop
 
 VERSION = "0.3.36"  # llama-cpp-python sdist; its vendor/llama.cpp is the llama.cpp we build
@@ -142,7 +143,7 @@ def setup(jobs: int | None = None, report: Report = lambda *a: None, log=sys.std
         root.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root.parent, prefix=".build-") as tmp:
             sdist = _download(root.parent, report, log)
-            _build(sdist, Path(tmp), jobs or os.cpu_count() or 2, report, log)
+            _build(sdist, Path(tmp), jobs or cpus.count(), report, log)
             shutil.rmtree(root, ignore_errors=True)
             os.replace(Path(tmp) / "toolchain", root)
     chain = Toolchain(root)

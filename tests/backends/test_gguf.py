@@ -11,6 +11,7 @@ import yaml
 
 from pipeline.backends.gguf import GgufOptions
 from pipeline.recipe import Recipe
+from pipeline.tools import cpus
 from tests.conftest import cli, llama_cpp_or_skip, tiny_recipe, write_recipe
 
 FILE_TYPES = {"Q8_0": 7, "Q4_K_M": 15, "Q2_K": 10}  # llama_ftype values llama.cpp writes to general.file_type
@@ -102,7 +103,7 @@ def test_gguf_metadata_and_generation(gguf_run, tiny_smol_model, qtype):
     assert path.name.endswith(f"-{qtype}.gguf")
     info = json.loads((art / "stage_info.json").read_text())
     assert info["file_type"] == FILE_TYPES[qtype] and info["has_chat_template"] and info["tokenizer_model"] == "gpt2"
-    llm = Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
+    llm = Llama(model_path=str(path), n_ctx=256, n_threads=cpus.count(), verbose=False)
     template = (
         json.loads((tiny_smol_model / "tokenizer_config.json").read_text()).get("chat_template")
         or (tiny_smol_model / "chat_template.jinja").read_text()
@@ -195,7 +196,7 @@ def test_auto_writes_the_chosen_type_of_every_tensor(gguf_run):
     written = {t.name: t.tensor_type.name.lower() for t in GGUFReader(art / "model-AUTO.gguf").tensors}
     assert {n: written[n] for n in choice["types"]} == {n: t.lower() for n, t in choice["types"].items()}
     assert stages["quantize[gguf-auto-6bpw]"]["info"]["auto"]["expected_kld"] == choice["expected_kld"]
-    llm = Llama(model_path=str(art / "model-AUTO.gguf"), n_ctx=128, n_threads=2, verbose=False)
+    llm = Llama(model_path=str(art / "model-AUTO.gguf"), n_ctx=128, n_threads=cpus.count(), verbose=False)
     assert llm("Hello", max_tokens=4, temperature=0)["usage"]["completion_tokens"] > 0
 
 
@@ -205,7 +206,8 @@ def test_split_output_shards_load(gguf_run):
     art = gguf_run / "artifacts" / "gguf-q2_k"
     shards = sorted(art.glob("*.gguf"))
     assert len(shards) >= 2 and shards[0].name.endswith(f"-00001-of-{len(shards):05d}.gguf")
-    llm = Llama(model_path=str(shards[0]), n_ctx=128, n_threads=2, verbose=False)  # llama.cpp finds the other shards
+    # llama.cpp finds the other shards
+    llm = Llama(model_path=str(shards[0]), n_ctx=128, n_threads=cpus.count(), verbose=False)
     assert int(llm.metadata["general.file_type"]) == FILE_TYPES["Q2_K"]
     assert llm("Hello", max_tokens=4, temperature=0)["usage"]["completion_tokens"] > 0
 

@@ -222,3 +222,47 @@ def test_disk_offload_when_the_model_exceeds_the_cpu_budget(tiny_model, tiny_cal
     base, in_memory, offloaded = logits(tiny_model, ids), logits(outs[None], ids), logits(outs["100KB"], ids)
     assert (in_memory - offloaded).abs().max() < 0.1 * (in_memory - base).abs().max()
     assert not list(tmp_path.glob("*.offload-*")), "the offload folder is removed"
+
+
+def test_moe_experts_linearized_one_block_at_a_time(monkeypatch):
+    """oneshot's own `linearize_moe` keeps every fused experts block alive until the last is converted (every
+    expert weight twice: 2.05x the checkpoint at 8 Qwen3-30B-A3B layers). Ours converts with the same
+    llm-compressor converter, block by block: when block i is converted no earlier fused block is alive, oneshot
+    has nothing left to linearize, and the model computes the same logits."""
+    import gc
+    import weakref
+
+    import torch
+    from llmcompressor.modeling.moe.linear_experts import LinearExperts2D
+    from llmcompressor.modeling.moe.linearize import get_non_linearized_moes
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    from pipeline.backends.llmcompressor_run import _linearized
+
+    torch.manual_seed(0)
+    cfg = Qwen3MoeConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_experts=4,
+        num_experts_per_tok=2, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+    )  # fmt: skip
+    model = Qwen3MoeForCausalLM(cfg).eval()
+    ids = torch.randint(0, 128, (1, 12))
+    with torch.no_grad():
+        before = model(ids).logits
+    fused = [weakref.ref(m) for _, m in get_non_linearized_moes(model)]
+    assert len(fused) == 3
+    alive_at_each: list[int] = []
+    convert = LinearExperts2D.from_experts_module.__func__
+
+    def spied(cls, experts, config):
+        gc.collect()
+        alive_at_each.append(sum(r() is not None for r in fused))
+        return convert(cls, experts, config)
+
+    monkeypatch.setattr(LinearExperts2D, "from_experts_module", classmethod(spied))
+    with stage_ctx() as ctx:
+        _linearized(model, ctx)
+    gc.collect()
+    assert alive_at_each == [3, 2, 1] and all(r() is None for r in fused)
+    assert get_non_linearized_moes(model) == []
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, before)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.tools import cpus
 from tests.conftest import ROOT, llama_cpp_or_skip
 
 CTX, CHUNKS = 128, 6
@@ -50,7 +51,7 @@ def test_perplexity_agrees_with_llama_perplexity(tmp_path):
             "--chunks",
             str(CHUNKS),
             "-t",
-            "2",
+            str(cpus.count()),
             "-b",
             str(CTX),
         ],
@@ -62,7 +63,7 @@ def test_perplexity_agrees_with_llama_perplexity(tmp_path):
 
     # The tool's convention: tokenize with BOS, cut CTX-token chunks, put BOS first in each chunk,
     # score the second half of each chunk (positions CTX/2 .. CTX-2 predicting the next token).
-    engine = LlamaCppEngine(gguf, Settings(n_ctx=CTX, threads=2))
+    engine = LlamaCppEngine(gguf, Settings(n_ctx=CTX, threads=cpus.count()))
     tokens = engine.llm.tokenize(text.read_bytes(), add_bos=True, special=False)
     add_bos = engine.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
     nll = []
