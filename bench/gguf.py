@@ -23,6 +23,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# bench/ itself off the path: its gguf.py would stand in for gguf-py in the stage workers this process forks
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S", "Q3_K_M", "IQ4_XS", "Q2_K")
 CALIBRATION = {"source": "sharegpt", "samples": 16, "seq_len": 256, "seed": 0}

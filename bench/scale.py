@@ -1,14 +1,15 @@
 """Model-size bench: what each stage costs on an 8B-shaped model, on this machine.
 
 A full-depth Llama-3.1-8B shape twin (32 layers, 16 GB of bf16 weights, random) goes through W8A16,
-FP8, bnb-NF4 and GGUF Q4_K_M with evaluation (one short window: the point is memory and time, not
-quality) and packaging; a 4-layer twin goes through AWQ and GPTQ at group size 128 (calibration with
-the 8B's widths). Per stage: seconds, the worker's own peak RSS (wait4), that peak over the bf16
+FP8, bnb-NF4, GGUF Q4_K_M and `type: auto` with evaluation (one short window: the point is memory and time,
+not quality; `--no-eval` skips it) and packaging; a 4-layer twin goes through AWQ and GPTQ at group size
+128 (calibration with the 8B's widths). Per stage: seconds, the worker's own peak RSS (wait4), that peak over the bf16
 checkpoint size, and the bytes it wrote. Random weights: no quality figure is printed or meant.
 
     python bench/scale.py --only full     # ~50 min on 2 cores (measured 2026-11-23); peak disk ~40 GB in bench/.work
     python bench/scale.py --only small    # the 4-layer AWQ/GPTQ part (AWQ with n_grid 5, see PARTS)
     python bench/scale.py --only moe --format w8a16 --format gguf:Q4_K_M   # Qwen3-30B-A3B, 8 layers
+    python bench/scale.py --only full --format gguf:Q4_K_M --format gguf:auto --no-eval   # type: auto's cost
     python bench/scale.py                 # all three, in that order
 
 The `moe` part is a Qwen3-30B-A3B twin at full width (128 experts of width 768, vocab 151936) and 8 of its
@@ -47,6 +48,8 @@ PARTS = {
             {"format": "fp8"},
             {"format": "bnb-nf4"},
             {"format": "gguf", "type": "Q4_K_M"},
+            # issue 30: the sensitivity stage at full depth, against imatrix + Q4_K_M of the same run
+            {"format": "gguf", "type": "auto", "like": "Q4_K_M"},
         ],
         "calibration": {"source": "default", "samples": 4, "seq_len": 128},
         "evaluation": EVAL,
@@ -94,7 +97,7 @@ def du(path: Path, seen: set[int]) -> int:
     return total
 
 
-def run_part(name: str, work: Path, only: list[str] | None = None) -> list[dict]:
+def run_part(name: str, work: Path, only: list[str] | None = None, evaluate: bool = True) -> list[dict]:
     part = PARTS[name]
     twin = work / f"{part['arch']}-{part['layers']}l"
     py = [sys.executable, "-m", "pipeline"]
@@ -122,7 +125,7 @@ def run_part(name: str, work: Path, only: list[str] | None = None) -> list[dict]
                     "model": {"path": str(twin)},
                     "calibration": part["calibration"],
                     "formats": [fmt],
-                    "evaluation": part["evaluation"],
+                    "evaluation": part["evaluation"] if evaluate else {"enabled": False},
                 },
                 sort_keys=False,
             )
@@ -176,11 +179,12 @@ def main() -> None:
         help="only these formats of the part (repeatable), e.g. --format bnb-nf4, --format gguf:Q4_K_M",
     )
     ap.add_argument("--keep", action="store_true", help="keep the twins and run directories")
+    ap.add_argument("--no-eval", action="store_true", help="quantize only (the evaluation stages cost ~12 min at 8B)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in [args.only] if args.only else list(PARTS):
-        rows += run_part(name, args.work, args.format)
+        rows += run_part(name, args.work, args.format, not args.no_eval)
     print(
         f"\nmachine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} "
         "GiB RAM"
@@ -199,6 +203,15 @@ def main() -> None:
             f"| {r['part']} | {r['stage']} | {r['status']} | {secs} | {est_s} | {r['peak_mb'] / 1000:.2f} | {est_gb} "
             f"| {r['ratio']:.2f}{over} | {r['limit']} | {r['written_mb'] / 1000:.2f} |"
         )
+    for part in sorted({r["part"] for r in rows}):  # issue 30: type: auto's own stage against the fixed-type path
+        secs = {r["stage"]: r["seconds"] for r in rows if r["part"] == part and r["status"] == "done"}
+        fixed = [secs.get("imatrix[f16]"), secs.get("quantize[gguf-q4_k_m]")]
+        if secs.get("gguf-sensitivity[f16]") and all(fixed):
+            sens = secs["gguf-sensitivity[f16]"]
+            print(
+                f"{part}: gguf-sensitivity[f16] {sens:.0f} s = {sens / sum(fixed):.2f} x "
+                f"(imatrix {fixed[0]:.0f} s + Q4_K_M {fixed[1]:.0f} s)"
+            )
     failed = [r for r in rows if r["status"] not in ("done", "cached")]
     for r in failed:
         print(f"{r['stage']}: {r['status']}: {r['error']}")

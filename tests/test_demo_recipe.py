@@ -176,6 +176,9 @@ def test_demo_gguf_auto_beats_llama_cpp_types_at_their_size(demo, tmp_path):
         assert (
             choice["weights_bytes"] <= choice["budget_bytes"] and len(set(choice["types"].values())) > 1
         )  # mixed, within budget
+        # the per-kind costs add up: every tensor at the probe type at once, measured against the summed costs
+        add = choice["additivity"]
+        assert 0.75 <= add["measured"] / add["predicted"] <= 1.33, add
         assert "## Tensor types" in (demo / "packages" / auto / "README.md").read_text()
         assert (demo / "packages" / auto / "tensor-types.txt").read_text().count("\n") == len(choice["types"])
     ask_llamacpp_server(

@@ -18,6 +18,7 @@ from pipeline.backends import (
     gguf_auto,
     gguf_convert,
     gguf_imatrix,
+    gguf_rows,
     gguf_sensitivity,
     register,
 )
@@ -219,7 +220,12 @@ class GgufBackend(Backend):
             "gguf-sensitivity",
             dtype if opts.imatrix == "auto" else f"{dtype}+{matrix.arg}",  # which matrix weighs it
             "cost of each llama.cpp type per tensor (weighted error, KLD probes on calibration text)",
-            {"version": gguf_sensitivity.VERSION, "ladder": gguf_sensitivity.LADDER, "probe": gguf_sensitivity.PROBE},
+            {
+                "version": gguf_sensitivity.VERSION,
+                "ladder": gguf_sensitivity.LADDER,
+                "probe": gguf_sensitivity.PROBE,
+                "row_sample": gguf_rows.MAX_ELEMENTS,
+            },
             needs=(convert.id, matrix.id, CALIBRATION),
             versions=versions,
             label=None if opts.imatrix == "auto" else f"gguf-sensitivity-{dtype}-{matrix.label}",

@@ -15,7 +15,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-MAX_ELEMENTS = 1 << 22  # per sampled tensor: 4.2 M weights, e.g. 1024 of an 8B model's 4096 attention rows
+# per sampled tensor: 1.05 M weights, e.g. 256 of an 8B model's 4096 attention rows (4.2 M until VERSION 5 of the
+# sensitivity stage: the ladder was 40 % of its time at 8B; the stage records each estimate's standard error)
+MAX_ELEMENTS = 1 << 20
 MIN_ROWS = 32  # per expert: a stacked tensor of many experts keeps at least this many rows of each
 
 

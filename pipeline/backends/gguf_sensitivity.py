@@ -5,10 +5,13 @@ every quantization and every KLD, we only read its files:
 1. error: each candidate type is written once for all tensors (`llama-quantize --pure`, with the
    importance matrix); a tensor's error is its squared weight error weighted by the importance matrix
    (E[x²] per input channel), i.e. the expected squared error of that layer's output. Tensors over
-   4 M weights are quantized from a row sample (backends/gguf_rows.py): unbiased errors, exact bytes.
+   1 M weights are quantized from a row sample (backends/gguf_rows.py): unbiased errors, exact bytes,
+   and each estimate's standard error from the spread of its rows (recorded, largest in the info).
 2. scale: one probe per tensor kind (attn_q, ffn_down, token_embd, ...): only that kind at PROBE,
    everything else unquantized, scored by llama-perplexity's KLD to the unquantized model on
-   calibration windows. KLD / summed error turns a tensor's error into expected KLD.
+   calibration windows. KLD / summed error turns a tensor's error into expected KLD. (Probes on a Q8_0
+   model, requantized from it, would be half the bytes and faster to score, but on SmolLM2 they chose
+   worse: auto at Q4_K_M's size 0.0279 KLD against 0.0216, measured side by side with bench/quality.py.)
 A probe of every kind at once checks that the per-kind costs add up (`additivity`).
 The choice at a size budget is made per artifact from this file (backends/gguf_auto.py)."""
 
@@ -25,7 +28,8 @@ from pipeline.errors import StageError
 from pipeline.tools import cpus, llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
-VERSION = 4  # 2: experts weighted by their own importance and token share; 3: row samples; 4: 4 probe windows
+VERSION = 5  # 2: experts weighted by their own importance and token share; 3: row samples; 4: 4 probe windows;
+# 5: row samples of 1 M weights with standard errors
 FILE = "sensitivity.json"
 # (llama-quantize file type written with --pure, the ggml tensor type it gives)
 LADDER = (
@@ -83,10 +87,13 @@ def run(converted: Path, matrix: Path | None, calibration: Path, out: Path, ctx:
         for t in GGUFReader(qfile).tensors:
             if t.name in weights and t.tensor_type.name.lower() == ggml.lower():  # skip fallbacks (row width)
                 rows, kept = cut.get(t.name, (1, 1))  # every row has the same bytes: the full size is exact
-                tensors[t.name]["types"][ggml] = {
+                errors = _row_errors(sampled[t.name], t, importance.get(t.name))
+                cost = tensors[t.name]["types"][ggml] = {
                     "bytes": int(t.n_bytes) // kept * rows,
-                    "error": _error(sampled[t.name], t, importance.get(t.name)) * rows / kept,
+                    "error": float(errors.sum()) * rows / kept,
                 }
+                if t.name in cut:
+                    cost["rel_se"] = _rel_se(errors, kept / rows)
         qfile.unlink()
     del sampled
 
@@ -165,10 +172,13 @@ def run(converted: Path, matrix: Path | None, calibration: Path, out: Path, ctx:
         "types": [g for _, g in LADDER],
         "additivity": additivity,
         "row_sampled_tensors": len(cut),
+        "row_sample_max_rel_se": max(
+            (c.get("rel_se", 0.0) for v in tensors.values() for c in v["types"].values()), default=0.0
+        ),
     }
 
 
-def _quantize(chain: Any, f16: Path, matrix: Path | None, target: Path, ftype: str, overrides: list[str]) -> Path:
+def _quantize(chain: Any, source: Path, matrix: Path | None, target: Path, ftype: str, overrides: list[str]) -> Path:
     cmd: list[Any] = [chain.tool("llama-quantize"), "--pure"]
     cwd = None
     if matrix is not None:
@@ -177,7 +187,7 @@ def _quantize(chain: Any, f16: Path, matrix: Path | None, target: Path, ftype: s
     if overrides:
         (target.parent / "types.txt").write_text("\n".join(overrides) + "\n")
         cmd += ["--tensor-type-file", target.parent / "types.txt"]
-    run_logged(cmd + [f16, target, ftype, str(cpus.count())], cwd=cwd)
+    run_logged(cmd + [source, target, ftype, str(cpus.count())], cwd=cwd)
     return target
 
 
@@ -236,8 +246,12 @@ def _importance(matrix: Path) -> dict[str, Any]:
 
 
 def _error(original: Any, quantized: Any, importance: Any) -> float:
-    """Squared weight error per input channel, weighted by the importance of that channel (per expert for
-    stacked experts: GGUF shape [n_in, n_out, n_expert])."""
+    return float(_row_errors(original, quantized, importance).sum())
+
+
+def _row_errors(original: Any, quantized: Any, importance: Any) -> Any:
+    """Each row's squared weight error, weighted per input channel by that channel's importance (per expert
+    for stacked experts: GGUF shape [n_in, n_out, n_expert])."""
     import numpy as np
     from gguf.quants import dequantize
 
@@ -246,9 +260,17 @@ def _error(original: Any, quantized: Any, importance: Any) -> float:
     q = dequantize(quantized.data, quantized.tensor_type).reshape(w.shape)
     squared = (w - q) ** 2
     if importance is None:
-        return float(squared.sum())
+        return squared.sum(axis=1)
     if importance.ndim == 2 and len(original.shape) == 3 and importance.shape == (int(original.shape[2]), n_in):
-        per_expert = squared.reshape(importance.shape[0], -1, n_in).sum(axis=1)  # (n_expert, n_in)
-        return float((per_expert * importance).sum())
-    per_channel = squared.sum(axis=0)
-    return float(per_channel @ importance) if importance.shape == (n_in,) else float(per_channel.sum())
+        return (squared.reshape(importance.shape[0], -1, n_in) * importance[:, None, :]).sum(axis=2).reshape(-1)
+    return squared @ importance if importance.shape == (n_in,) else squared.sum(axis=1)
+
+
+def _rel_se(row_errors: Any, share: float) -> float:
+    """Standard error of a row sample's estimate (sum x rows / sampled rows) over the estimate: simple random
+    sampling's formula with the finite-population correction; `share` = sampled rows / rows. The sample takes
+    an even stride (and the same rows of every expert), at least as precise for rows in no particular order."""
+    n, total = row_errors.size, float(row_errors.sum())
+    if n < 2 or total <= 0:
+        return 0.0
+    return float((n * row_errors.var(ddof=1) * (1 - share)) ** 0.5 / total)

@@ -13,6 +13,7 @@ from pipeline.cost.model import GB, MB, WORKER_BASE_MB, CostInputs, Estimate
 from pipeline.graph.stage import Stage
 
 LLMC_BASE_MB = 650  # a worker with llm-compressor, transformers and torch imported
+GPTQ_COLUMN_S = 1.6e-4  # llm-compressor's per-column Python loop (see _calibrated)
 SHARD_BYTES = 5 * 10**9  # what save_pretrained and the Hub's checkpoints hold per safetensors file
 # llama.cpp's bits per weight of each file type (llama-quantize's own table, K-quant mixes at 7-8B shapes)
 GGUF_BPW = {
@@ -67,8 +68,13 @@ def _calibrated(fmt: str, opts, c: CostInputs) -> Estimate:
     seconds = 15 + c.compute_bytes() / (1.0 * GB) + passes * forward / c.torch_rate()
     gptq = fmt in ("gptq", "autoround", "llmcompressor-recipe") or getattr(opts, "rounding", "") == "gptq"
     if gptq:
-        # measured: about 11 % of the float32 GEMM peak (block updates of 128 columns, a Cholesky per Linear)
-        seconds += s.column_work / (0.11 * c.speed.gemm_f32_gflops * 1e9)
+        # measured: about 11 % of the float32 GEMM peak (block updates of 128 columns, a Cholesky per Linear),
+        # and llm-compressor's loop over each column in Python (fake-quantize, error, update: ~10 torch calls),
+        # ~160 us a column whatever its height: llm-compressor's own per-Linear times on the 8-layer
+        # Qwen3-30B-A3B twin fit 1.6e-4 x in + out x in^2 / 17.9e9 s (k_proj 0.45 s, q_proj 1.39 s,
+        # o_proj 2.57 s, experts' gate/up 0.51 s), so 3,000 narrow expert Linears cost more in the loop
+        # than in the arithmetic. A Python-bound constant: the micro-benchmark does not scale it.
+        seconds += s.column_work / (0.11 * c.speed.gemm_f32_gflops * 1e9) + s.columns * GPTQ_COLUMN_S
     layer = s.linear / max(s.layers, 1) * 4  # one decoder layer's weights in float32
     extra = s.hessian_bytes if gptq else 0.0  # one float32 Hessian (in x in) per Linear of the layer
     if fmt == "awq":  # the layer in float32 for its grid, and per-sample buffers the size of ~11 float32 logit

@@ -26,8 +26,9 @@ class ModelShape:
     tensors: int  # weight tensors as the checkpoint stores them (one per expert and projection)
     experts: int  # routed experts per layer (0: dense)
     column_work: int  # sum over every Linear of out x in^2: what GPTQ's column-by-column update costs
+    columns: int  # sum over every Linear of its input width: GPTQ visits each column in a Python loop
     hessian_bytes: int  # GPTQ's float32 in x in Hessians of one layer's Linears, held together
-    gguf_sampled: int  # weights the sensitivity ladder quantizes: GGUF tensors (experts stacked) cut to 4 M each
+    gguf_sampled: int  # weights the sensitivity ladder quantizes: GGUF tensors (experts stacked) cut to 1 M each
 
     @property
     def params(self) -> int:
@@ -54,7 +55,8 @@ class ModelShape:
         q, kv = heads * head_dim, int(cfg.get("num_key_value_heads") or heads) * head_dim
         attention = layers * (2 * h * q + 2 * h * kv)
         n_experts = moe.experts(config)
-        columns = layers * (q * h * h + 2 * kv * h * h + h * q * q)  # q, k, v (in: h) and o (in: q)
+        column_work = layers * (q * h * h + 2 * kv * h * h + h * q * q)  # q, k, v (in: h) and o (in: q)
+        columns = layers * (3 * h + q)
         sample = layers * (2 * _cut(h * q) + 2 * _cut(h * kv))
         hessians = 3 * h * h + q * q  # q, k, v, o
         if n_experts > 1:
@@ -64,7 +66,8 @@ class ModelShape:
             linear = attention + experts + routers
             active = attention + experts * moe.per_token(config) // n_experts + routers
             tensors = layers * (4 + 3 * n_experts + 1)
-            columns += layers * n_experts * (2 * width * h * h + h * width * width)
+            column_work += layers * n_experts * (2 * width * h * h + h * width * width)
+            columns += layers * n_experts * (2 * h + width)
             hessians += n_experts * (2 * h * h + width * width)
             gate_up = min(n_experts * h * width, max(gguf_rows.MAX_ELEMENTS, n_experts * gguf_rows.MIN_ROWS * h))
             down = min(n_experts * h * width, max(gguf_rows.MAX_ELEMENTS, n_experts * gguf_rows.MIN_ROWS * width))
@@ -74,7 +77,8 @@ class ModelShape:
             linear = active = attention + layers * 3 * h * width
             tensors = layers * 7
             n_experts = 0
-            columns += layers * (2 * width * h * h + h * width * width)
+            column_work += layers * (2 * width * h * h + h * width * width)
+            columns += layers * (2 * h + width)
             hessians += 2 * h * h + width * width
             sample += layers * 3 * _cut(h * width)
         tied = bool(cfg.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
@@ -90,6 +94,7 @@ class ModelShape:
             vocab * h,
             tensors + 2 - tied,
             n_experts,
+            column_work,
             columns,
             4 * hessians,
             sample,

@@ -60,11 +60,12 @@ def imatrix(stage: Stage, c: CostInputs) -> Estimate:
 
 
 def sensitivity(stage: Stage, c: CostInputs) -> Estimate:
-    """Eleven quantizations of a row sample (tensors over 4 M weights cut to about 4 M; the ladder's
+    """Eleven quantizations of a row sample (tensors over 1 M weights cut to about 1 M; the ladder's
     i-quants make a pass ~2.7x slower than Q4_K) and one llama-perplexity probe per tensor kind (about 9),
     per layer band (up to 10) and one of everything, each over a quantized copy of the F16 file and the
-    calibration text (at most 4 windows of 512 tokens). Refitted on a 4-layer 8B-width twin: 341 s
-    measured, 317 s estimated (the prior said 582 s)."""
+    calibration text (at most 4 windows of 512 tokens). Fitted on a 4-layer 8B-width twin with 4 M row
+    samples: 341 s measured, 317 s estimated (the prior said 582 s); the 32-layer twin with 1 M samples:
+    1985 s measured, 1445 s estimated (its probes' F16 copies write slower than the disk benchmark says)."""
     s = c.shape
     sampled = s.gguf_sampled
     ladder = SENSITIVITY_PASSES * sampled * 2.7 / c.quantize_rate()

@@ -29,6 +29,16 @@ def test_gptq_work_grows_with_the_square_of_the_input_width():
     assert 2.5 < wider.column_work / dense.column_work < 4.5
 
 
+def test_gptq_columns_count_every_linears_input_width_expert_by_expert():
+    """GPTQ's per-column loop runs once per input column of every Linear: on Qwen3-30B-A3B the 128 narrow experts
+    of each layer have 75x the attention's columns (gate/up read the hidden 2048, down the expert width 768)."""
+    shape = ModelShape.from_config(ARCHS["qwen3-30b-a3b"])
+    attention = 48 * (3 * 2048 + 32 * 128)  # q, k, v read the hidden state, o the 32 heads of 128
+    assert shape.columns == attention + 48 * 128 * (2 * 2048 + 768)
+    dense = ModelShape.from_config(ARCHS["llama-3.1-8b"])
+    assert dense.columns == 32 * (6 * 4096 + 14336)
+
+
 def test_a_config_without_the_usual_shape_keys_gives_no_estimates_not_a_crash(tiny_model, tmp_path):
     """A remote-code model may name its sizes differently (n_layer, d_model): plan goes on, without figures."""
     import json
