@@ -20,8 +20,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# bench/ itself off the path: its gguf.py would stand in for gguf-py in the stage workers this process forks
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.cost import estimate  # noqa: E402

@@ -26,8 +26,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# bench/ itself off the path: its gguf.py would stand in for gguf-py in the stage workers this process forks
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 W4A16 = [  # (entry, reference artifact)
     {"format": "awq", "group_size": 64},

@@ -4,7 +4,10 @@ imatrix file). Prints, per type: file size, our quantize-stage seconds, the dire
 whether the two files are byte-identical, and quality from llama.cpp's `llama-perplexity`
 (--kl-divergence against the F16 file) on held-out ShareGPT text that calibration did not use.
 
-Usage: python bench/gguf.py [--types Q8_0,Q4_K_M,...] [--eval-chunks 8]
+Usage: python bench/gguf_types.py [--types Q8_0,Q4_K_M,...] [--eval-chunks 8]
+
+(Not bench/gguf.py: a script's folder heads sys.path, and that name stood in for gguf-py in the stage
+workers every bench script forks.)
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# bench/ itself off the path: its gguf.py would stand in for gguf-py in the stage workers this process forks
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S", "Q3_K_M", "IQ4_XS", "Q2_K")
 CALIBRATION = {"source": "sharegpt", "samples": 16, "seq_len": 256, "seed": 0}
