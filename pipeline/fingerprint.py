@@ -33,6 +33,15 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+ARGS = "args"  # the stage config entry that is not part of its key (pipeline.graph.stage)
+
+
+def stage_key(kind: str, config: dict[str, Any], dep_keys: list[str], versions: dict[str, str]) -> str:
+    """A stage's cache key: its kind, its keyed config, its inputs' keys (in order) and library versions."""
+    keyed = {k: v for k, v in config.items() if k != ARGS}
+    return stable_hash({"stage": kind, "config": keyed, "deps": dep_keys, "versions": versions})
+
+
 def _sha256(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.stage_id import Kind
+
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # becomes a directory name: no separators, no '..'
 
 HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
@@ -369,6 +371,32 @@ class LimitsSpec(Strict):
     )
 
 
+TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class TaskSettings(Strict):
+    """How an orchestrator (Airflow, Prefect) runs a stage's task; unset fields fall back to `default`."""
+
+    retries: NonNegativeInt | None = Field(None, description="retries of a failed task (a retry reuses the cache)")
+    retry_delay_s: NonNegativeInt | None = Field(None, description="seconds between retries")
+    timeout_minutes: PositiveFloat | None = Field(None, description="the task fails after this long")
+    queue: str | None = Field(None, pattern=TASK_NAME, description="Airflow queue (Celery workers that take it)")
+    pool: str | None = Field(None, pattern=TASK_NAME, description="Airflow pool (limits tasks running at once)")
+
+
+class OrchestrationSpec(Strict):
+    """Task settings for orchestrators: `default` for every stage, `kinds` per stage kind on top of it, e.g.
+    `kinds: {quantize: {queue: gpu, timeout_minutes: 240}, publish: {retries: 3}}`."""
+
+    default: TaskSettings = Field(default_factory=lambda: TaskSettings(retries=1, retry_delay_s=30))
+    kinds: dict[Kind, TaskSettings] = Field(default_factory=dict)
+
+    def for_kind(self, kind: str) -> TaskSettings:
+        given = self.kinds.get(Kind(kind))
+        merged = {**self.default.model_dump(), **(given.model_dump(exclude_none=True) if given else {})}
+        return TaskSettings(**merged)
+
+
 class Recipe(Strict):
     name: str = Field(pattern=NAME_RE, description="run name; the run lives in <workdir>/<name>")
     model: ModelSource
@@ -378,6 +406,7 @@ class Recipe(Strict):
     package: PackageSpec = Field(default_factory=PackageSpec)
     publish: PublishSpec = Field(default_factory=PublishSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    orchestration: OrchestrationSpec = Field(default_factory=OrchestrationSpec)
 
     @field_validator("formats")
     @classmethod

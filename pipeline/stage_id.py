@@ -12,6 +12,7 @@ code that needs the parts reads them from the value instead of parsing strings i
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 
 # arg: anything without brackets (artifact names are plain names; a dtype; a file name); engine: a registry name
 _ID = re.compile(r"(?P<kind>[a-z][a-z0-9-]*)(?:\[(?P<arg>[^\[\]@]+)(?:@(?P<engine>[a-z][a-z0-9.-]*))?\])?")
@@ -44,7 +45,31 @@ class StageId(str):
         return "-".join(p for p in (self.kind, self.arg, self.engine) if p)
 
 
-SOURCE = StageId("source")
-CALIBRATION = StageId("calibration")
-EVAL_CORPUS = StageId("eval-corpus")
-REFERENCE = StageId("reference")
+class Kind(StrEnum):
+    """What a stage does: one constant per stage kind, each run by one module (pipeline.registry.STAGES).
+
+    A kind is part of every cache key and names the cost function that prices it (pipeline.cost), so a
+    kind nobody registered fails a test instead of falling through to another kind's code."""
+
+    SOURCE = "source"
+    CALIBRATION = "calibration"
+    QUANTIZE = "quantize"
+    EVAL_CORPUS = "eval-corpus"
+    REFERENCE = "reference"
+    FLOOR = "floor"  # the unquantized model in an artifact engine: that engine's own floor
+    EVALUATE = "evaluate"
+    EVALUATE_ENGINE = "evaluate-engine"  # an artifact measured in another engine (vLLM) than its own
+    SERVE_CHECK = "serve-check"
+    PACKAGE = "package"
+    PUBLISH = "publish"
+    # steps that format backends declare (pipeline.backends.SharedStep)
+    GGUF_CONVERT = "gguf-convert"
+    IMATRIX = "imatrix"
+    GGUF_SENSITIVITY = "gguf-sensitivity"
+    OPENVINO_EXPORT = "openvino-export"
+
+
+SOURCE = StageId(Kind.SOURCE)
+CALIBRATION = StageId(Kind.CALIBRATION)
+EVAL_CORPUS = StageId(Kind.EVAL_CORPUS)
+REFERENCE = StageId(Kind.REFERENCE)

@@ -146,7 +146,7 @@ def tiny_calibration(tiny_model, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("calibration")
     with stage_ctx("calibration") as ctx:
-        calibration.run(CalibrationSpec(source="default", samples=4, seq_len=64), ROOT, tiny_model, out, ctx)
+        calibration.build(CalibrationSpec(source="default", samples=4, seq_len=64), ROOT, tiny_model, out, ctx)
     return out
 
 

@@ -146,4 +146,4 @@ def test_the_recipe_schema_imports_nothing_heavier_than_pydantic():
         "('yaml', 'numpy', 'torch', 'transformers', 'rich', 'huggingface_hub')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "['pipeline', 'pipeline.recipe']"
+    assert out == "['pipeline', 'pipeline.recipe', 'pipeline.stage_id']"  # stage kinds: an enum

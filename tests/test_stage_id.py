@@ -41,3 +41,39 @@ def test_survives_json_pickle_and_copy():
 def test_what_is_not_an_id_is_refused(text):
     with pytest.raises(ValueError, match="not a stage id"):
         StageId.parse(text)
+
+
+def test_every_stage_kind_has_a_module_that_runs_it_and_a_cost():
+    """A kind is a constant; each one is run by exactly one module (pipeline.registry.STAGES) and priced by
+    one cost function, so a new kind without either fails here instead of falling through to another's."""
+    from pipeline import stages
+    from pipeline.backends import FORMATS
+    from pipeline.cost.quantize_costs import BY_BACKEND
+    from pipeline.cost.stage_costs import COSTS
+    from pipeline.registry import STAGES
+    from pipeline.stage_id import Kind
+
+    assert set(STAGES) == set(Kind) == set(COSTS)
+    for kind in Kind:
+        module, func = stages.module_of(kind)
+        assert callable(getattr(module, func)), kind
+    # every format family prices its own quantize stage
+    assert {info.backend.name for info in FORMATS.values()} == set(BY_BACKEND)
+
+
+def test_an_unknown_stage_kind_or_backend_fails():
+    from pipeline.cost.quantize_costs import quantize
+    from pipeline.graph.stage import Stage
+
+    with pytest.raises(ValueError):
+        Stage(id=StageId("convert", "x"), kind="convert", describe="", config={}, deps=[], versions={})
+    stage = Stage(
+        id=StageId("quantize", "x"), kind="quantize", describe="", config={"backend": "nobody"}, deps=[], versions={}
+    )
+
+    class Given:
+        def options(self, stage):
+            return None
+
+    with pytest.raises(KeyError):
+        quantize(stage, Given())

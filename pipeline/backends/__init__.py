@@ -7,41 +7,36 @@ imported inside `quantize`, so `plan` and `list-formats` never pay for them.
 
 A backend *declares* what its formats need besides the source and the calibration set (`shared_steps`:
 a GGUF conversion, an importance matrix, an OpenVINO export) as `SharedStep`s, with the function that
-does the work; pipeline.graph makes them stages, once per run for every format that names the same one.
+run it; pipeline.graph makes them stages, once per run for every format that names the same one.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline import recipe, registry
 from pipeline.recipe import FormatOptions
-from pipeline.stage_id import StageId
+from pipeline.stage_id import Kind, StageId
 from pipeline.versions import versions
-
-StepRun = Callable[
-    [Path, dict[str, Path], Any], dict[str, Any]
-]  # (empty output dir, inputs by stage id, context) -> facts
 
 
 @dataclass(frozen=True)
 class SharedStep:
     """Work some formats share, done once per run before their quantize stages (declared by a backend).
 
-    Its stage id is `kind[arg]`; its cache key covers `config`, `versions` and the keys of `needs`
-    (stage ids: "source", "calibration", or another step's id), in that order."""
+    Its stage id is `kind[arg]`; its cache key covers `config` (but its `args`, pipeline.graph.stage),
+    `versions` and the keys of `needs` (stage ids: "source", "calibration", or another step's id), in that
+    order. The module pipeline.registry.STAGES names for its kind runs it with `config`."""
 
-    kind: str  # "gguf-convert"
+    kind: Kind  # Kind.GGUF_CONVERT
     arg: str  # "f16": tells the steps of one kind apart
     describe: str
     config: dict[str, Any]
     needs: tuple[str, ...]
-    run: StepRun = field(compare=False)
     versions: dict[str, str] = field(default_factory=dict)
     label: str | None = None  # output directory prefix, when not `kind-arg`
 

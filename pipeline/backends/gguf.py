@@ -22,8 +22,8 @@ from pipeline.backends import (
     gguf_sensitivity,
     register,
 )
-from pipeline.fingerprint import file_sha256
-from pipeline.stage_id import CALIBRATION, SOURCE
+from pipeline.fingerprint import ARGS, file_sha256
+from pipeline.stage_id import CALIBRATION, SOURCE, Kind
 from pipeline.tools import cpus, llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
@@ -203,13 +203,12 @@ class GgufBackend(Backend):
         assert isinstance(opts, GgufOptions)
         dtype, versions = opts.convert_dtype, self.versions()
         convert = SharedStep(
-            "gguf-convert",
+            Kind.GGUF_CONVERT,
             dtype,
             f"HF → {dtype.upper()} GGUF (llama.cpp converter)",
             {"version": gguf_convert.VERSION, "outtype": dtype},
             needs=(SOURCE,),
             versions=versions,
-            run=lambda out, inputs, ctx: gguf_convert.run(inputs[SOURCE], dtype, out, ctx),
         )
         if not opts.uses_imatrix():
             return [convert]
@@ -217,7 +216,7 @@ class GgufBackend(Backend):
         if opts.type != "auto":
             return [convert, matrix]
         sensitivity = SharedStep(
-            "gguf-sensitivity",
+            Kind.GGUF_SENSITIVITY,
             dtype if opts.imatrix == "auto" else f"{dtype}+{matrix.arg}",  # which matrix weighs it
             "cost of each llama.cpp type per tensor (weighted error, KLD probes on calibration text)",
             {
@@ -225,13 +224,11 @@ class GgufBackend(Backend):
                 "ladder": gguf_sensitivity.LADDER,
                 "probe": gguf_sensitivity.PROBE,
                 "row_sample": gguf_rows.MAX_ELEMENTS,
+                ARGS: {"convert": convert.id, "matrix": matrix.id},
             },
             needs=(convert.id, matrix.id, CALIBRATION),
             versions=versions,
             label=None if opts.imatrix == "auto" else f"gguf-sensitivity-{dtype}-{matrix.label}",
-            run=lambda out, inputs, ctx: gguf_sensitivity.run(
-                inputs[convert.id], gguf_imatrix.output(inputs[matrix.id]), inputs[CALIBRATION], out, ctx
-            ),
         )
         return [convert, matrix, sensitivity]
 
@@ -239,8 +236,8 @@ class GgufBackend(Backend):
         assert isinstance(opts, GgufOptions)
         chain = llamacpp_toolchain.require()
         steps = {s.kind: s.id for s in self.shared_steps(opts)}
-        base = gguf_convert.output(inputs[steps["gguf-convert"]])
-        matrix = gguf_imatrix.output(inputs[steps["imatrix"]]) if "imatrix" in steps else None
+        base = gguf_convert.output(inputs[steps[Kind.GGUF_CONVERT]])
+        matrix = gguf_imatrix.output(inputs[steps[Kind.IMATRIX]]) if Kind.IMATRIX in steps else None
         target = out / base.name.replace(f"-{opts.convert_dtype.upper()}.gguf", f"-{opts.type.upper()}.gguf")
         cmd: list[Any] = [chain.tool("llama-quantize")]
         cwd = None
@@ -249,7 +246,7 @@ class GgufBackend(Backend):
             cmd += args
         facts: dict[str, Any] = {}
         if opts.type == "auto":
-            facts = gguf_auto.choose_for(opts, chain, base, matrix, inputs[steps["gguf-sensitivity"]], out, ctx)
+            facts = gguf_auto.choose_for(opts, chain, base, matrix, inputs[steps[Kind.GGUF_SENSITIVITY]], out, ctx)
             cmd += ["--pure", "--tensor-type-file", out / gguf_auto.TYPES_FILE]
         cmd += [base, target, "Q8_0" if opts.type == "auto" else opts.type, str(cpus.count())]
         ctx.status(f"llama-quantize {opts.type}" + (" with importance matrix" if matrix else ""))
@@ -277,25 +274,23 @@ def _matrix_step(opts: GgufOptions, convert: SharedStep, versions: dict[str, str
     """The importance matrix: computed over the run's calibration set, or the recipe's own file."""
     if opts.imatrix == "auto":
         return SharedStep(
-            "imatrix",
+            Kind.IMATRIX,
             convert.arg,
             "importance matrix over the calibration set (llama-imatrix)",
-            {"version": gguf_imatrix.VERSION},
+            {"version": gguf_imatrix.VERSION, ARGS: {"convert": convert.id}},
             needs=(convert.id, CALIBRATION),
             versions=versions,
-            run=lambda out, inputs, ctx: gguf_imatrix.run(inputs[convert.id], inputs[CALIBRATION], out, ctx),
         )
     given = Path(opts.imatrix)
     digest = file_sha256(given)
     # Named by content, not by file name: a/imatrix.gguf and b/imatrix.gguf are two matrices, two stages.
     return SharedStep(
-        "imatrix",
+        Kind.IMATRIX,
         f"{given.name}#{digest[:12]}",
         f"importance matrix from {given}",
-        {"version": gguf_imatrix.VERSION, "sha256": digest},
+        {"version": gguf_imatrix.VERSION, "sha256": digest, ARGS: {"file": str(given)}},
         needs=(),
         label=f"imatrix-file-{given.stem}-{digest[:12]}",
-        run=lambda out, inputs, ctx: gguf_imatrix.copy_given(given, out, ctx),
     )
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.stage_id import SOURCE
 from pipeline.tools import llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
@@ -34,7 +35,11 @@ def output(stage_dir: Path) -> Path:
     return next(stage_dir.glob("*.gguf"))
 
 
-def run(source: Path, outtype: str, out: Path, ctx: Any) -> dict[str, Any]:
+def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    return convert(inputs[SOURCE], config["outtype"], out, ctx)
+
+
+def convert(source: Path, outtype: str, out: Path, ctx: Any) -> dict[str, Any]:
     chain = llamacpp_toolchain.require()
     target = out / f"model-{outtype.upper()}.gguf"
     ctx.status(f"converting to {outtype.upper()} GGUF with llama.cpp's converter")

@@ -12,7 +12,8 @@ from typing import Any
 from pipeline.backends import gguf_convert
 from pipeline.data import samples as calibration_samples
 from pipeline.errors import StageError
-from pipeline.fingerprint import file_sha256
+from pipeline.fingerprint import ARGS, file_sha256
+from pipeline.stage_id import CALIBRATION
 from pipeline.tools import cpus, llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
@@ -22,7 +23,21 @@ FILE = "imatrix.gguf"
 MIN_CTX = 16
 
 
-def run(converted: Path, calibration: Path, out: Path, ctx: Any) -> dict[str, Any]:
+def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    """The recipe's own matrix file (args["file"]), or one computed over the calibration set."""
+    a = config[ARGS]
+    if a.get("file"):
+        return copy_given(Path(a["file"]), out, ctx)
+    return compute(inputs[a["convert"]], inputs[CALIBRATION], out, ctx)
+
+
+def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
+    """A given matrix file's digest, read afresh (the mid-run guard)."""
+    given = config[ARGS].get("file")
+    return {"sha256": file_sha256(Path(given))} if given else {}
+
+
+def compute(converted: Path, calibration: Path, out: Path, ctx: Any) -> dict[str, Any]:
     chain = llamacpp_toolchain.require()
     samples = calibration_samples.load(calibration)
     # The calibration text as the model saw it (chat template applied); llama.cpp re-tokenizes it

@@ -25,6 +25,8 @@ from typing import Any
 from pipeline.backends import gguf_convert, gguf_imatrix, gguf_rows
 from pipeline.data import samples as calibration_samples
 from pipeline.errors import StageError
+from pipeline.fingerprint import ARGS
+from pipeline.stage_id import CALIBRATION
 from pipeline.tools import cpus, llamacpp_toolchain
 from pipeline.tools.processes import run_logged
 
@@ -63,7 +65,12 @@ def kind(tensor: str) -> str:
     return re.sub(r"^blk\.\d+\.", "", tensor).removesuffix(".weight")
 
 
-def run(converted: Path, matrix: Path | None, calibration: Path, out: Path, ctx: Any) -> dict[str, Any]:
+def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    a = config[ARGS]
+    return measure(inputs[a["convert"]], gguf_imatrix.output(inputs[a["matrix"]]), inputs[CALIBRATION], out, ctx)
+
+
+def measure(converted: Path, matrix: Path | None, calibration: Path, out: Path, ctx: Any) -> dict[str, Any]:
     from gguf import GGUFReader
 
     chain = llamacpp_toolchain.require()

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from pipeline.backends import Backend, FormatOptions, SharedStep, group_size_problems, register
 from pipeline.data import samples as calibration_samples
-from pipeline.stage_id import CALIBRATION, SOURCE
+from pipeline.stage_id import CALIBRATION, SOURCE, Kind
 from pipeline.tools import environments, optimum_intel
 
 MODES = ("data-free", "awq", "scale_estimation", "awq+scale_estimation", "gptq")
@@ -112,23 +112,12 @@ class OpenVinoBackend(Backend):
         dtype = opts.export_dtype
         return [
             SharedStep(
-                "openvino-export",
+                Kind.OPENVINO_EXPORT,
                 dtype,
                 f"HF → OpenVINO IR, {dtype.upper()} weights, tokenizer included (optimum-intel)",
                 {"version": 1, "dtype": dtype},
                 needs=(SOURCE,),
                 versions=self.versions(),
-                run=lambda out, inputs, ctx: optimum_intel.convert(
-                    {
-                        "op": "export",
-                        "source": str(inputs[SOURCE]),
-                        "out": str(out),
-                        "dtype": dtype,
-                        "trust_remote_code": ctx.trust_remote_code,
-                    },
-                    out,
-                    ctx.status,
-                ),
             )
         ]
 
@@ -146,3 +135,15 @@ class OpenVinoBackend(Backend):
             "nncf": config,
             "calibration_texts": len(texts),
         }
+
+
+def export(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    """The openvino-export step (pipeline.registry.STAGES): the source to OpenVINO IR in optimum-intel's venv."""
+    request = {
+        "op": "export",
+        "source": str(inputs[SOURCE]),
+        "out": str(out),
+        "dtype": config["dtype"],
+        "trust_remote_code": ctx.trust_remote_code,
+    }
+    return optimum_intel.convert(request, out, ctx.status)

@@ -139,7 +139,7 @@ def gc_cmd(
 ) -> None:
     """Remove stage outputs that no manifest or link of the run refers to any more (superseded by recipe changes)."""
     from pipeline.run import superseded
-    from pipeline.run.runner import run_lock
+    from pipeline.run.cache import run_lock
 
     if not (run_dir / "manifest.json").is_file():
         raise RecipeError(f"{run_dir} holds no manifest.json (not a run directory)")

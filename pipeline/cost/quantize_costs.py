@@ -44,17 +44,16 @@ def gguf_bits(opts) -> float:
 
 
 def quantize(stage: Stage, c: CostInputs) -> Estimate:
+    """The format's family prices it (BY_BACKEND): a backend nobody priced raises, never borrows another's."""
     opts = c.options(stage)
-    fmt = getattr(opts, "format", "")
-    if fmt in ("awq", "gptq", "w8a8-int8", "autoround", "llmcompressor-recipe"):
+    return BY_BACKEND[stage.config["backend"]](opts, c)
+
+
+def _llmcompressor(opts, c: CostInputs) -> Estimate:
+    fmt = opts.format
+    if fmt in ("awq", "gptq", "w8a8-int8", "autoround", "llmcompressor-recipe"):  # oneshot, sequential pipeline
         return _calibrated(fmt, opts, c)
-    if fmt in ("fp8", "w8a16"):
-        return _data_free(fmt, c)
-    if fmt.startswith("bnb-"):
-        return _bitsandbytes(fmt, c)
-    if fmt == "gguf":
-        return _gguf(opts, c)
-    return _openvino(fmt, c)
+    return _data_free(fmt, c)  # model_free_ptq: fp8, w8a16
 
 
 def _calibrated(fmt: str, opts, c: CostInputs) -> Estimate:
@@ -100,8 +99,8 @@ def _data_free(fmt: str, c: CostInputs) -> Estimate:
     return Estimate(seconds, LLMC_BASE_MB + held / MB, written, f"{s.tensors} tensors, shard by shard")
 
 
-def _bitsandbytes(fmt: str, c: CostInputs) -> Estimate:
-    s = c.shape
+def _bitsandbytes(opts, c: CostInputs) -> Estimate:
+    s, fmt = c.shape, opts.format
     bits = 0.53 if fmt == "bnb-nf4" else 1.0
     seconds = 0.5 + s.params / (45e6 * c.scale("memory_gbps"))
     written = int(s.linear * bits + s.embeddings * 2)
@@ -121,8 +120,18 @@ def _gguf(opts, c: CostInputs) -> Estimate:
     return Estimate(1 + seconds, peak, written, f"{s.params / 1e6:.0f} M weights")
 
 
-def _openvino(fmt: str, c: CostInputs) -> Estimate:
-    s = c.shape
+def _openvino(opts, c: CostInputs) -> Estimate:
+    s, fmt = c.shape, opts.format
     bits = 4.5 if fmt.endswith("int4") else 8
     seconds = 20 + s.params / (15e6 * c.scale("memory_gbps"))
     return Estimate(seconds, 1500 + 2.5 * c.bf16_bytes() / MB, int(s.params * bits / 8), "NNCF weight compression")
+
+
+# Each format family's quantize cost, by backend name (pipeline.backends.Backend.name); a test checks that every
+# registered backend has one.
+BY_BACKEND = {
+    "llmcompressor": _llmcompressor,
+    "bitsandbytes": _bitsandbytes,
+    "llama.cpp": _gguf,
+    "openvino": _openvino,
+}

@@ -9,10 +9,11 @@ from typing import Any
 from pipeline import engines
 from pipeline.backends import FORMATS
 from pipeline.evaluation import gates, lmeval
+from pipeline.fingerprint import ARGS
 from pipeline.graph.machine import Machine
 from pipeline.graph.stage import Stage
 from pipeline.recipe import EvaluationSpec, GatesSpec, Recipe
-from pipeline.stage_id import EVAL_CORPUS, REFERENCE, SOURCE, StageId
+from pipeline.stage_id import EVAL_CORPUS, REFERENCE, SOURCE, Kind, StageId
 from pipeline.stages import eval_corpus, evaluate, reference
 from pipeline.versions import versions
 
@@ -40,26 +41,32 @@ def stages(recipe: Recipe, base: Path, planned: list[Stage], machine: Machine) -
     ev = recipe.evaluation
     tasks = ("lm_eval",) if ev.tasks else ()
     spec = {**measured(ev), "compute": machine.compute}
+    args = {"evaluation": ev.model_dump(mode="json")}
     out = [
         Stage(
             id=EVAL_CORPUS,
-            kind="eval-corpus",
+            kind=Kind.EVAL_CORPUS,
             describe=f"held-out text: {ev.windows} x {ev.context} tokens",
-            config=eval_corpus.fingerprint(ev, base),
+            config=eval_corpus.config(ev, base),
             deps=[SOURCE],
             versions=versions(("transformers", "tokenizers", "datasets")),
-            run=lambda out, inputs, ctx: eval_corpus.run(ev, base, inputs[SOURCE], out, ctx),
         ),
         Stage(
             id=REFERENCE,
-            kind="reference",
+            kind=Kind.REFERENCE,
             describe="base model: log-probs, perplexity, speed" + (", tasks" if ev.tasks else ""),
-            config={"version": reference.VERSION, "kld": ev.kld, "top_k": ev.top_k, "score": ev.score, **spec},
+            config={
+                "version": reference.VERSION,
+                "kld": ev.kld,
+                "top_k": ev.top_k,
+                "score": ev.score,
+                **spec,
+                ARGS: args,
+            },
             deps=[SOURCE, EVAL_CORPUS],
             versions=versions(EVAL_PACKAGES),
             link="evaluation/base",
             imports=tasks,
-            run=lambda out, inputs, ctx: reference.run(ev, inputs[SOURCE], inputs[EVAL_CORPUS], out, ctx),
         ),
     ]
     used = list(dict.fromkeys(FORMATS[o.format].backend.engine for o in recipe.formats))
@@ -70,36 +77,35 @@ def stages(recipe: Recipe, base: Path, planned: list[Stage], machine: Machine) -
             continue
         out.append(
             Stage(
-                id=StageId("floor", name),
-                kind="floor",
+                id=StageId(Kind.FLOOR, name),
+                kind=Kind.FLOOR,
                 describe=f"unquantized model in {engine.title}: the engine's own floor",
-                config={"version": evaluate.VERSION, "engine": name, **spec},
+                config={
+                    "version": evaluate.VERSION,
+                    "engine": name,
+                    **spec,
+                    ARGS: {**args, "model": src, "floor": True},
+                },
                 deps=[src, EVAL_CORPUS, REFERENCE],
                 versions=versions(EVAL_PACKAGES),
                 link=f"evaluation/floor-{name}",
                 imports=tasks,
-                run=lambda out, inputs, ctx, e=engine, n=name, s=src: evaluate.run(
-                    ev, n, e.floor_model(inputs[s]), inputs[EVAL_CORPUS], inputs[REFERENCE], out, ctx
-                ),
             )
         )
     for opts in recipe.formats:
-        backend, art, q = FORMATS[opts.format].backend, opts.artifact, StageId("quantize", opts.artifact)
+        backend, art, q = FORMATS[opts.format].backend, opts.artifact, StageId(Kind.QUANTIZE, opts.artifact)
         limits = gates_for(recipe, opts)
         out.append(
             Stage(
-                id=StageId("evaluate", art),
-                kind="evaluate",
+                id=StageId(Kind.EVALUATE, art),
+                kind=Kind.EVALUATE,
                 describe=f"quality vs base, speed ({backend.engine})",
-                config={"version": evaluate.VERSION, "engine": backend.engine, **spec},
+                config={"version": evaluate.VERSION, "engine": backend.engine, **spec, ARGS: {**args, "model": q}},
                 deps=[q, EVAL_CORPUS, REFERENCE],
                 versions={**versions(EVAL_PACKAGES), **backend.versions()},
                 link=f"evaluation/{art}",
                 imports=tasks + backend.modules,
-                check=lambda info, g=limits: gates.failures(info, g),
-                run=lambda out, inputs, ctx, e=backend.engine, q=q: evaluate.run(
-                    ev, e, inputs[q], inputs[EVAL_CORPUS], inputs[REFERENCE], out, ctx
-                ),
+                gates=limits.model_dump(mode="json"),
             )
         )
     return out

@@ -12,7 +12,7 @@ from pipeline.backends import FORMATS
 from pipeline.errors import RecipeError
 from pipeline.graph.stage import Stage
 from pipeline.recipe import Recipe
-from pipeline.stage_id import CALIBRATION, REFERENCE, SOURCE, StageId
+from pipeline.stage_id import CALIBRATION, REFERENCE, SOURCE, Kind, StageId
 from pipeline.stages import package, publish
 from pipeline.versions import versions
 
@@ -90,34 +90,32 @@ def stages(recipe: Recipe, calibrated: list[Any], with_publish: bool, planned: l
             + ([floor] if floor else [])
             + ([job.serve_check_id] if job.serve_check_id else [])
         )
-        packaged = StageId("package", art)
+        packaged = StageId(Kind.PACKAGE, art)
         out.append(
             Stage(
                 id=packaged,
-                kind="package",
+                kind=Kind.PACKAGE,
                 describe="model card, serving configs, manifest",
-                config=job.config(),
+                config=package.config(job),
                 deps=deps,
                 versions=versions(("huggingface_hub", "pyyaml", "jinja2")),
                 artifact=art,
                 link=f"packages/{art}",
                 inline=True,
-                run=lambda out, inputs, ctx, j=job: package.run(j, inputs, out, ctx),
             )
         )
         if with_publish:
             spec, repo = recipe.publish, repos[art]
             out.append(
                 Stage(
-                    id=StageId("publish", art),
-                    kind="publish",
+                    id=StageId(Kind.PUBLISH, art),
+                    kind=Kind.PUBLISH,
                     describe=f"push to the Hub: {repo}",
-                    config={"version": publish.VERSION, "repo": repo, "private": spec.private},
+                    config=publish.config(spec, repo, packaged),
                     deps=[packaged],
                     versions=versions(("huggingface_hub",)),
                     artifact=art,
                     inline=True,
-                    run=lambda out, inputs, ctx, s=spec, r=repo, p=packaged: publish.run(s, r, inputs[p], out, ctx),
                 )
             )
     return out
@@ -127,9 +125,9 @@ def _job(
     recipe: Recipe, opts: Any, calibrated: list[Any], repos: dict[str, str], planned: set[str]
 ) -> package.PackageJob:
     backend, art = FORMATS[opts.format].backend, opts.artifact
-    ev = StageId("evaluate", art) if recipe.evaluation.enabled else None
-    floor = StageId("floor", backend.engine) if StageId("floor", backend.engine) in planned else None
-    check = StageId("serve-check", art)
+    ev = StageId(Kind.EVALUATE, art) if recipe.evaluation.enabled else None
+    floor = StageId(Kind.FLOOR, backend.engine) if StageId(Kind.FLOOR, backend.engine) in planned else None
+    check = StageId(Kind.SERVE_CHECK, art)
     seeds = {"calibration": recipe.calibration.seed} if opts in calibrated else {}
     seeds |= {"evaluation": recipe.evaluation.seed} if ev else {}
     return package.PackageJob(
@@ -141,7 +139,7 @@ def _job(
         tags=backend.tags(opts),
         spec=recipe.package,
         recipe_excerpt=_excerpt(recipe, opts, opts in calibrated),
-        quantize_id=StageId("quantize", art),
+        quantize_id=StageId(Kind.QUANTIZE, art),
         versions=backend.versions(),
         repo_id=repos.get(art),
         evaluate_id=ev,

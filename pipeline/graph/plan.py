@@ -15,12 +15,12 @@ from typing import Any
 from pipeline.backends import FORMATS, SharedStep
 from pipeline.errors import RecipeError, line_of
 from pipeline.files import is_finished, stage_dir
-from pipeline.fingerprint import stable_hash
+from pipeline.fingerprint import stage_key
 from pipeline.graph import checks, evaluation, packaging, served
 from pipeline.graph.machine import Machine
 from pipeline.graph.stage import Stage
 from pipeline.recipe import Recipe
-from pipeline.stage_id import CALIBRATION, SOURCE, StageId
+from pipeline.stage_id import CALIBRATION, SOURCE, Kind, StageId
 from pipeline.stages import calibration, quantize, source
 from pipeline.versions import versions
 
@@ -38,13 +38,19 @@ class Plan:
     serving: list[str] = field(default_factory=list)  # where each artifact can be served
     notes: list[str] = field(default_factory=list)  # checks that could not run (e.g. offline), one line each
     labels: dict[str, str] = field(default_factory=dict)  # artifact -> its format as the results table names it
-    with_calibration: bool = False  # how it was built: a stage worker rebuilds the same plan
+    with_calibration: bool = False  # how it was built
     with_publish: bool = False
-    machine: Machine = field(default_factory=Machine)  # what was read from the machine: workers reuse it
+    machine: Machine = field(default_factory=Machine)  # what was read from the machine
     cost: Any = None  # pipeline.cost.PlanCost, from cost.price(): the runner's and `plan`'s, never a worker's
 
     def stage(self, stage_id: str) -> Stage:
         return next(s for s in self.stages if s.id == stage_id)
+
+    def job(self, stage: Stage) -> dict[str, Any]:
+        """The stage as JSON (Stage.job) with its inputs' output paths: runnable without this plan."""
+        keys = {s.id: s.key for s in self.stages}
+        inputs = {d: self.stage(d).path for d in stage.deps}
+        return stage.job(keys, inputs, self.recipe.model.trust_remote_code)
 
     def cached(self, stage: Stage) -> bool:
         return is_finished(stage.path, stage.key)
@@ -98,12 +104,11 @@ def _build(
     stages = [
         Stage(
             id=SOURCE,
-            kind="source",
+            kind=Kind.SOURCE,
             describe=_describe_source(recipe),
-            config={"version": source.VERSION, **source.fingerprint(recipe.model)},
+            config=source.config(recipe.model),
             deps=[],
             versions=versions(SOURCE_PACKAGES),
-            run=lambda out, inputs, ctx: source.run(recipe.model, out, ctx),
             link="source",
         )
     ]
@@ -112,12 +117,11 @@ def _build(
         stages.append(
             Stage(
                 id=CALIBRATION,
-                kind="calibration",
+                kind=Kind.CALIBRATION,
                 describe=_describe_calibration(recipe),
-                config=calibration.fingerprint(spec, base),
+                config=calibration.config(spec, base),
                 deps=[SOURCE],
                 versions=versions(CALIBRATION_PACKAGES),
-                run=lambda out, inputs, ctx: calibration.run(spec, base, inputs[SOURCE], out, ctx),
             )
         )
     for opts in recipe.formats:
@@ -133,21 +137,15 @@ def _build(
         deps = [SOURCE] + ([CALIBRATION] if opts in found.calibrated else []) + [step.id for step in steps]
         stages.append(
             Stage(
-                id=StageId("quantize", opts.artifact),
-                kind="quantize",
+                id=StageId(Kind.QUANTIZE, opts.artifact),
+                kind=Kind.QUANTIZE,
                 describe=backend.describe(opts),
                 artifact=opts.artifact,
                 link=f"artifacts/{opts.artifact}",
-                config={
-                    "version": quantize.VERSION,
-                    "backend": backend.name,
-                    "options": opts.model_dump(mode="json", exclude={"name", "gates"}),
-                    "content": backend.content(opts),
-                },
+                config=quantize.config(opts),
                 deps=deps,
                 versions=backend.versions(),
                 imports=backend.modules,
-                run=lambda out, inputs, ctx, o=opts: quantize.run(o, inputs, out, ctx),
             )
         )
     notes = list(found.notes)
@@ -163,9 +161,7 @@ def _build(
     run_dir = workdir / recipe.name
     keys: dict[str, str] = {}
     for s in stages:
-        s.key = stable_hash(
-            {"stage": s.kind, "config": s.config, "deps": [keys[d] for d in s.deps], "versions": s.versions}
-        )
+        s.key = stage_key(s.kind, s.config, [keys[d] for d in s.deps], s.versions)
         s.path = stage_dir(run_dir, s.label, s.key)
         keys[s.id] = s.key
     serving = [n for o in recipe.formats for n in FORMATS[o.format].backend.serving_notes(o)]
@@ -195,7 +191,6 @@ def _step_stage(step: SharedStep) -> Stage:
         config=step.config,
         deps=[StageId.parse(n) for n in step.needs],
         versions=step.versions,
-        run=step.run,
     )
 
 

@@ -5,12 +5,13 @@ measurement as in its own engine, through vLLM (evaluate[ARTIFACT@vllm], and flo
 
 from __future__ import annotations
 
+from pipeline.fingerprint import ARGS
 from pipeline.graph.evaluation import EVAL_PACKAGES
 from pipeline.graph.machine import Machine
 from pipeline.graph.stage import Stage
 from pipeline.recipe import Recipe
 from pipeline.serving import vllm as vllm_target
-from pipeline.stage_id import EVAL_CORPUS, REFERENCE, SOURCE, StageId
+from pipeline.stage_id import EVAL_CORPUS, REFERENCE, SOURCE, Kind, StageId
 from pipeline.stages import evaluate, package, serve_check
 from pipeline.tools import environments
 from pipeline.versions import versions
@@ -51,11 +52,11 @@ def stages(recipe: Recipe, jobs: list[package.PackageJob], machine: Machine) -> 
             "serve checks still run"
         )
     for job in [base, *servable]:
-        check, model = StageId("serve-check", job.artifact), job.quantize_id
+        check, model = StageId(Kind.SERVE_CHECK, job.artifact), job.quantize_id
         checks.append(
             Stage(
                 id=check,
-                kind="serve-check",
+                kind=Kind.SERVE_CHECK,
                 describe=f"start it in vLLM ({serve_check.config_name()}) and ask it",
                 config={
                     "version": serve_check.VERSION,
@@ -63,20 +64,20 @@ def stages(recipe: Recipe, jobs: list[package.PackageJob], machine: Machine) -> 
                     "env": env.key,
                     "env_resolved": machine.vllm_resolved,
                     "config": serve_check.config_name(),
+                    ARGS: {"job": job.to_json()},
                 },
                 deps=[SOURCE] if job is base else [SOURCE, model],
                 versions={"vllm": " ".join(env.requirements)},
                 artifact=None if job is base else job.artifact,
-                run=lambda out, inputs, ctx, j=job: serve_check.run(j, inputs, out, ctx),
             )
         )
         if ev.kld != "exact":
             continue
-        sid = StageId("floor", ENGINE) if job is base else StageId("evaluate", job.artifact, ENGINE)
+        sid = StageId(Kind.FLOOR, ENGINE) if job is base else StageId(Kind.EVALUATE, job.artifact, ENGINE)
         evals.append(
             Stage(
                 id=sid,
-                kind="floor" if job is base else "evaluate-engine",
+                kind=Kind.FLOOR if job is base else Kind.EVALUATE_ENGINE,
                 describe="quality vs base, speed, through vLLM"
                 + (" (the unquantized model: vLLM's floor)" if job is base else ""),
                 config={
@@ -85,14 +86,12 @@ def stages(recipe: Recipe, jobs: list[package.PackageJob], machine: Machine) -> 
                     "env": env.key,
                     "env_resolved": machine.vllm_resolved,
                     "speed": ev.speed.model_dump(mode="json"),
+                    ARGS: {"evaluation": ev.model_dump(mode="json"), "model": model, "check": check},
                 },
                 deps=[model, check, EVAL_CORPUS, REFERENCE],
                 versions=versions(EVAL_PACKAGES),
                 artifact=None if job is base else job.artifact,
                 link=f"evaluation/{sid.label.removeprefix('evaluate-')}",
-                run=lambda out, inputs, ctx, m=model, c=check: evaluate.run_if_served(
-                    ev, ENGINE, inputs[m], inputs[c], inputs[EVAL_CORPUS], inputs[REFERENCE], out, ctx
-                ),
             )
         )
     return checks + evals, notes

@@ -1,96 +1,100 @@
-"""What every orchestrator integration runs: one stage of a plan, or the final results.
+"""What every orchestrator integration runs: the plan, built once where the orchestrator builds its
+graph (an Airflow DAG parse, a Prefect flow run, a Dask client), as data, one job per stage
+(pipeline.graph.stage.Stage.job); each job run in whatever process or machine shares the workdir
+(pipeline.run.single.run_job: no recipe, no plan); then the run's manifest and report.
 
-Plain functions of (recipe path, workdir, stage id) with JSON-able results, so that Prefect, Airflow
-or any distributed worker can call them in another process or on another machine that sees the same
-workdir. The plan is rebuilt in each task (cheap) rather than shipped between processes."""
+Results are JSON: an orchestrator can pass them between processes, store and show them."""
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 from pipeline import api
 from pipeline.errors import StageError
 from pipeline.graph.plan import Plan
+from pipeline.recipe import TaskSettings
 from pipeline.report import report
+from pipeline.run import single
 from pipeline.run.manifest import StageRecord
 from pipeline.run.runner import execute
-from pipeline.stage_id import StageId
+
+safe_id = single.safe_id
 
 
 def install_hint(extra: str, module: str) -> str:
     return f"the {extra.capitalize()} integration needs {module}: pip install 'llm-quant-pipeline[{extra}]'"
 
 
-def load_plan(recipe: str | Path, workdir: str | Path) -> Plan:
-    return api.plan(recipe, workdir)
+def plan_jobs(
+    recipe: str | Path, workdir: str | Path, formats: list[str] | None = None
+) -> tuple[Plan, list[dict[str, Any]]]:
+    """The plan (validated and priced: bad input fails here, before any task) and its stages as jobs, in
+    dependency order: every job's `deps` are jobs earlier in the list."""
+    plan = api.plan(Path(recipe).resolve(), Path(workdir).resolve(), formats or None)
+    return plan, [plan.job(s) for s in plan.stages]
 
 
-def branch_of(stage_id: str) -> str | None:
-    """The format a stage belongs to ("quantize[awq]" -> "awq"), or None for a shared stage."""
-    sid = StageId.parse(stage_id)
-    return sid.arg if sid.kind in ("quantize", "evaluate", "package", "publish") and sid.engine is None else None
+def task_settings(plan: Plan, kind: str, overrides: dict[str, dict[str, Any]] | None = None) -> TaskSettings:
+    """The recipe's orchestration settings for a stage kind, with the caller's overrides on top."""
+    given = plan.recipe.orchestration.for_kind(kind)
+    extra = (overrides or {}).get(kind) or {}
+    return TaskSettings(**{**given.model_dump(), **extra})
 
 
-def safe_id(stage_id: str) -> str:
-    """A task id orchestrators accept: letters, digits, '-', '_' and '.'."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stage_id).strip("_")
-
-
-def run_stage(recipe: str, workdir: str, stage_id: str) -> dict[str, Any]:
-    """Run (or reuse) one stage; raise if it fails, so the orchestrator marks the task failed."""
-
-    plan = load_plan(recipe, workdir)
-    stage = plan.stage(stage_id)
-    (plan.run_dir / "manifests").mkdir(parents=True, exist_ok=True)
-    manifest = execute(
-        plan, quiet=True, only={stage_id}, manifest_name=f"manifests/{safe_id(stage_id)}.json", shared_lock=True
-    )
-    record = manifest.records[0]
-    if record.status not in ("done", "cached"):
-        raise StageError(f"{stage_id}: {record.status}: {record.error or ''}".strip())
-    # Where it ran: with a distributed task runner, each orchestrator worker is its own process or machine.
+def run_stage(job: dict[str, Any]) -> dict[str, Any]:
+    """One orchestrator task: run (or reuse) the job's stage; raise if it fails, so that the orchestrator
+    marks the task failed (and retries it, when told to)."""
+    started = time.time()
+    record = single.run_job(job)
+    if record["status"] not in ("done", "cached"):
+        raise StageError(f"{job['stage']}: {record['status']}: {record.get('error') or ''}".strip())
+    # Where it ran: with a distributed runner each task runs in its own process, maybe on its own machine.
     return {
-        "stage": stage_id,
-        "status": record.status,
-        "key": stage.key,
-        "path": str(stage.path),
-        "ran_on": {"host": socket.gethostname(), "pid": os.getpid()},
+        "stage": job["stage"],
+        "status": record["status"],
+        "key": job["key"],
+        "path": job["path"],
+        "ran_on": {"host": socket.gethostname(), "pid": os.getpid(), "started": started, "ended": time.time()},
     }
 
 
-def run_branch(recipe: str, workdir: str, artifact: str) -> list[dict[str, Any]]:
-    """A format's branch, stage after stage (quantize, then evaluate when the recipe evaluates)."""
-    plan = load_plan(recipe, workdir)
-    return [run_stage(recipe, workdir, s.id) for s in plan.stages if branch_of(s.id) == artifact]
-
-
-def finish(recipe: str, workdir: str) -> dict[str, Any]:
-    """The run's manifest.json (and results table) as a CLI run would leave it: finished stages from the
-    cache, and each stage that failed or was skipped in its own task with that task's record."""
-    import json
-
-    plan = load_plan(recipe, workdir)
-    manifest = execute(plan, quiet=True, only={s.id for s in plan.stages if plan.cached(s)})
+def finish(recipe: str | Path, workdir: str | Path, formats: list[str] | None = None) -> dict[str, Any]:
+    """The run's manifest (and results table) as a CLI run would leave it: finished stages from the cache,
+    and each stage that failed in its own task with that task's record."""
+    plan = api.plan(Path(recipe).resolve(), Path(workdir).resolve(), formats or None)
+    name = f"manifests/only-{'+'.join(sorted(formats))}.json" if formats else "manifest.json"
+    (plan.run_dir / "manifests").mkdir(parents=True, exist_ok=True)
+    manifest = execute(plan, quiet=True, only={s.id for s in plan.stages if plan.cached(s)}, manifest_name=name)
     order = {s.id: i for i, s in enumerate(plan.stages)}
+    done = {r.id for r in manifest.records}
     for s in plan.stages:
-        if any(r.id == s.id for r in manifest.records):
-            continue
-        try:
-            task = json.loads((plan.run_dir / "manifests" / f"{safe_id(s.id)}.json").read_text())
-            record = next(StageRecord(**r) for r in task["stages"] if r["id"] == s.id and r["key"] == s.key)
-        except (OSError, ValueError, KeyError, StopIteration, TypeError):
+        if s.id in done or (task := _task_record(plan, s)) is None:
             continue  # never ran (an upstream task failed and the orchestrator did not start it): pending
-        manifest.records.append(record)
+        manifest.records.append(task)
     manifest.records.sort(key=lambda r: order[r.id])
     complete = len(manifest.records) == len(plan.stages)
     manifest.finish("failed" if manifest.failed() else "ok" if complete else "incomplete")
-    report.write(plan.run_dir)
+    if not formats:
+        report.write(plan.run_dir)
     return {
         "status": manifest.status,
         "manifest": str(manifest.path),
         "stages": {r.id: r.status for r in manifest.records},
+        "failed": {r.id: r.error or r.status for r in manifest.failed()},
     }
+
+
+def _task_record(plan: Plan, stage: Any) -> StageRecord | None:
+    """The record a task left for this stage at this key (pipeline.run.single.run_job), if any."""
+    try:
+        task = json.loads((plan.run_dir / "manifests" / f"{safe_id(stage.id)}.json").read_text())
+        if task["key"] != stage.key:
+            return None
+        return StageRecord(**task["record"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -7,6 +7,7 @@ place, so a crash or SIGKILL mid-stage leaves only a temp dir that no run mistak
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import time
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.errors import RecipeError
 from pipeline.files import MARKER, fsync_tree, stage_dir, write_json_atomic
 
 TMP = ".tmp"
@@ -40,6 +42,22 @@ def atomic_stage(run_dir: Path, label: str, key: str, meta: dict) -> Iterator[Pa
         _fsync_dir(run_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def run_lock(run_dir: Path, shared: bool = False) -> Iterator[None]:
+    """One run per run directory at a time: two runs would race on the same stage outputs.
+
+    Orchestrators (Prefect, Airflow) run disjoint stages of one plan in parallel tasks: those take the
+    lock shared, which still keeps a CLI run (exclusive) out while any of them works."""
+    with open(run_dir / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RecipeError(
+                f"another run is using {run_dir} (lock held); wait for it or use another --workdir"
+            ) from None
+        yield
 
 
 def _fsync_dir(path: Path) -> None:

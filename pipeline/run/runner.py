@@ -2,44 +2,22 @@
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
 import signal
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 from rich.markup import escape
 
 from pipeline import cost
-from pipeline.console import Eta, RunnerMemory, StageContext, progress_reporter, stage_log, stage_progress
+from pipeline.console import Eta, RunnerMemory, progress_reporter, stage_progress
 from pipeline.errors import Interrupted, RecipeError, StageError, interruptible, one_line
 from pipeline.graph.plan import Plan, Stage
-from pipeline.run import worker
-from pipeline.run.cache import atomic_stage, clean_stale_tmp
+from pipeline.run import single, worker
+from pipeline.run.cache import clean_stale_tmp, run_lock
 from pipeline.run.manifest import Manifest, StageRecord, relative
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def run_lock(run_dir: Path, shared: bool = False) -> Iterator[None]:
-    """One run per run directory at a time: two runs would race on the same stage outputs.
-
-    Orchestrators (Prefect, Airflow) run disjoint stages of one plan in parallel tasks: those take the
-    lock shared, which still keeps a CLI run (exclusive) out while any of them works."""
-    with open(run_dir / ".lock", "a") as f:
-        try:
-            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RecipeError(
-                f"another run is using {run_dir} (lock held); wait for it or use another --workdir"
-            ) from None
-        yield
 
 
 def execute(
@@ -73,11 +51,10 @@ def execute(
                     if only is not None and stage.id not in only:
                         continue
                     record = _run_stage(plan, stage, stage.id in forced, broken, progress, workers, memory)
-                    if stage.link and record.status in ("done", "cached"):
-                        _link(
-                            plan, stage
-                        )  # a gate-failing artifact keeps its name on disk, marked failed in the manifest
-                    _apply_gates(stage, record, progress)
+                    if record.status in ("done", "cached"):
+                        # a gate-failing artifact keeps its name on disk, marked failed in the manifest
+                        single.link(plan.job(stage))
+                    _apply_gates(plan, stage, record, progress)
                     manifest.add(record)
                     if record.status in ("failed", "failed-gates", "skipped"):
                         broken.add(stage.id)
@@ -100,7 +77,7 @@ def _run_stage(
         return record
     if not forced and plan.cached(stage):
         record.status = "cached"
-        record.info = _read_info(stage.path)
+        record.info = single.read_info(plan.job(stage))
         # The figures of the run that built it: a cached stage took no time now, but the manifest and
         # report describe the output.
         record.seconds, record.peak_rss_mb = (record.info or {}).get("seconds"), (record.info or {}).get("peak_rss_mb")
@@ -112,27 +89,11 @@ def _run_stage(
     eta = Eta(estimate.seconds if estimate else None, start)
     task = progress.add_task(f"[bold]{escape(stage.id)}[/]  {stage.describe}{eta.line('')}", total=None)
     report = progress_reporter(progress, task, stage.id, eta.line)
-    log_path = plan.run_dir / "logs" / f"{stage.label}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text("")  # this attempt's log; the runner and the worker both append to it
+    job = plan.job(stage)
+    log_path = single.log_path(job)
     record.log = relative(log_path, plan.run_dir)
-    inputs = {d: plan.stage(d).path for d in stage.deps}
     try:
-        with stage_log(log_path, workers.verbose):
-            with atomic_stage(plan.run_dir, stage.label, stage.key, {"stage": stage.id}) as tmp:
-                if stage.inline:
-                    info, peak = _run_inline(plan, stage, tmp, inputs, report, memory)
-                else:
-                    result = workers.run(worker.job(plan, stage, tmp, inputs, log_path, workers.verbose), report)
-                    if result.error is not None:
-                        record.peak_rss_mb = result.peak_rss_mb
-                        raise (RecipeError if result.bad_input else StageError)(result.error)
-                    info, peak = result.info or {}, result.peak_rss_mb
-                info.setdefault(
-                    "seconds", round(time.perf_counter() - start, 2)
-                )  # kept with the output: cards and reports cite it
-                info["peak_rss_mb"] = peak
-                (tmp / "stage_info.json").write_text(json.dumps(info, indent=2, default=str))
+        info, peak = single.build(job, workers, report, memory)
         record.status, record.info, record.peak_rss_mb, record.seconds = "done", info, peak, info["seconds"]
         cost.learn(plan.cost, stage.id, record.seconds, peak)
     except KeyboardInterrupt:
@@ -140,6 +101,7 @@ def _run_stage(
         raise
     except Exception as e:  # one format failing must not take the others down
         record.status, record.error, record.bad_input = "failed", one_line(e), isinstance(e, RecipeError)
+        record.peak_rss_mb = getattr(e, "peak_rss_mb", None)
         if not isinstance(e, (StageError, RecipeError)) or stage.inline:
             with open(log_path, "a") as f:
                 f.write(traceback.format_exc())
@@ -158,41 +120,12 @@ def _run_stage(
     return record
 
 
-def _run_inline(
-    plan: Plan, stage: Stage, tmp: Path, inputs: dict[str, Path], report, memory: RunnerMemory
-) -> tuple[dict, float | None]:
-    """Light stages (packaging, publishing) run in the runner's own process: no worker start-up to pay."""
-    mem: dict[str, float] = {}
-    with memory.stage(mem):
-        info = stage.run(
-            tmp, inputs, StageContext(stage.id, report, trust_remote_code=plan.recipe.model.trust_remote_code)
-        )
-    return info, mem.get("peak_rss_mb")
-
-
-def _read_info(path: Path) -> dict | None:
-    try:
-        return json.loads((path / "stage_info.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _apply_gates(stage: Stage, record: StageRecord, progress) -> None:
-    if stage.check is None or record.status not in ("done", "cached") or not record.info:
+def _apply_gates(plan: Plan, stage: Stage, record: StageRecord, progress) -> None:
+    if record.status not in ("done", "cached"):
         return
-    problems = stage.check(record.info)
+    problems = single.gate_failures(plan.job(stage), record.info)
     if problems:
         record.status, record.error = "failed-gates", "; ".join(problems)
         progress.console.print(
             f"[red]✗ {escape(stage.id)}[/] failed its quality gates: {escape(record.error)}", soft_wrap=True
         )
-
-
-def _link(plan: Plan, stage: Stage) -> None:
-    """Stable names for the newest outputs: <run>/source, <run>/artifacts/<name>, <run>/evaluation/<name>."""
-    link = plan.run_dir / str(stage.link)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.with_name(f".{link.name}.{os.getpid()}.link")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(os.path.relpath(stage.path, link.parent))
-    os.replace(tmp, link)

@@ -5,9 +5,10 @@ Its memory goes back to the system when it ends, its peak memory is its own (wai
 global state (loguru sinks, torch threads, transformers caches, llm-compressor's session) cannot
 leak into the next stage. The runner keeps the plan, cache, lock, progress display and manifest.
 
-A job (JSON) holds the recipe as validated, the stage id and key, the temp output dir and the input
-dirs. The worker rebuilds the plan from that recipe, checks the stage's key is the one the runner
-planned, runs the stage function into the temp dir and reports {"status": ...} while it works, then
+A job (JSON) is the stage as data (pipeline.graph.stage.Stage.job: kind, config, input keys and
+paths, key) with the temp output dir and the log. The worker checks that the files the stage reads
+still have their planned digests (pipeline.stages.check_job; it never rebuilds the plan), runs the
+kind's module into the temp dir and reports {"status": ...} while it works, then
 {"done": info} or {"error": one line, "bad_input": bool}. Its stdout and stderr (library bars,
 prints) go to the stage's log file, or to the terminal with -v. The runner alone renames the output
 into place.
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.console import StageContext, log_to_file, quiet_libraries
-from pipeline.errors import RecipeError, StageError, one_line
+from pipeline.errors import RecipeError, one_line
 from pipeline.tools.processes import set_parent_death_signal
 
 STOP_GRACE_S = 20.0  # a worker asked to stop: time to stop its tools (a vLLM server takes the longest)
@@ -155,22 +156,9 @@ class Workers:
         self.zygote = None
 
 
-def job(plan: Any, stage: Any, tmp: Path, inputs: dict[str, Path], log_path: Path, verbose: bool) -> dict[str, Any]:
-    return {
-        "stage": stage.id,
-        "key": stage.key,
-        "recipe": plan.recipe.model_dump(mode="json"),
-        "recipe_path": str(plan.recipe_path),
-        "workdir": str(plan.run_dir.parent),
-        "with_calibration": plan.with_calibration,
-        "with_publish": plan.with_publish,
-        "machine": plan.machine.to_json(),
-        "out": str(tmp),
-        "inputs": {k: str(v) for k, v in inputs.items()},
-        "log": str(log_path),
-        "verbose": verbose,
-        "imports": list(stage.imports),
-    }
+def job(plan: Any, stage: Any, tmp: Path, log_path: Path, verbose: bool) -> dict[str, Any]:
+    """The stage as data (Plan.job) and where this attempt writes: the temp output dir and the log."""
+    return {**plan.job(stage), "out": str(tmp), "log": str(log_path), "verbose": verbose}
 
 
 def _death(code: int, log_path: Path) -> str:
@@ -200,29 +188,12 @@ def serve(job: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> int:
     log_to_file(Path(job["log"]), job["verbose"])
     try:
         # Not at the top: the zygote imports this module before it quiets the libraries, and what the
-        # plan imports reads its verbosity once, when imported.
-        from pipeline.graph.machine import Machine
-        from pipeline.graph.plan import build_plan
-        from pipeline.recipe import Recipe
+        # stages import reads its verbosity once, when imported.
+        from pipeline import stages
 
-        recipe = Recipe.model_validate(job["recipe"])
-        machine = Machine.from_json(job["machine"])  # the runner's: the machine may have changed since
-        plan = build_plan(
-            recipe,
-            Path(job["recipe_path"]),
-            Path(job["workdir"]),
-            job["with_calibration"],
-            job["with_publish"],
-            machine,
-        )
-        stage = plan.stage(job["stage"])
-        if stage.key != job["key"]:
-            raise StageError(
-                f"{stage.id}: its inputs changed since the run was planned (a source or data file "
-                "was modified mid-run); rerun"
-            )
-        ctx = StageContext(stage.id, lambda m: send({"status": m}), trust_remote_code=recipe.model.trust_remote_code)
-        info = stage.run(Path(job["out"]), {k: Path(v) for k, v in job["inputs"].items()}, ctx)
+        stages.check_job(job)  # re-hashes only the files this stage reads, never the whole recipe
+        ctx = StageContext(job["stage"], lambda m: send({"status": m}), trust_remote_code=job["trust_remote_code"])
+        info = stages.run_job(job, Path(job["out"]), ctx)
     except KeyboardInterrupt:
         return 130
     except Exception as e:

@@ -14,7 +14,9 @@ from pipeline.data import sources, supply
 from pipeline.data.render import build_samples
 from pipeline.data.selfgen import generate
 from pipeline.errors import RecipeError
+from pipeline.fingerprint import ARGS
 from pipeline.recipe import CalibrationSpec
+from pipeline.stage_id import SOURCE
 
 VERSION = 1
 
@@ -45,7 +47,28 @@ def check(
         )
 
 
-def fingerprint(spec: CalibrationSpec, recipe_dir: Path, catalog: Path = sources.SOURCES_FILE) -> dict[str, Any]:
+def config(spec: CalibrationSpec, recipe_dir: Path, catalog: Path = sources.SOURCES_FILE) -> dict[str, Any]:
+    """The stage's config: the sampling options and the data's digests, and (unkeyed) where the data lies."""
+    where = {"spec": spec.model_dump(mode="json"), "recipe_dir": str(recipe_dir), "catalog": str(catalog)}
+    return {**keyed(spec, recipe_dir, catalog), ARGS: where}
+
+
+def _args(config: dict[str, Any]) -> tuple[CalibrationSpec, Path, Path]:
+    a = config[ARGS]
+    return CalibrationSpec.model_validate(a["spec"]), Path(a["recipe_dir"]), Path(a["catalog"])
+
+
+def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
+    """The data's digests, read afresh (the mid-run guard)."""
+    return keyed(*_args(config))
+
+
+def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    spec, recipe_dir, catalog = _args(config)
+    return build(spec, recipe_dir, inputs[SOURCE], out, ctx, catalog)
+
+
+def keyed(spec: CalibrationSpec, recipe_dir: Path, catalog: Path = sources.SOURCES_FILE) -> dict[str, Any]:
     name, src, base = sources.resolve(spec, recipe_dir, catalog)
     return {
         "version": VERSION,
@@ -55,7 +78,7 @@ def fingerprint(spec: CalibrationSpec, recipe_dir: Path, catalog: Path = sources
     }
 
 
-def run(
+def build(
     spec: CalibrationSpec, recipe_dir: Path, model_dir: Path, out: Path, ctx: Any, catalog: Path = sources.SOURCES_FILE
 ) -> dict[str, Any]:
     from transformers import AutoTokenizer

@@ -39,13 +39,18 @@ def check(ev: EvaluationSpec, recipe_dir: Path, model_config: dict[str, Any] | N
         raise _as_evaluation(e) from None
 
 
-def fingerprint(ev: EvaluationSpec, recipe_dir: Path) -> dict[str, Any]:
-    return {"version": VERSION, **calibration.fingerprint(_spec(ev), recipe_dir, CORPORA)}
+def config(ev: EvaluationSpec, recipe_dir: Path) -> dict[str, Any]:
+    """The held-out text's sampling and digests (and, unkeyed, where it lies): the calibration stage's config."""
+    return {"version": VERSION, **calibration.config(_spec(ev), recipe_dir, CORPORA)}
 
 
-def run(ev: EvaluationSpec, recipe_dir: Path, model_dir: Path, out: Path, ctx: Any) -> dict[str, Any]:
+def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
+    return calibration.fingerprint(config)
+
+
+def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
     try:
-        return calibration.run(_spec(ev), recipe_dir, model_dir, out, ctx, CORPORA)
+        return calibration.run(config, inputs, out, ctx)
     except RecipeError as e:
         raise _as_evaluation(e) from None
 

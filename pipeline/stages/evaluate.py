@@ -11,9 +11,12 @@ from typing import Any
 from pipeline import engines
 from pipeline.evaluation import lmeval, speed
 from pipeline.evaluation.metrics import Reference, score
+from pipeline.fingerprint import ARGS
 from pipeline.recipe import EvaluationSpec
+from pipeline.stage_id import EVAL_CORPUS, REFERENCE
 from pipeline.stages import eval_corpus, package
 from pipeline.stages.reference import METRICS, prompt_ids
+from pipeline.stages.reference import fingerprint as task_files
 from pipeline.tools import vllm_server
 
 # 2: engines registry, exact KLD, scoring convention, settled speed; 3: speed on the loaded model; 4: compressed
@@ -21,7 +24,26 @@ from pipeline.tools import vllm_server
 VERSION = 4
 
 
-def run(
+def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    """evaluate[ARTIFACT], floor[ENGINE] and evaluate[ARTIFACT@ENGINE]: config["engine"] measures the output of
+    the stage args["model"] names; a floor loads what its engine makes of the base (Engine.floor_model); with
+    args["check"], only when that serve check started it."""
+    a, engine = config[ARGS], config["engine"]
+    ev = EvaluationSpec.model_validate(a["evaluation"])
+    model, corpus, ref = inputs[a["model"]], inputs[EVAL_CORPUS], inputs[REFERENCE]
+    if a.get("check"):
+        return run_if_served(ev, engine, model, inputs[a["check"]], corpus, ref, out, ctx)
+    if a.get("floor"):
+        model = engines.get(engine).floor_model(model)
+    return measure(ev, engine, model, corpus, ref, out, ctx)
+
+
+def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
+    """The local lm-eval task files, read afresh (the mid-run guard)."""
+    return task_files(config)
+
+
+def measure(
     ev: EvaluationSpec, engine_name: str, model: Path, corpus: Path, reference: Path, out: Path, ctx: Any
 ) -> dict[str, Any]:
     """`model`: the artifact directory, or for a floor the path the engine loads
@@ -79,7 +101,7 @@ def run_if_served(
         result = {"engine": engine_name, "refused": started.get("reason") or started["status"]}
     else:
         try:
-            return run(ev, engine_name, model, corpus, reference, out, ctx)
+            return measure(ev, engine_name, model, corpus, reference, out, ctx)
         except (
             vllm_server.ServerFailed
         ) as e:  # started from the package's config, but not with the evaluation's options

@@ -8,7 +8,7 @@ import json
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from pipeline.backends.gguf_auto import CHOICE_FILE
 from pipeline.checkpoints import moe, tensors
 from pipeline.checkpoints.sources import gguf_metadata
 from pipeline.files import MARKER, link_or_copy
-from pipeline.fingerprint import file_sha256
+from pipeline.fingerprint import ARGS, file_sha256
 from pipeline.recipe import PackageSpec
 from pipeline.report import card
 
@@ -76,8 +76,24 @@ class PackageJob:
             "repo": self.repo_id,
         }
 
+    def to_json(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "spec": self.spec.model_dump(mode="json")}
 
-def run(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> PackageJob:
+        return cls(**{**value, "spec": PackageSpec.model_validate(value["spec"])})
+
+
+def config(job: PackageJob) -> dict[str, Any]:
+    """What shapes the package (PackageJob.config) and, unkeyed, the whole job."""
+    return {**job.config(), ARGS: {"job": job.to_json()}}
+
+
+def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    return build(PackageJob.from_json(config[ARGS]["job"]), inputs, out, ctx)
+
+
+def build(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
     artifact, targets, facts = assemble(job, inputs, out, ctx)
     evaluation = _evaluation(inputs, job)
     calibration = _json(inputs["calibration"] / "stats.json") if "calibration" in inputs else None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StageError
+from pipeline.fingerprint import ARGS
 from pipeline.recipe import PublishSpec
 from pipeline.stages.package import publish_files
 
@@ -32,7 +33,22 @@ def has_token() -> bool:
     return bool(get_token())
 
 
-def run(spec: PublishSpec, repo: str, package: Path, out: Path, ctx: Any, api: Any = None) -> dict[str, Any]:
+def config(spec: PublishSpec, repo: str, package: str) -> dict[str, Any]:
+    """`package`: the id of the package stage whose output goes up."""
+    return {
+        "version": VERSION,
+        "repo": repo,
+        "private": spec.private,
+        ARGS: {"publish": spec.model_dump(mode="json"), "package": package},
+    }
+
+
+def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    a = config[ARGS]
+    return push(PublishSpec.model_validate(a["publish"]), config["repo"], inputs[a["package"]], out, ctx)
+
+
+def push(spec: PublishSpec, repo: str, package: Path, out: Path, ctx: Any, api: Any = None) -> dict[str, Any]:
     """`api`: an HfApi (default: one that reads HF_TOKEN or the login itself)."""
     if api is None:
         from huggingface_hub import HfApi

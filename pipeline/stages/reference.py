@@ -16,7 +16,9 @@ from pipeline.engines import Settings
 from pipeline.engines.hf import HFEngine
 from pipeline.evaluation import lmeval, speed
 from pipeline.evaluation.metrics import Reference
+from pipeline.fingerprint import ARGS
 from pipeline.recipe import EvaluationSpec
+from pipeline.stage_id import EVAL_CORPUS, SOURCE
 from pipeline.stages import eval_corpus
 
 VERSION = 3  # 2: float16 full log-probs (exact KLD), scoring convention, settled speed; 3: speed on the loaded model
@@ -28,7 +30,20 @@ def prompt_ids(windows: list[list[int]], n: int) -> list[int]:
     return [t for w in windows for t in w][:n]
 
 
-def run(ev: EvaluationSpec, source: Path, corpus: Path, out: Path, ctx: Any) -> dict[str, Any]:
+def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
+    """The local lm-eval task files, read afresh (the mid-run guard), when the stage's key holds them."""
+    if "task_files" not in config:
+        return {}
+    ev = EvaluationSpec.model_validate(config[ARGS]["evaluation"])
+    return {"task_files": lmeval.fingerprint(ev.tasks, lmeval.task_dirs(ev.task_dirs))}
+
+
+def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    ev = EvaluationSpec.model_validate(config[ARGS]["evaluation"])
+    return measure(ev, inputs[SOURCE], inputs[EVAL_CORPUS], out, ctx)
+
+
+def measure(ev: EvaluationSpec, source: Path, corpus: Path, out: Path, ctx: Any) -> dict[str, Any]:
     windows = eval_corpus.windows(corpus)
     settings = Settings(n_ctx=max(map(len, windows)), threads=ev.speed.threads, trust_remote_code=ctx.trust_remote_code)
     engine = HFEngine(source, settings)

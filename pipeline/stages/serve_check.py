@@ -12,7 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline.stages.package import SERVE_CHECK, assemble
+from pipeline.fingerprint import ARGS
+from pipeline.stages.package import SERVE_CHECK, PackageJob, assemble
 from pipeline.tools import environments, vllm_server
 
 VERSION = 3  # 2: the root cause of a refusal, not the wrapper exception; 3: too slow to answer is a refusal
@@ -22,7 +23,11 @@ def config_name() -> str:
     return "vllm.yaml" if environments.accelerator() == "cuda" else "vllm-cpu.yaml"
 
 
-def run(job: Any, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    return check(PackageJob.from_json(config[ARGS]["job"]), inputs, out, ctx)
+
+
+def check(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
     layout = out / "package"
     artifact, _, _ = assemble(job, inputs, layout, ctx, targets=["vllm"])
     config = config_name()

@@ -12,7 +12,7 @@ from pipeline.checkpoints import gguf_tokenizer
 from pipeline.checkpoints.sources import PICKLE_SUFFIXES, check_remote_code, check_weights, gguf_path
 from pipeline.errors import StageError
 from pipeline.files import MARKER, link_or_copy
-from pipeline.fingerprint import content_files, file_sha256, tree_digest
+from pipeline.fingerprint import ARGS, content_files, file_sha256, tree_digest
 from pipeline.recipe import ModelSource
 
 # 2: byte-level BPE tokenizer repaired (gguf_tokenizer); 3: tokenizer eos from the GGUF. Bump when the output of this
@@ -33,7 +33,22 @@ KEEP = (
 )  # licenses that require a copy with every redistribution (Llama's does)
 
 
-def fingerprint(src: ModelSource) -> dict[str, Any]:
+def config(src: ModelSource) -> dict[str, Any]:
+    """The stage's config: what shapes the checkpoint (the source's content, not where it lies) and, unkeyed, the
+    recipe's model section."""
+    return {"version": VERSION, **keyed(src), ARGS: {"model": src.model_dump(mode="json")}}
+
+
+def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
+    """The source's content digests, read afresh (the mid-run guard)."""
+    return keyed(ModelSource.model_validate(config[ARGS]["model"]))
+
+
+def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
+    return checkout(ModelSource.model_validate(config[ARGS]["model"]), out, ctx)
+
+
+def keyed(src: ModelSource) -> dict[str, Any]:
     base = {
         "kind": src.kind,
         "dtype": src.dtype,
@@ -48,7 +63,7 @@ def fingerprint(src: ModelSource) -> dict[str, Any]:
     return {**base, "gguf": path.name, "content": file_sha256(path)}
 
 
-def run(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
+def checkout(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
     if src.kind == "gguf":
         info = _from_gguf(src, out, ctx)
     elif src.kind == "path":

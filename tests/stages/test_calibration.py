@@ -24,7 +24,7 @@ def _run(model, tmp_path, source, **spec):
     out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
     out.mkdir()
     with stage_ctx("calibration") as ctx:
-        stats = calibration.run(CalibrationSpec(source=source, **spec), tmp_path, model, out, ctx)
+        stats = calibration.build(CalibrationSpec(source=source, **spec), tmp_path, model, out, ctx)
     return calibration_samples.load(out), stats, out
 
 

@@ -220,11 +220,11 @@ def test_push_refuses_a_repo_whose_visibility_differs_from_the_recipe(packaged, 
     hub = FakeHub(private=repo_private)
     spec = PublishSpec(enabled=True, org="o", private=recipe_private)
     with stage_ctx("publish") as ctx, pytest.raises(StageError, match="already exists and is"):
-        publish.run(spec, "o/r", packaged[1] / "packages" / "w8a16", tmp_path, ctx, api=hub)
+        publish.push(spec, "o/r", packaged[1] / "packages" / "w8a16", tmp_path, ctx, api=hub)
     assert hub.uploads == 0
     hub.private = recipe_private
     with stage_ctx("publish") as ctx:
-        info = publish.run(spec, "o/r", packaged[1] / "packages" / "w8a16", tmp_path, ctx, api=hub)
+        info = publish.push(spec, "o/r", packaged[1] / "packages" / "w8a16", tmp_path, ctx, api=hub)
     assert hub.uploads == 1 and info["private"] is recipe_private
 
 

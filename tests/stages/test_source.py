@@ -113,7 +113,7 @@ def test_converting_a_local_checkpoint_never_writes_into_the_users_files(tiny_mo
     out.mkdir()
     src = ModelSource(path=user, allow_pickle=True)
     with stage_ctx("source") as ctx:
-        source.run(src, out, ctx)
+        source.checkout(src, out, ctx)
     assert {p: (file_sha256(p), p.stat().st_mtime_ns) for p in user.rglob("*") if p.is_file()} == before
     user_inodes = {p.stat().st_ino for p in before}
     assert not any(p.stat().st_ino in user_inodes for p in out.rglob("*") if p.is_file())
@@ -133,7 +133,7 @@ def test_weights_are_hard_linked_and_other_files_copied(tiny_model, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with stage_ctx("source") as ctx:
-        source.run(ModelSource(path=user), out, ctx)
+        source.checkout(ModelSource(path=user), out, ctx)
     assert (out / "model.safetensors").stat().st_ino == (
         user / "model.safetensors"
     ).stat().st_ino  # no second copy of the weights
@@ -153,12 +153,12 @@ def test_checkpoint_code_is_neither_copied_nor_run_unless_trusted(tiny_model, tm
     out = tmp_path / "out"
     out.mkdir()
     with stage_ctx("source") as ctx:
-        source.run(ModelSource(path=model), out, ctx)
+        source.checkout(ModelSource(path=model), out, ctx)
     assert not (out / "tokenization_x.py").exists()
     trusted = tmp_path / "trusted"
     trusted.mkdir()
     with stage_ctx("source") as ctx:
-        source.run(ModelSource(path=model, trust_remote_code=True), trusted, ctx)
+        source.checkout(ModelSource(path=model, trust_remote_code=True), trusted, ctx)
     assert (trusted / "tokenization_x.py").is_file()
 
     tok = json.loads((model / "tokenizer_config.json").read_text())
