@@ -16,12 +16,23 @@ import importlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pipeline import recipe, registry
 from pipeline.recipe import FormatOptions
 from pipeline.stage_id import Kind, StageId
 from pipeline.versions import versions
+
+GB, MB = 1e9, 1e6
+
+
+class QuantizeCost(NamedTuple):
+    """A quantize stage's estimate on this machine (pipeline.cost makes it an Estimate and corrects it)."""
+
+    seconds: float
+    peak_rss_mb: float
+    written_bytes: int
+    basis: str = ""  # what the figure counts, e.g. "24 layers x 4096 tokens"
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,12 @@ class Backend:
     def shared_steps(self, opts: FormatOptions) -> list[SharedStep]:
         """What this format needs before quantizing, in dependency order; shared by every format naming the same id."""
         return []
+
+    def cost(self, opts: FormatOptions, c: Any) -> QuantizeCost:
+        """What quantizing costs here: `c` is the plan's pipeline.cost.model.CostInputs (the model's shapes, the
+        recipe's token counts, this machine's measured rates). Every family declares its own: a family without
+        one has no estimate (tests/test_stage_id.py fails), it never borrows another family's."""
+        raise NotImplementedError(f"{self.name} declares no cost")
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         """Write the artifact into `out` (an empty temp dir); return facts for the manifest.

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.backends import Backend, FormatOptions, register
+from pipeline.backends import MB, Backend, FormatOptions, QuantizeCost, register
 from pipeline.checkpoints import moe
 from pipeline.checkpoints.loading import from_pretrained_pread
 
@@ -94,6 +94,14 @@ class BitsAndBytesBackend(Backend):
             f"{opts.artifact}: vLLM and TGI serve bitsandbytes checkpoints on GPU only; transformers "
             "also runs them on CPU (slowly)"
         ]
+
+    def cost(self, opts: FormatOptions, c: Any) -> QuantizeCost:
+        s = c.shape
+        bits = 0.53 if opts.format == "bnb-nf4" else 1.0
+        seconds = 0.5 + s.params / (45e6 * c.scale("memory_gbps"))
+        written = int(s.linear * bits + s.embeddings * 2)
+        peak = 900 + (written + 0.05 * c.bf16_bytes()) / MB
+        return QuantizeCost(seconds, peak, written, "loaded and converted tensor by tensor")
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         import torch

@@ -14,9 +14,11 @@ from pydantic import Field, field_validator, model_validator
 from pipeline.backends import (
     Backend,
     FormatOptions,
+    QuantizeCost,
     SharedStep,
     gguf_auto,
     gguf_convert,
+    gguf_cost,
     gguf_imatrix,
     gguf_rows,
     gguf_sensitivity,
@@ -231,6 +233,9 @@ class GgufBackend(Backend):
             label=None if opts.imatrix == "auto" else f"gguf-sensitivity-{dtype}-{matrix.label}",
         )
         return [convert, matrix, sensitivity]
+
+    def cost(self, opts: FormatOptions, c: Any) -> QuantizeCost:
+        return gguf_cost.cost(opts, c)
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         assert isinstance(opts, GgufOptions)

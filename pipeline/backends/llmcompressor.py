@@ -12,7 +12,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, PositiveInt
 
-from pipeline.backends import Backend, FormatOptions, group_size_problems, llmcompressor_run, register
+from pipeline.backends import (
+    Backend,
+    FormatOptions,
+    QuantizeCost,
+    group_size_problems,
+    llmcompressor_cost,
+    llmcompressor_run,
+    register,
+)
 from pipeline.fingerprint import file_sha256
 from pipeline.stage_id import CALIBRATION, SOURCE
 
@@ -289,6 +297,9 @@ class LlmCompressorBackend(Backend):
                 )
             ]
         return group_size_problems(getattr(opts, "group_size", None), model_config)
+
+    def cost(self, opts: FormatOptions, c: Any) -> QuantizeCost:
+        return llmcompressor_cost.cost(opts, c)
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         if not isinstance(opts, RecipeFileOptions) and not self.needs_calibration(opts):

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.backends import Backend, FormatOptions, SharedStep, group_size_problems, register
+from pipeline.backends import MB, Backend, FormatOptions, QuantizeCost, SharedStep, group_size_problems, register
 from pipeline.data import samples as calibration_samples
 from pipeline.stage_id import CALIBRATION, SOURCE, Kind
 from pipeline.tools import environments, optimum_intel
@@ -120,6 +120,14 @@ class OpenVinoBackend(Backend):
                 versions=self.versions(),
             )
         ]
+
+    def cost(self, opts: FormatOptions, c: Any) -> QuantizeCost:
+        s = c.shape
+        bits = 4.5 if opts.format.endswith("int4") else 8
+        seconds = 20 + s.params / (15e6 * c.scale("memory_gbps"))
+        return QuantizeCost(
+            seconds, 1500 + 2.5 * c.bf16_bytes() / MB, int(s.params * bits / 8), "NNCF weight compression"
+        )
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         assert isinstance(opts, _OvOptions)

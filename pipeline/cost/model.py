@@ -74,6 +74,10 @@ class CostInputs:
     eval_context: int = 512  # tokens per evaluation window (llama.cpp sizes its logits buffer by it)
     calibration_seq_len: int = 512  # tokens per calibration sample (one sample is one forward batch)
 
+    @property
+    def worker_base_mb(self) -> float:
+        return WORKER_BASE_MB
+
     def options(self, stage) -> Any:
         """The FormatOptions of the artifact a stage makes or measures (None for the model-wide stages)."""
         name = stage.artifact or getattr(stage.id, "arg", None) or ""

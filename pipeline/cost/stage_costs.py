@@ -4,14 +4,15 @@ Each is startup + the work the stage does over the rate of the resource it is bo
 pipeline.cost.model). Peak RSS is the worker's library baseline plus what the stage holds at once:
 the whole model in the engines that load it, a shard or a tensor in the ones that stream. The constants
 are fitted on the reference machine's measured runs (README "Estimated and measured"); quantize stages
-dispatch on the format (pipeline.cost.quantize_costs)."""
+are priced by their format's family (pipeline.cost.quantize_costs)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from pipeline.backends.gguf_cost import gguf_bits
 from pipeline.cost.model import GB, MB, WORKER_BASE_MB, CostInputs, Estimate
-from pipeline.cost.quantize_costs import gguf_bits, quantize
+from pipeline.cost.quantize_costs import quantize
 from pipeline.graph.stage import Stage
 
 TORCH_BASE_MB = 700
