@@ -20,8 +20,7 @@ from pipeline.graph.plan import Plan
 from pipeline.recipe import TaskSettings
 from pipeline.report import report
 from pipeline.run import single
-from pipeline.run.manifest import StageRecord
-from pipeline.run.runner import execute
+from pipeline.run.manifest import Manifest, StageRecord, relative
 
 safe_id = single.safe_id
 
@@ -64,19 +63,16 @@ def run_stage(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def finish(recipe: str | Path, workdir: str | Path, formats: list[str] | None = None) -> dict[str, Any]:
-    """The run's manifest (and results table) as a CLI run would leave it: finished stages from the cache,
-    and each stage that failed in its own task with that task's record."""
+    """The run's manifest (and results table) as a CLI run would leave it: each stage as its latest task left it
+    (done, cached, failed), a finished stage no task ran as cached, one that never ran as pending."""
     plan = api.plan(Path(recipe).resolve(), Path(workdir).resolve(), formats or None)
     name = f"manifests/only-{'+'.join(sorted(formats))}.json" if formats else "manifest.json"
     (plan.run_dir / "manifests").mkdir(parents=True, exist_ok=True)
-    manifest = execute(plan, quiet=True, only={s.id for s in plan.stages if plan.cached(s)}, manifest_name=name)
-    order = {s.id: i for i, s in enumerate(plan.stages)}
-    done = {r.id for r in manifest.records}
-    for s in plan.stages:
-        if s.id in done or (task := _task_record(plan, s)) is None:
-            continue  # never ran (an upstream task failed and the orchestrator did not start it): pending
-        manifest.records.append(task)
-    manifest.records.sort(key=lambda r: order[r.id])
+    manifest = Manifest(plan, name)
+    for stage in plan.stages:
+        record = _task_record(plan, stage) or _cached_record(plan, stage)
+        if record is not None:
+            manifest.records.append(record)
     complete = len(manifest.records) == len(plan.stages)
     manifest.finish("failed" if manifest.failed() else "ok" if complete else "incomplete")
     if not formats:
@@ -89,12 +85,27 @@ def finish(recipe: str | Path, workdir: str | Path, formats: list[str] | None = 
     }
 
 
+def _cached_record(plan: Plan, stage: Any) -> StageRecord | None:
+    """A stage finished by another run (a CLI run, an earlier flow): cached, linked, judged by its gates."""
+    if not plan.cached(stage):
+        return None
+    job = plan.job(stage)
+    info = single.read_info(job)
+    record = StageRecord(stage.id, stage.kind, stage.artifact, stage.key, relative(stage.path, plan.run_dir), "cached")
+    record.info, record.seconds, record.peak_rss_mb = info, (info or {}).get("seconds"), (info or {}).get("peak_rss_mb")
+    single.link(job)
+    problems = single.gate_failures(job, info)
+    if problems:
+        record.status, record.error = "failed-gates", "; ".join(problems)
+    return record
+
+
 def _task_record(plan: Plan, stage: Any) -> StageRecord | None:
     """The record a task left for this stage at this key (pipeline.run.single.run_job), if any."""
     try:
         task = json.loads((plan.run_dir / "manifests" / f"{safe_id(stage.id)}.json").read_text())
         if task["key"] != stage.key:
             return None
-        return StageRecord(**task["record"])
+        return StageRecord(**task["stages"][0])
     except (OSError, ValueError, KeyError, TypeError):
         return None

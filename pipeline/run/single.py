@@ -122,5 +122,6 @@ def run_job(job: dict[str, Any], force: bool = False, verbose: bool = False) -> 
             if problems:
                 record.update(status="failed-gates", error="; ".join(problems))
     (run_dir / "manifests").mkdir(exist_ok=True)
-    write_json_atomic(run_dir / "manifests" / f"{safe_id(job['stage'])}.json", {"key": job["key"], "record": record})
+    # `stages`, as in a run's manifest: `gc` keeps what a task built (pipeline.run.superseded)
+    write_json_atomic(run_dir / "manifests" / f"{safe_id(job['stage'])}.json", {"key": job["key"], "stages": [record]})
     return record
