@@ -1,15 +1,15 @@
 """What the stage graph reads from the machine, read once per run.
 
 The plan depends on the machine in a few places: whether vLLM's environment is set up (and what is
-installed in it), and which device and dtype the reference and evaluations compute in. The runner
-reads them once and hands the same snapshot to every stage worker, which rebuilds the plan from it:
-a `setup vllm` finishing mid-run, or free memory changing, cannot make a worker's plan differ from
-the runner's. The compute choice is in the evaluation keys: a reused workdir never compares a float32
-reference with bf16 rows, or CPU figures with CUDA ones."""
+installed in it), and which device and dtype the reference and evaluations compute in. The plan
+reads them once; stage workers and orchestrator tasks run jobs made from that plan and never plan
+again, so a `setup vllm` finishing mid-run, or free memory changing, cannot change what they run.
+The compute choice is in the evaluation keys: a reused workdir never compares a float32 reference
+with bf16 rows, or CPU figures with CUDA ones."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.checkpoints import loading
@@ -27,10 +27,3 @@ class Machine:
         env = environments.get("vllm")
         ready = env.ready()
         return cls(ready, env.resolved() if ready else "", loading.compute_choice())
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Machine:
-        return cls(**data)

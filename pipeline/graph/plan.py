@@ -73,8 +73,8 @@ def build_plan(
     machine: Machine | None = None,
 ) -> Plan:
     """The stage graph. Calibration is a stage only when a format needs it (or `with_calibration`);
-    publish stages when the recipe enables publishing (or `with_publish`). `machine`: the runner's
-    snapshot, for a stage worker rebuilding its plan (pipeline.graph.machine); read afresh otherwise."""
+    publish stages when the recipe enables publishing (or `with_publish`). `machine`: what to plan for
+    (pipeline.graph.machine); read afresh when not given."""
     try:
         return _build(
             recipe,

@@ -1,5 +1,7 @@
-"""Orchestrator integrations at the edge: they import the core, the core never imports them.
+"""Orchestrator integrations at the edge (Prefect, Airflow, Dask): they import the core, the core never
+imports them.
 
-Each stage of a plan becomes one orchestrator task that runs just that stage through the runner
-(`tasks.run_stage`), so retries and reruns reuse the content-addressed stage cache, and a task's
-result is the stage's cache key and output path."""
+Each builds the plan once and makes every stage one task that runs that stage's job
+(`tasks.run_stage`, pipeline.run.single): wherever the task lands, it needs the job and the shared
+workdir, not the recipe. Retries and reruns reuse the content-addressed stage cache, and a task's
+result is the stage's key, output path and where it ran."""
