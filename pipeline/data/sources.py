@@ -77,14 +77,16 @@ def check(src: CalibrationSource, base: Path) -> None:
         package_file(src)  # type: ignore[arg-type]  (same package/file fields)
 
 
-def fingerprint(src: CalibrationSource, base: Path) -> dict[str, Any]:
+def fingerprint(src: CalibrationSource, base: Path, pinned: str | None = None) -> dict[str, Any]:
+    """What of the source shapes the samples: its options and local files' digests, or the Hub dataset's
+    commit (`pinned`: the one the plan resolved, so that a stage's guard never asks the network again)."""
     body = src.model_dump(mode="json", exclude={"description", "files"})
     if src.kind == "local":
         body["content"] = stable_hash([file_sha256(f) for f in local_files(src, base)])
     elif src.kind == "package":
         body["content"] = file_sha256(package_file(src))  # type: ignore[arg-type]
     elif src.kind == "hub" and not src.revision:
-        body["resolved_revision"] = resolved_revision(src.path)  # type: ignore[arg-type]
+        body["resolved_revision"] = pinned or resolved_revision(src.path)  # type: ignore[arg-type]
     return body
 
 
@@ -102,8 +104,9 @@ def resolved_revision(dataset: str) -> str | None:
         return None
 
 
-def load_records(src: CalibrationSource, base: Path) -> tuple[Any, dict[str, Any]]:
-    """The source's records as a datasets.Dataset, plus notes for the stats (e.g. records dropped)."""
+def load_records(src: CalibrationSource, base: Path, pinned: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """The source's records as a datasets.Dataset, plus notes for the stats (e.g. records dropped).
+    `pinned`: the Hub dataset's commit the plan resolved (and keyed)."""
     import datasets
 
     notes: dict[str, Any] = {}
@@ -122,7 +125,7 @@ def load_records(src: CalibrationSource, base: Path) -> tuple[Any, dict[str, Any
         field = src.text_field or src.messages_field
         ds = datasets.Dataset.from_list([{field: r.get(field)} for r in records if isinstance(r, dict)])
     else:
-        ds = _load_hub(src)
+        ds = _load_hub(src, pinned)
     field = src.text_field or src.messages_field
     if src.records:  # a fixed slice, e.g. to keep calibration and evaluation records apart
         start, stop = (int(x) if x else None for x in src.records.split(":"))
@@ -137,11 +140,11 @@ def load_records(src: CalibrationSource, base: Path) -> tuple[Any, dict[str, Any
     return ds, notes
 
 
-def _load_hub(src: CalibrationSource) -> Any:
+def _load_hub(src: CalibrationSource, pinned: str | None = None) -> Any:
     import datasets
 
     try:
-        revision = src.revision or resolved_revision(src.path)  # type: ignore[arg-type]
+        revision = src.revision or pinned or resolved_revision(src.path)  # type: ignore[arg-type]
         return datasets.load_dataset(src.path, src.name, split=src.split, revision=revision)
     except Exception as e:
         text = str(e).splitlines()[0] if str(e) else ""

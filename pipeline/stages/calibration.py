@@ -58,28 +58,41 @@ def _args(config: dict[str, Any]) -> tuple[CalibrationSpec, Path, Path]:
     return CalibrationSpec.model_validate(a["spec"]), Path(a["recipe_dir"]), Path(a["catalog"])
 
 
+def _pinned(config: dict[str, Any]) -> str | None:
+    """The Hub dataset commit the plan resolved and keyed (None for other sources, or offline)."""
+    return config["source"].get("resolved_revision")
+
+
 def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
-    """The data's digests, read afresh (the mid-run guard)."""
-    return keyed(*_args(config))
+    """The data's digests, read afresh (the mid-run guard); a Hub dataset keeps the commit the plan pinned."""
+    return keyed(*_args(config), pinned=_pinned(config))
 
 
 def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
     spec, recipe_dir, catalog = _args(config)
-    return build(spec, recipe_dir, inputs[SOURCE], out, ctx, catalog)
+    return build(spec, recipe_dir, inputs[SOURCE], out, ctx, catalog, pinned=_pinned(config))
 
 
-def keyed(spec: CalibrationSpec, recipe_dir: Path, catalog: Path = sources.SOURCES_FILE) -> dict[str, Any]:
+def keyed(
+    spec: CalibrationSpec, recipe_dir: Path, catalog: Path = sources.SOURCES_FILE, pinned: str | None = None
+) -> dict[str, Any]:
     name, src, base = sources.resolve(spec, recipe_dir, catalog)
     return {
         "version": VERSION,
         "name": name,
-        "source": sources.fingerprint(src, base),
+        "source": sources.fingerprint(src, base, pinned),
         **spec.model_dump(mode="json", exclude={"source"}),
     }
 
 
 def build(
-    spec: CalibrationSpec, recipe_dir: Path, model_dir: Path, out: Path, ctx: Any, catalog: Path = sources.SOURCES_FILE
+    spec: CalibrationSpec,
+    recipe_dir: Path,
+    model_dir: Path,
+    out: Path,
+    ctx: Any,
+    catalog: Path = sources.SOURCES_FILE,
+    pinned: str | None = None,
 ) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
@@ -90,7 +103,7 @@ def build(
         notes: dict[str, Any] = {}
     else:
         ctx.status(f"loading {name}")
-        records, notes = sources.load_records(src, base)
+        records, notes = sources.load_records(src, base, pinned)
         ctx.status(f"sampling {spec.samples} x {spec.seq_len} tokens from {len(records)} records")
         samples, stats = build_samples(records, src, spec, tokenizer, name)
     calibration_samples.write(out, samples)

@@ -199,3 +199,17 @@ def test_calib_show_prints_stats_and_samples(tiny_model, tmp_path):
     proc = cli("-q", "calib", "show", str(recipe), "-w", str(tmp_path / "runs"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "samples" in proc.stdout and "sample 0 (32 tokens)" in proc.stdout and "sample 1 (32 tokens)" in proc.stdout
+
+
+def test_the_stage_guard_keeps_the_hub_revision_the_plan_pinned(monkeypatch):
+    """The plan resolves a Hub dataset's commit once and keys it; the stage's guard (and its load) use that
+    commit, so a network blip or an upstream push mid-run cannot change the stage under its key."""
+    from pipeline.data import sources
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    asked = []
+    monkeypatch.setattr(sources, "resolved_revision", lambda name: asked.append(name) or "b" * 40)  # the Hub's answer
+    config = calibration.config(CalibrationSpec(source="wikitext2", samples=2, seq_len=32), ROOT)
+    assert config["source"]["resolved_revision"] == "b" * 40 and asked == ["Salesforce/wikitext"]
+    monkeypatch.setattr(sources, "resolved_revision", lambda name: pytest.fail("the guard asked the Hub again"))
+    assert calibration.fingerprint(config) == {k: v for k, v in config.items() if k != "args"}
