@@ -54,8 +54,15 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
 
 def dies_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
     """A `preexec_fn`: the child gets `sig` when the process (thread) that started it dies. SIGTERM for
-    servers (they stop their own children on it), SIGKILL for tools."""
-    return lambda: set_parent_death_signal(sig)
+    servers (they stop their own children on it), SIGKILL for tools. A parent that died between the fork
+    and the request would never signal: the child then sends `sig` to itself at once."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if set_parent_death_signal(sig) and os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 def stop(proc: subprocess.Popen, group: bool = False, grace: float = GRACE_S) -> None:

@@ -97,3 +97,25 @@ def test_stop_gives_sigterm_first_then_sigkill(tmp_path):
     processes.stop(stubborn, grace=1)
     assert stubborn.returncode == -signal.SIGKILL and time.monotonic() - start < 5
     assert not Path(f"/proc/{stubborn.pid}").exists()  # reaped: no zombie left
+
+
+def test_a_child_whose_parent_died_before_the_death_signal_was_set_dies_at_once():
+    """The fork/parent-death race: the request is made in the child, after the fork; if the process that
+    started it is already gone, no signal would ever come. Here the preexec function was made by this
+    process, but runs in a grandchild (its parent is another process): it must kill itself."""
+    import os
+
+    preexec = processes.dies_with_parent(signal.SIGTERM)
+    pid = os.fork()
+    if pid == 0:  # the child: fork a grandchild that runs the preexec function, report how it ended
+        grandchild = os.fork()
+        if grandchild == 0:
+            preexec()
+            os._exit(0)  # only reached when preexec did not act
+        _, status = os.waitpid(grandchild, 0)
+        os._exit(100 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 100 + signal.SIGTERM
+    # With its real parent alive, the same function only arms the signal.
+    proc = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=processes.dies_with_parent(signal.SIGTERM))
+    assert proc.returncode == 0
