@@ -42,6 +42,9 @@ class Manifest:
         self.status = "running"
         self.interrupted_by: str | None = None  # the signal that stopped the run
         self.runner: Callable[[], float] | None = None  # the runner process's peak RSS so far (MB)
+        # The recipe as it was when the run began, read once: renamed or edited mid-run, it changes nothing.
+        self.recipe_text = plan.recipe_path.read_text()
+        self.recipe_sha256 = file_sha256(plan.recipe_path)
 
     def add(self, record: StageRecord) -> None:
         self.records.append(record)
@@ -60,8 +63,8 @@ class Manifest:
             self.path,
             {
                 "recipe_file": str(p.recipe_path),
-                "recipe_sha256": file_sha256(p.recipe_path),
-                "recipe_text": p.recipe_path.read_text(),
+                "recipe_sha256": self.recipe_sha256,
+                "recipe_text": self.recipe_text,
                 "resolved": p.recipe.model_dump(mode="json"),
                 "artifacts": {
                     name: {"format": label} for name, label in p.labels.items()
