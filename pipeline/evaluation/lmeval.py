@@ -76,9 +76,15 @@ def _inputs(f: Path, seen: set[Path] | None = None) -> list[Path]:
     seen.add(f)
     doc = _yaml(f)
     files = [f, *_data_files(f, doc).values(), *_function_modules(f, doc)]
-    if doc.get("include"):
-        files += _inputs((f.parent / str(doc["include"])).resolve(), seen)
+    for name in _includes(doc):
+        files += _inputs((f.parent / name).resolve(), seen)
     return files
+
+
+def _includes(doc: dict[str, Any]) -> list[str]:
+    """What a task YAML includes: lm-eval takes one file name or a list of them."""
+    given = doc.get("include") or []
+    return [str(given)] if isinstance(given, str) else [str(x) for x in given]
 
 
 def _function_modules(f: Path, doc: Any) -> list[Path]:
@@ -118,7 +124,8 @@ def prepare(out: Path, dirs: list[Path] | None = None) -> Path:
             if files:
                 doc["dataset_kwargs"]["data_files"] = {split: str(p) for split, p in _data_files(f, doc).items()}
             if doc.get("include"):
-                doc["include"] = str((f.parent / doc["include"]).resolve())
+                found = [str((f.parent / name).resolve()) for name in _includes(doc)]
+                doc["include"] = found[0] if isinstance(doc["include"], str) else found
             (include / f.name).write_text(yaml.dump(doc, Dumper=_TaskDumper, sort_keys=False))
         for module in d.glob("*.py"):  # what `!function` names, found beside the copied YAMLs
             shutil.copyfile(module, include / module.name)

@@ -40,3 +40,18 @@ def test_function_tags_includes_and_their_data_files(tmp_path):
     text = (prepared / "child.yaml").read_text()
     assert "!function 'utils.process'" in text or "!function utils.process" in text
     assert (prepared / "utils.py").is_file()
+
+
+def test_a_list_of_includes_is_keyed_and_prepared(tmp_path):
+    """lm-eval takes `include:` as one file or a list: every listed file (and its data) is in the key, and the
+    prepared copy names each by its absolute path."""
+    (tmp_path / "a.jsonl").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    (tmp_path / "a.yaml").write_text(BASE.format(task="a_task", data="a.jsonl"))
+    (tmp_path / "b.yaml").write_text("output_type: generate_until\ngeneration_kwargs: {max_gen_toks: 4}\n")
+    (tmp_path / "both.yaml").write_text("include: [a.yaml, b.yaml]\ntask: both\n")
+    keyed = lmeval.fingerprint(["both"], [tmp_path])["both"]
+    assert set(keyed) == {"both.yaml", "a.yaml", "a.jsonl", "b.yaml"}
+    (tmp_path / "b.yaml").write_text("output_type: generate_until\ngeneration_kwargs: {max_gen_toks: 8}\n")
+    assert lmeval.fingerprint(["both"], [tmp_path])["both"]["b.yaml"] != keyed["b.yaml"]
+    prepared = lmeval.prepare(tmp_path / "out", [tmp_path])
+    assert lmeval._yaml(prepared / "both.yaml")["include"] == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
