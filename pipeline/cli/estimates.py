@@ -30,9 +30,10 @@ def summary(plan) -> list[str]:
     s = cost.speed
     peak_id, peak = max(cost.stages.items(), key=lambda kv: kv[1].peak_rss_mb)
     free = shutil.disk_usage(existing_ancestor(plan.run_dir)).free
+    ram = s.ram_gb * 2**30  # MachineSpeed.ram_gb is GiB (MemTotal / 2^20 kB); every figure here is in GB
     lines = [
         f"[bold]estimate on this machine:[/] ≈ {human_time(cost.seconds)} for {len(cost.stages)} stages, "
-        f"peak ≈ {peak.peak_rss_mb * MB / GB:.1f} GB ({escape(peak_id)}) of {s.ram_gb:g} GB RAM, "
+        f"peak ≈ {peak.peak_rss_mb * MB / GB:.1f} GB ({escape(peak_id)}) of {ram / GB:.1f} GB RAM, "
         f"writes ≈ {cost.written / GB:.2f} GB of {free / GB:.0f} GB free",
         f"[dim]machine: {escape(s.cpu)}, {s.cores} cores{', ' + escape(s.gpu) if s.gpu else ', no GPU'}; "
         f"float32 {s.gemm_f32_gflops:g} / bf16 {s.gemm_bf16_gflops:g} GFLOP/s, memory {s.memory_gbps:g} GB/s, "

@@ -111,6 +111,16 @@ def test_plan_is_fast_once_the_machine_is_measured(tiny_model, tmp_path):
     assert time.perf_counter() - start < 0.5 and cost.stages  # cached figures: no micro-benchmark again
 
 
+def test_plan_prints_the_machine_s_ram_in_gb_like_every_other_figure(tiny_model, tmp_path):
+    import re
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "fp8"}]))
+    proc = cli("plan", str(recipe), "-w", str(tmp_path / "runs"))
+    shown = float(re.search(r"of ([0-9.]+) GB RAM", proc.stdout)[1])
+    kb = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1])
+    assert abs(shown - kb * 1024 / 1e9) <= 0.1, (shown, kb)  # GB (10^9), not GiB labelled GB
+
+
 def cli_argv() -> list[str]:
     import sys
 
