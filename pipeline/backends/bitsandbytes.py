@@ -3,6 +3,7 @@ TGI load such checkpoints on GPU; transformers loads them on CPU too)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +12,7 @@ from pydantic import Field
 from pipeline.backends import MB, Backend, FormatOptions, QuantizeCost, register
 from pipeline.checkpoints import moe
 from pipeline.checkpoints.loading import from_pretrained_pread
+from pipeline.errors import RecipeError
 
 DTYPES = Literal["bfloat16", "float16", "float32"]
 
@@ -108,6 +110,10 @@ class BitsAndBytesBackend(Backend):
         from transformers import AutoTokenizer
 
         source = inputs["source"]
+        # Again here, on the checkpoint itself: `plan` could not read every source's config (a Hub model offline).
+        refused = self.problems(opts, json.loads((source / "config.json").read_text()))
+        if refused:
+            raise RecipeError(refused[0][1], field=("formats", opts.format))
         ctx.status("loading and quantizing with bitsandbytes")
         # bitsandbytes quantizes while the weights load; device_map keeps it on CPU when there is no GPU.
         device = "cuda" if torch.cuda.is_available() else "cpu"
