@@ -33,7 +33,14 @@ def _calibrated(fmt: str, opts: Any, c: Any) -> QuantizeCost:
     if fmt == "awq":
         passes += getattr(opts, "n_grid", 20) * 1.0
     seconds = 15 + c.compute_bytes() / (1.0 * GB) + passes * forward / c.torch_rate()
-    gptq = fmt in ("gptq", "autoround", "llmcompressor-recipe") or getattr(opts, "rounding", "") == "gptq"
+    rounding = getattr(opts, "rounding", "")
+    if fmt == "autoround" or rounding == "autoround":
+        # AutoRound tunes each decoder layer for `iters` steps, a forward and a backward pass (about 3 forward
+        # passes' work) over one batch of samples each. From its FLOPs; not yet fitted to a measured run.
+        batch = min(getattr(opts, "batch_size", 8), max(1, tokens // max(c.calibration_seq_len, 1)))
+        work = 3 * 2.0 * batch * c.calibration_seq_len * (s.linear if s.experts else s.active_linear)
+        seconds += opts.iters * work / c.torch_rate()
+    gptq = fmt in ("gptq", "llmcompressor-recipe") or rounding == "gptq"
     if gptq:
         # measured: about 11 % of the float32 GEMM peak (block updates of 128 columns, a Cholesky per Linear),
         # and llm-compressor's loop over each column in Python (fake-quantize, error, update: ~10 torch calls),
@@ -50,7 +57,9 @@ def _calibrated(fmt: str, opts: Any, c: Any) -> QuantizeCost:
     # computed in float32 from a bf16 checkpoint: the mapped file's pages stay resident beside the copy
     upcast = c.bf16_bytes() if c.compute_dtype == "float32" else 0
     peak = LLMC_BASE_MB + (c.compute_bytes() + upcast + extra) / MB
-    written = int(s.linear * (1.0 if fmt == "w8a8-int8" else 0.53) + s.embeddings * 2)
+    bits = 8 if fmt == "w8a8-int8" else getattr(opts, "bits", 4)
+    # 4-bit: half a byte a weight plus group scales (0.53 measured); 8-bit: a byte plus per-channel scales
+    written = int(s.linear * (0.53 if bits == 4 else 1.0) + s.embeddings * 2)
     return QuantizeCost(seconds, peak, written, f"{s.layers} layers x {tokens} calibration tokens ({c.compute_dtype})")
 
 
