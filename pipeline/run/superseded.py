@@ -5,8 +5,10 @@ overwrites). An output is current when a manifest of the run (manifest.json, cal
 publish-manifest.json, manifests/*.json of orchestrated tasks) or one of the run's stable links
 (source, artifacts/*, evaluation/*, packages/*) points at it; everything else with a stage marker is
 superseded. A manifest names every stage its plan holds, pending ones too (an interrupted run, a
-partial run of some formats): what a plan still needs is never removed. Bytes freed count only files
-with no other hard link (a package shares its weights with its quantize output)."""
+partial run of some formats): what a plan still needs is never removed. A side manifest older than the
+run's manifest.json is retired (and removed by gc): that newer run planned everything still needed.
+Bytes freed count only files with no other hard link (a package shares its weights with its quantize
+output)."""
 
 from __future__ import annotations
 
@@ -28,10 +30,26 @@ class Superseded:
     frees: int  # bytes returned to the disk when removed
 
 
+def side_manifests(run_dir: Path) -> list[Path]:
+    """Manifests beside the run's own: `calib show`, `publish`, partial runs, orchestrated tasks."""
+    named = [run_dir / n for n in ("calib-manifest.json", "publish-manifest.json")]
+    return [p for p in named if p.is_file()] + sorted((run_dir / "manifests").glob("*.json"))
+
+
+def retired(run_dir: Path) -> list[Path]:
+    """Side manifests older than the run's manifest.json: that run planned every stage still needed, so what
+    only they name belongs to an older recipe (a partial run of an earlier version, a task of an old plan)."""
+    try:
+        newest = (run_dir / "manifest.json").stat().st_mtime_ns
+    except OSError:
+        return []
+    return [p for p in side_manifests(run_dir) if p.stat().st_mtime_ns < newest]
+
+
 def current(run_dir: Path) -> set[Path]:
     keep: set[Path] = set()
-    manifests = [run_dir / n for n in ("manifest.json", "calib-manifest.json", "publish-manifest.json")]
-    manifests += sorted((run_dir / "manifests").glob("*.json"))
+    old = set(retired(run_dir))
+    manifests = [run_dir / "manifest.json"] + [p for p in side_manifests(run_dir) if p not in old]
     for m in manifests:
         try:
             data = json.loads(m.read_text())
@@ -66,6 +84,8 @@ def collect(run_dir: Path, dry_run: bool) -> tuple[list[Superseded], list[str]]:
     if dry_run:
         stale = sorted(p.name for p in (run_dir / ".tmp").iterdir()) if (run_dir / ".tmp").is_dir() else []
         return found, stale
+    for manifest in retired(run_dir):  # first: a later gc must not find what they named kept by them
+        manifest.unlink(missing_ok=True)
     for s in found:
         trash = s.path.with_name(f".gc-{s.path.name}")
         s.path.rename(trash)  # atomic: no half-removed directory keeps its marker

@@ -36,3 +36,19 @@ def test_gc_after_partial_and_interrupted_runs_removes_nothing_current(tiny_mode
     assert found == [], [f.stage for f in found]
     assert sorted(p.name for p in run_dir.iterdir() if (p / ".stage.json").is_file()) == outputs
     assert any(name.startswith("eval-corpus-") for name in outputs)
+
+
+def test_side_manifests_of_an_older_recipe_are_retired(tiny_model, tmp_path):
+    """A partial run's manifest must not keep its outputs forever: once the run's own manifest is newer (a
+    later full run, whose plan names all it needs), what only the old partial manifest named goes."""
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "fp8"}, {"format": "w8a16"}]))
+    partial = api.run(recipe, workdir=tmp_path / "runs", only_formats=["w8a16"])
+    assert partial.ok
+    old_artifact = partial.artifacts["w8a16"]
+    write_recipe(recipe, tiny_recipe(tiny_model, [{"format": "fp8"}, {"format": "w8a16", "symmetric": False}]))
+    full = api.run(recipe, workdir=tmp_path / "runs")
+    assert full.ok and full.artifacts["w8a16"] != old_artifact
+    found, _ = collect(full.run_dir, dry_run=False)
+    assert old_artifact in {f.path for f in found}
+    assert not old_artifact.exists() and not (full.run_dir / "manifests" / "only-w8a16.json").exists()
+    assert full.artifacts["w8a16"].exists() and full.artifacts["fp8"].exists()
