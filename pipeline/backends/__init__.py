@@ -33,6 +33,7 @@ class QuantizeCost(NamedTuple):
     peak_rss_mb: float
     written_bytes: int
     basis: str = ""  # what the figure counts, e.g. "24 layers x 4096 tokens"
+    scratch_bytes: int = 0  # written and deleted again within the stage (llm-compressor's offload folder)
 
 
 @dataclass(frozen=True)

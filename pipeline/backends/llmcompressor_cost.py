@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.backends import GB, MB, QuantizeCost
+from pipeline.checkpoints import loading
 
 LLMC_BASE_MB = 650  # a worker with llm-compressor, transformers and torch imported
 GPTQ_COLUMN_S = 1.6e-4  # llm-compressor's per-column Python loop (see _calibrated)
@@ -60,7 +61,10 @@ def _calibrated(fmt: str, opts: Any, c: Any) -> QuantizeCost:
     bits = 8 if fmt == "w8a8-int8" else getattr(opts, "bits", 4)
     # 4-bit: half a byte a weight plus group scales (0.53 measured); 8-bit: a byte plus per-channel scales
     written = int(s.linear * (0.53 if bits == 4 else 1.0) + s.embeddings * 2)
-    return QuantizeCost(seconds, peak, written, f"{s.layers} layers x {tokens} calibration tokens ({c.compute_dtype})")
+    # Weights over the CPU budget are offloaded to a folder beside the output (llmcompressor_run._loaded).
+    offloaded = max(0, c.compute_bytes() - loading.cpu_budget_bytes())
+    basis = f"{s.layers} layers x {tokens} calibration tokens ({c.compute_dtype})"
+    return QuantizeCost(seconds, peak, written, basis, scratch_bytes=offloaded)
 
 
 def _data_free(fmt: str, c: Any) -> QuantizeCost:

@@ -11,4 +11,5 @@ from pipeline.graph.stage import Stage
 
 def quantize(stage: Stage, c: CostInputs) -> Estimate:
     opts = c.options(stage)
-    return Estimate(*FORMATS[opts.format].backend.cost(opts, c))
+    q = FORMATS[opts.format].backend.cost(opts, c)
+    return Estimate(q.seconds, q.peak_rss_mb, q.written_bytes, q.basis, scratch_bytes=q.scratch_bytes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pipeline.backends import FORMATS
 from pipeline.backends.gguf_cost import gguf_bits
 from pipeline.cost.model import GB, MB, WORKER_BASE_MB, CostInputs, Estimate
 from pipeline.cost.quantize_costs import quantize
@@ -18,6 +19,7 @@ from pipeline.graph.stage import Stage
 TORCH_BASE_MB = 700
 SENSITIVITY_PASSES, PROBE_TOKENS = 11, 2048
 TASKS_S = 5  # lm-eval's harness start and a small task (the demo's `capitals`)
+COMPRESSED_TENSORS = {f for f, info in FORMATS.items() if info.backend.kind == "compressed-tensors"}
 
 
 def source(stage: Stage, c: CostInputs) -> Estimate:
@@ -119,7 +121,10 @@ def evaluate(stage: Stage, c: CostInputs) -> Estimate:
     decompress = 0 if fmt in ("bnb-nf4", "") else c.compute_bytes() / (unpack * GB * c.scale("memory_gbps"))
     seconds = 2.5 + decompress + c.compute_bytes() / (1.5 * GB) + _eval_forward(c) + _speed_run(c, held) + tasks
     peak = TORCH_BASE_MB + share * held / MB + _logits_mb(c)
-    return Estimate(seconds, peak, 0, f"{c.eval_tokens} tokens in transformers")
+    # a compressed mixture-of-experts artifact is loaded from a dense copy written beside the stage's output
+    # (pipeline.checkpoints.decompressed): the model at its compute dtype, deleted once loaded
+    dense = c.compute_bytes() if c.shape.experts and stage.kind != "floor" and fmt in COMPRESSED_TENSORS else 0
+    return Estimate(seconds, peak, 0, f"{c.eval_tokens} tokens in transformers", scratch_bytes=dense)
 
 
 def serve_check(stage: Stage, c: CostInputs) -> Estimate:

@@ -46,3 +46,25 @@ def test_every_llama_cpp_type_a_recipe_names_has_its_own_size():
     assert bits["IQ2_XXS"] < bits["IQ3_S"] < bits["IQ4_XS"] < gguf_bits(SimpleNamespace(type="Q4_K_M", like=None))
     small, big = _cost({"format": "gguf", "type": "IQ2_XXS"}), _cost({"format": "gguf", "type": "IQ4_XS"})
     assert small.written_bytes < 0.55 * big.written_bytes
+
+
+def test_llm_compressor_s_offload_folder_counts_toward_the_disk_peak(monkeypatch):
+    assert _cost({"format": "awq"}).scratch_bytes == 0  # fits this machine's memory: nothing offloaded
+    monkeypatch.setenv("LLM_PIPELINE_MAX_CPU_MEMORY", "1GB")  # the budget that sends the rest to disk
+    offloaded = _cost({"format": "awq"}).scratch_bytes
+    assert offloaded > 1e9, offloaded  # 1.3 B parameters in bf16, 1 GB of them in memory
+
+
+def test_a_compressed_mixture_of_experts_evaluation_counts_its_dense_copy():
+    from pipeline.cost.stage_costs import evaluate
+
+    moe = ModelShape.from_config({**ARCHS["qwen3-30b-a3b"], "num_hidden_layers": 2})
+
+    def scratch(fmt: str, shape: ModelShape) -> int:
+        opts = FORMATS[fmt].options.model_validate({"format": fmt})
+        given = CostInputs(shape, SPEED, "bfloat16", 0, 2 * 512, {fmt: opts}, eval_context=512)
+        stage = SimpleNamespace(id=f"evaluate[{fmt}]", kind="evaluate", artifact=fmt, config={"engine": "transformers"})
+        return evaluate(stage, given).scratch_bytes
+
+    assert scratch("w8a16", moe) == CostInputs(moe, SPEED, "bfloat16", 0, 0, {}).compute_bytes()
+    assert scratch("w8a16", SHAPE) == 0  # a dense model's artifact loads as it is
