@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from pipeline.checkpoints.sources import package_file
 from pipeline.errors import RecipeError, line_of
-from pipeline.fingerprint import file_sha256, stable_hash
+from pipeline.files import write_json_atomic
+from pipeline.fingerprint import cache_root, file_sha256, stable_hash
 from pipeline.recipe import CalibrationSource, CalibrationSpec
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -92,16 +93,38 @@ def fingerprint(src: CalibrationSource, base: Path, pinned: str | None = None) -
 
 def resolved_revision(dataset: str) -> str | None:
     """The commit a Hub dataset's default branch points at now, so that a dataset changing upstream
-    changes the calibration key (and the load reads that very commit); None offline (HF_HUB_OFFLINE, no
-    network): then the key holds the name only, as the plan's note says."""
+    changes the calibration key (and the load reads that very commit). Offline (HF_HUB_OFFLINE, no
+    network), the commit last resolved on this machine: the one `datasets` cached, so an online plan and an
+    offline one make the same key. None only when it was never resolved here (the key then holds the name,
+    as the plan's note says)."""
+    known = _known_revisions()
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return None
+        return known.get(dataset)
     try:
         from huggingface_hub import HfApi
 
-        return HfApi().dataset_info(dataset, timeout=10).sha
+        sha = HfApi().dataset_info(dataset, timeout=10).sha
     except Exception:
-        return None
+        return known.get(dataset)
+    if sha and known.get(dataset) != sha:
+        try:
+            _revisions_file().parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(_revisions_file(), {**known, dataset: sha})
+        except OSError:  # a read-only cache: this plan still has the commit, a later offline one will not
+            pass
+    return sha or known.get(dataset)
+
+
+def _revisions_file() -> Path:
+    return cache_root() / "dataset-revisions.json"
+
+
+def _known_revisions() -> dict[str, str]:
+    try:
+        known = json.loads(_revisions_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
 
 
 def load_records(src: CalibrationSource, base: Path, pinned: str | None = None) -> tuple[Any, dict[str, Any]]:

@@ -213,3 +213,55 @@ def test_the_stage_guard_keeps_the_hub_revision_the_plan_pinned(monkeypatch):
     assert config["source"]["resolved_revision"] == "b" * 40 and asked == ["Salesforce/wikitext"]
     monkeypatch.setattr(sources, "resolved_revision", lambda name: pytest.fail("the guard asked the Hub again"))
     assert calibration.fingerprint(config) == {k: v for k, v in config.items() if k != "args"}
+
+
+STAND_IN = """
+import json, os, sys, threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Hub(BaseHTTPRequestHandler):  # the Hub API's answer for one dataset, as huggingface_hub asks for it
+    def do_GET(self):
+        body = json.dumps({"id": "org/data", "sha": "c" * 40, "siblings": []}).encode()
+        self.send_response(200 if self.path.startswith("/api/datasets/org/data") else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer(("127.0.0.1", int(sys.argv[1])), Hub)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+from pipeline.data import sources
+print(json.dumps(sources.resolved_revision("org/data")))
+"""
+
+
+def test_an_offline_plan_keys_a_hub_dataset_like_the_online_one_before_it(tmp_path):
+    """Online, the dataset's commit comes from the Hub (here a local stand-in that the real huggingface_hub
+    client asks); offline afterwards, the same commit, so the two plans give the calibration one key."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LLM_PIPELINE_CACHE": str(tmp_path / "cache")}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{port}"
+
+    def resolved(offline: str) -> str | None:
+        proc = subprocess.run(
+            [sys.executable, "-c", STAND_IN, str(port)],
+            env={**env, "HF_HUB_OFFLINE": offline},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    assert resolved("1") is None  # never resolved on this machine: the key holds the name only
+    assert resolved("0") == "c" * 40
+    assert resolved("1") == "c" * 40
