@@ -23,9 +23,15 @@ SCRIPT = textwrap.dedent("""
     from dask.distributed import Client, LocalCluster
     from pipeline.integrations.dask import run_on_cluster
 
-    def zygotes():
-        found = psutil.process_iter(["cmdline"])
-        return [p.pid for p in found if "pipeline.run.zygote" in " ".join(p.info["cmdline"] or [])]
+    def zygotes():  # this test's own (other tests may run beside it): they inherit its TEST_TAG
+        tag, found = os.environ["TEST_TAG"], []
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if "pipeline.run.zygote" in " ".join(p.info["cmdline"] or []) and p.environ().get("TEST_TAG") == tag:
+                    found.append(p.pid)
+            except psutil.Error:
+                pass
+        return found
 
     if __name__ == "__main__":  # Dask's worker processes re-import this file
         recipe, recipe_more, workdir, out = sys.argv[1:]
@@ -60,7 +66,7 @@ def test_stages_on_a_dask_cluster(tmp_path, tiny_model):
     more = [*formats, {"format": "fp8", "scheme": "static"}]
     recipe_more = write_recipe(tmp_path / "more.yaml", tiny_recipe(tiny_model, more, calibration=calibration))
     (tmp_path / "cluster.py").write_text(SCRIPT)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TEST_TAG": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, str(tmp_path / "cluster.py"), str(recipe), str(recipe_more), str(tmp_path / "runs")]
         + [str(tmp_path / "out.json")],
