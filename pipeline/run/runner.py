@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import signal
 import time
-import traceback
 
 from rich.markup import escape
 
 from pipeline import cost
 from pipeline.console import Eta, RunnerMemory, progress_reporter, stage_progress
-from pipeline.errors import Interrupted, RecipeError, StageError, interruptible, one_line
+from pipeline.errors import Interrupted, RecipeError, interruptible, one_line
 from pipeline.graph.plan import Plan, Stage
 from pipeline.run import single, worker
 from pipeline.run.cache import clean_stale_tmp, run_lock
@@ -102,9 +101,7 @@ def _run_stage(
     except Exception as e:  # one format failing must not take the others down
         record.status, record.error, record.bad_input = "failed", one_line(e), isinstance(e, RecipeError)
         record.peak_rss_mb = getattr(e, "peak_rss_mb", None)
-        if not isinstance(e, (StageError, RecipeError)) or stage.inline:
-            with open(log_path, "a") as f:
-                f.write(traceback.format_exc())
+        single.keep_traceback(job, e)
     finally:
         if record.seconds is None:
             record.seconds = round(time.perf_counter() - start, 2)

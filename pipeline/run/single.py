@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,13 @@ def build(
         info["peak_rss_mb"] = peak
         (tmp / INFO).write_text(json.dumps(info, indent=2, default=str))
     return info, peak
+
+
+def keep_traceback(job: dict[str, Any], e: BaseException) -> None:
+    """A crash's traceback in the stage's log (a worker writes its own; an inline stage's is here)."""
+    if not isinstance(e, (StageError, RecipeError)) or job["inline"]:
+        with open(log_path(job), "a") as f:
+            f.write(traceback.format_exc())
 
 
 def read_info(job: dict[str, Any]) -> dict[str, Any] | None:
@@ -113,9 +121,10 @@ def run_job(job: dict[str, Any], force: bool = False, verbose: bool = False) -> 
                 try:
                     info, peak = build(job, workers, lambda message: None)
                     record.update(status="done", info=info, seconds=info["seconds"], peak_rss_mb=peak)
-                except (StageError, RecipeError) as e:
+                except Exception as e:  # recorded as the runner records it: the task's record says why
                     record.update(status="failed", error=one_line(e), bad_input=isinstance(e, RecipeError))
                     record.update(log=os.path.relpath(log_path(job), run_dir))
+                    keep_traceback(job, e)
         if record["status"] in ("done", "cached"):
             link(job)
             problems = gate_failures(job, record.get("info"))
