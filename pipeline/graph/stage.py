@@ -63,5 +63,4 @@ class Stage:
             "link": self.link,
             "inline": self.inline,
             "gates": self.gates,
-            "describe": self.describe,
         }
