@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from pipeline.checkpoints import gguf_header
 from pipeline.errors import RecipeError
 from pipeline.fingerprint import remembered
 
@@ -98,73 +99,5 @@ def _gguf_problem(path: Path) -> str | None:
 
 
 def gguf_data_end(path: Path) -> int:
-    """Where the last tensor's data ends, from a walk over the header (the layout of gguf's own reader:
-    KV pairs, tensor infos, aligned data). Skips values without building them: gguf's GGUFReader makes
-    an array per vocabulary entry, seconds for a 128k vocabulary, where a plan must take a second."""
-    import mmap
-
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
-
-    scalar = {
-        GGUFValueType.UINT8: 1,
-        GGUFValueType.INT8: 1,
-        GGUFValueType.UINT16: 2,
-        GGUFValueType.INT16: 2,
-        GGUFValueType.UINT32: 4,
-        GGUFValueType.INT32: 4,
-        GGUFValueType.FLOAT32: 4,
-        GGUFValueType.BOOL: 1,
-        GGUFValueType.UINT64: 8,
-        GGUFValueType.INT64: 8,
-        GGUFValueType.FLOAT64: 8,
-    }
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        pos = 4
-        version, n_tensors, n_kv = struct.unpack_from("<IQQ", m, pos)
-        pos += 20
-        if version < 2 or n_tensors > 10**7 or n_kv > 10**7:
-            raise ValueError(f"implausible header (version {version}, {n_tensors} tensors, {n_kv} keys)")
-
-        def string(p: int) -> tuple[bytes, int]:
-            n = struct.unpack_from("<Q", m, p)[0]
-            if p + 8 + n > len(m):
-                raise ValueError("a string runs past the end of the file")
-            return m[p + 8 : p + 8 + n], p + 8 + n
-
-        def value(p: int, vtype: int) -> tuple[object, int]:
-            t = GGUFValueType(vtype)
-            if t == GGUFValueType.STRING:
-                return string(p)
-            if t == GGUFValueType.ARRAY:
-                etype, count = struct.unpack_from("<IQ", m, p)
-                p += 12
-                if GGUFValueType(etype) in scalar:
-                    return None, p + count * scalar[GGUFValueType(etype)]
-                for _ in range(count):
-                    _, p = value(p, etype)
-                return None, p
-            if t == GGUFValueType.UINT32:
-                return struct.unpack_from("<I", m, p)[0], p + 4
-            return None, p + scalar[t]
-
-        alignment = 32
-        for _ in range(n_kv):
-            key, pos = string(pos)
-            vtype = struct.unpack_from("<I", m, pos)[0]
-            val, pos = value(pos + 4, vtype)
-            if key == b"general.alignment" and isinstance(val, int) and val > 0:
-                alignment = val
-        end = 0
-        for _ in range(n_tensors):
-            _, pos = string(pos)
-            n_dims = struct.unpack_from("<I", m, pos)[0]
-            dims = struct.unpack_from(f"<{n_dims}Q", m, pos + 4)
-            ttype, offset = struct.unpack_from("<IQ", m, pos + 4 + 8 * n_dims)
-            pos += 4 + 8 * n_dims + 12
-            block, size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
-            count = 1
-            for d in dims:
-                count *= d
-            end = max(end, offset + count // block * size)
-        data_start = -(-pos // alignment) * alignment
-        return data_start + end
+    """Where the last tensor's data ends, from a walk over the header (pipeline.checkpoints.gguf_header)."""
+    return gguf_header.read(path).data_end

@@ -9,7 +9,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoints import filecheck
+from pipeline.checkpoints import filecheck, gguf_header
 from pipeline.errors import RecipeError
 from pipeline.fingerprint import remembered
 from pipeline.recipe import ModelSource, PackageFile
@@ -157,50 +157,35 @@ def _hub_config(src: ModelSource) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _gguf_config(path: Path) -> dict[str, Any]:
-    from gguf import (
-        GGUFReader,  # memory-maps the file: reads metadata without loading weights
-    )
-
-    reader = GGUFReader(str(path))
-    arch = _gguf_field(reader, "general.architecture")
-    names = {t.name for t in reader.tensors}
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    header = gguf_header.read(path)
+    f = header.fields
+    arch = f.get("general.architecture")
+    tokens = f.get("tokenizer.ggml.tokens")
     config = {
         "architecture": arch,
-        "hidden_size": _gguf_field(reader, f"{arch}.embedding_length"),
-        "intermediate_size": _gguf_field(reader, f"{arch}.feed_forward_length"),
-        "max_position_embeddings": _gguf_field(reader, f"{arch}.context_length"),
+        "hidden_size": f.get(f"{arch}.embedding_length"),
+        "intermediate_size": f.get(f"{arch}.feed_forward_length"),
+        "max_position_embeddings": f.get(f"{arch}.context_length"),
         # the shapes the cost model needs (pipeline.cost.shapes), named as config.json names them
-        "num_hidden_layers": _gguf_field(reader, f"{arch}.block_count"),
-        "num_attention_heads": _gguf_field(reader, f"{arch}.attention.head_count"),
-        "num_key_value_heads": _gguf_field(reader, f"{arch}.attention.head_count_kv"),
-        "vocab_size": len(tokens.data) if tokens is not None else None,
-        "tie_word_embeddings": "output.weight" not in names,
+        "num_hidden_layers": f.get(f"{arch}.block_count"),
+        "num_attention_heads": f.get(f"{arch}.attention.head_count"),
+        "num_key_value_heads": f.get(f"{arch}.attention.head_count_kv"),
+        "vocab_size": tokens.count if isinstance(tokens, gguf_header.GGUFArray) else None,
+        "tie_word_embeddings": all(t.name != "output.weight" for t in header.tensors),
     }
-    experts = _gguf_field(reader, f"{arch}.expert_count")
+    experts = f.get(f"{arch}.expert_count")
     if experts:
         config["num_experts"] = experts
-        config["num_experts_per_tok"] = _gguf_field(reader, f"{arch}.expert_used_count")
-        config["moe_intermediate_size"] = _gguf_field(reader, f"{arch}.expert_feed_forward_length")
+        config["num_experts_per_tok"] = f.get(f"{arch}.expert_used_count")
+        config["moe_intermediate_size"] = f.get(f"{arch}.expert_feed_forward_length")
     return config
 
 
 def gguf_metadata(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
-    """Some metadata fields of a GGUF file (memory-mapped: the weights are not read). Parsing takes
-    seconds (the whole vocabulary is read), so the answer is remembered per file."""
-
-    def read(p: Path) -> dict[str, Any]:
-        from gguf import GGUFReader
-
-        reader = GGUFReader(str(p))
-        return {k: _gguf_field(reader, k) for k in keys}
-
-    return remembered(path, "gguf-metadata:" + ",".join(keys), read)
+    """Some metadata values of a GGUF file, from its header (the weights are not read); remembered per file."""
+    return remembered(path, "gguf-metadata:" + ",".join(keys), lambda p: _header_values(p, keys))
 
 
-def _gguf_field(reader: Any, key: str) -> Any:
-    field = reader.fields.get(key)
-    if field is None:
-        return None
-    value = field.parts[field.data[0]]
-    return bytes(value).decode() if value.dtype.kind == "u" and value.dtype.itemsize == 1 else value.item()
+def _header_values(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    fields = gguf_header.read(path).fields
+    return {k: None if isinstance(fields.get(k), gguf_header.GGUFArray) else fields.get(k) for k in keys}

@@ -16,6 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
+from pipeline.checkpoints import gguf_header
+
 FLOATS = {"BF16", "F16", "F32", "F64"}
 # Quantization data stored beside a quantized weight (compressed-tensors, bitsandbytes): never a weight itself.
 QUANT_DATA = re.compile(
@@ -70,11 +72,7 @@ def _safetensors(path: Path) -> list[Tensor]:
 
 
 def _gguf(path: Path) -> list[Tensor]:
-    from gguf import GGUFReader
-
-    return [
-        Tensor(t.name, t.tensor_type.name, int(t.n_elements), int(t.n_bytes)) for t in GGUFReader(str(path)).tensors
-    ]
+    return [Tensor(t.name, t.type_name, t.n_elements, t.n_bytes) for t in gguf_header.read(path).tensors]
 
 
 def weights(tensors: list[Tensor]) -> list[Tensor]:

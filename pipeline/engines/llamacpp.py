@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.checkpoints import gguf_header
 from pipeline.engines import Engine, Settings, log_softmax, register
 from pipeline.evaluation import speed
 from pipeline.evaluation.lmeval_llamacpp import LlamaCppLM
@@ -118,11 +119,9 @@ class LlamaCppEngine(Engine):
 def gguf_weight_bytes(path: Path) -> int:
     """Tensor bytes read per decoded token: all of them, less the token embedding when a separate
     output matrix exists."""
-    from gguf import GGUFReader
-
     files = sorted(path.parent.glob(path.name.replace("-00001-of-", "-*-of-"))) if "-00001-of-" in path.name else [path]
     sizes: dict[str, int] = {}
     for f in files:
-        sizes.update({t.name: int(t.n_bytes) for t in GGUFReader(f).tensors})
+        sizes.update({t.name: t.n_bytes for t in gguf_header.read(f).tensors})
     total = sum(sizes.values())
     return total - sizes.get("token_embd.weight", 0) if "output.weight" in sizes else total
