@@ -29,7 +29,7 @@ from pipeline.recipe_loader import load_recipe  # noqa: E402
 NOISE_S = 2.0
 
 
-def rows(recipe: Path, workdir: Path, learned: bool) -> list[dict]:
+def rows(recipe: Path, workdir: Path, learned: bool, with_cached: bool = False) -> list[dict]:
     plan = build_plan(load_recipe(recipe), recipe, workdir)
     cost = estimate(plan, every_stage=True, learned=learned)
     if not cost.stages:
@@ -38,7 +38,8 @@ def rows(recipe: Path, workdir: Path, learned: bool) -> list[dict]:
     out = []
     for r in manifest["stages"]:
         e = cost.stages.get(r["id"])
-        if r["status"] != "done" or e is None or not r.get("seconds"):
+        ran = r["status"] == "done" or (with_cached and r["status"] == "cached")
+        if not ran or e is None or not r.get("seconds"):
             continue
         peak = r.get("peak_rss_mb")
         out.append(
@@ -72,8 +73,13 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("runs"))
     ap.add_argument("--learned", action="store_true", help="apply this machine's history (default: the prior)")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument(
+        "--with-cached",
+        action="store_true",
+        help="also the cached stages, with the figures of the run that built them (a run finished in two goes)",
+    )
     args = ap.parse_args()
-    table = rows(args.recipe, args.workdir, args.learned)
+    table = rows(args.recipe, args.workdir, args.learned, args.with_cached)
     head = ["stage", "measured s", "estimated s", "est/measured", "peak MB", "estimated MB", "est/measured", ""]
     lines = [head] + [
         [

@@ -42,7 +42,7 @@ def plan(recipe: str | Path, workdir: str | Path = "runs", only_formats: list[st
     """Validate the recipe, build its stage graph and estimate it on this machine (plan.cost); raises
     RecipeError on bad input, a run that cannot fit (disk, memory) or one over the recipe's `limits`."""
     path = Path(recipe)
-    return price(build_plan(_only(load_recipe(path), only_formats), path, Path(workdir)))
+    return price(build_plan(select_formats(load_recipe(path), only_formats), path, Path(workdir)))
 
 
 def run(
@@ -54,11 +54,7 @@ def run(
 ) -> RunResult:
     """Run the recipe (or only some of its formats), reusing finished stages."""
     p = plan(recipe, workdir, only_formats)
-    # A partial run keeps its own manifest and leaves the run's report (all formats) alone.
-    partial = f"manifests/only-{'+'.join(sorted(only_formats))}.json" if only_formats else "manifest.json"
-    if only_formats:
-        (p.run_dir / "manifests").mkdir(parents=True, exist_ok=True)
-    manifest = execute(p, force=force, quiet=quiet, manifest_name=partial)
+    manifest = execute(p, force=force, quiet=quiet, manifest_name=manifest_name(only_formats))
     artifacts = {
         r.artifact: p.run_dir / r.path
         for r in manifest.records
@@ -87,14 +83,20 @@ def _metrics_name(sid: StageId) -> str:
     return f"{sid.arg}@{sid.engine}" if sid.engine else str(sid.arg)
 
 
-def _only(recipe: Recipe, names: list[str] | None) -> Recipe:
+def manifest_name(only_formats: list[str] | None) -> str:
+    """A partial run keeps its own manifest and leaves the run's (all formats, the report's source) alone."""
+    return f"manifests/only-{'+'.join(sorted(only_formats))}.json" if only_formats else "manifest.json"
+
+
+def select_formats(recipe: Recipe, names: list[str] | None) -> Recipe:
+    """The recipe with only the formats whose artifacts are `names` (all when None)."""
     if not names:
         return recipe
     known = [f.artifact for f in recipe.formats]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise RecipeError(
-            f"only_formats names {unknown[0]!r}, which the recipe does not produce; it has: {', '.join(known)}",
+            f"{unknown[0]!r} is not an artifact of this recipe; it has: {', '.join(known)}",
             field="formats",
         )
     return recipe.model_copy(update={"formats": [f for f in recipe.formats if f.artifact in names]})

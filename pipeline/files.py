@@ -37,10 +37,12 @@ LINK_REFUSED = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOP
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link where the filesystem allows (a 70B checkpoint must not be stored twice), copy otherwise."""
+    """Hard-link where the filesystem allows (a 70B checkpoint must not be stored twice), copy otherwise.
+    A symlink (an HF cache snapshot's, a user's) is followed to its file: Linux's link() would link the
+    symlink itself, which dangles once out of its directory."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.link(src, dst)
+        os.link(os.path.realpath(src), dst)
     except OSError as e:
         if e.errno not in LINK_REFUSED:
             raise

@@ -183,13 +183,22 @@ def _catalog_name(v: Any, what: str) -> Any:
     return v
 
 
+# Unset calibration.samples: this many, or what a smaller source holds down to the floor (AWQ and GPTQ
+# still calibrate on 8 windows of 512 tokens; llm-compressor's examples use 256-512).
+DEFAULT_SAMPLES, FEWEST_FITTED_SAMPLES = 64, 8
+
+
 class CalibrationSpec(Strict):
     """Calibration data shared by every format that needs it (built once per run)."""
 
     source: str | CalibrationSource = Field(
         "default", description="a name from calibration/datasets.yaml, or an inline source"
     )
-    samples: PositiveInt = 64
+    samples: PositiveInt | None = Field(
+        None,
+        description=f"windows (chat: records) to sample; unset: {DEFAULT_SAMPLES}, or as many as the source "
+        f"gives when it holds fewer (at least {FEWEST_FITTED_SAMPLES}; plan says so)",
+    )
     seq_len: PositiveInt = 512
     seed: NonNegativeInt = 0
     packing: bool | None = Field(
@@ -200,6 +209,16 @@ class CalibrationSpec(Strict):
     @classmethod
     def _name(cls, v: Any) -> Any:
         return _catalog_name(v, "source")
+
+    @property
+    def wanted(self) -> int:
+        """Samples to draw: the recipe's, else the default."""
+        return self.samples or DEFAULT_SAMPLES
+
+    @property
+    def required(self) -> int:
+        """Fewest samples the set may hold: all the recipe asked for, or (unset) a floor that still calibrates."""
+        return self.samples or FEWEST_FITTED_SAMPLES
 
 
 class SpeedSpec(Strict):
@@ -328,36 +347,49 @@ class PublishSpec(Strict):
         "{org}/{model}-{format}",
         description="fields: {org}, {model} (base model name), {format} (artifact), {name} (recipe)",
     )
+    gguf_repo: str | None = Field(
+        "{org}/{model}-GGUF",
+        description="one repo for every GGUF type of the model, a file per type (what llama-server -hf REPO:TYPE, "
+        "ollama run hf.co/REPO:TYPE and the Hub's quant picker expect); null: a repo per GGUF artifact by "
+        "repo_template",
+    )
     org: str | None = Field(None, description="Hub user or organization")
     private: bool = True
 
     @model_validator(mode="after")
     def _template(self) -> PublishSpec:
-        fields = {"org": self.org or "ORG", "model": "m", "format": "f", "name": "n"}
-        try:
-            parts = list(string.Formatter().parse(self.repo_template))
-        except ValueError as e:
-            raise ValueError(f"repo_template {self.repo_template!r}: {e}") from None
-        for _, field, spec, conversion in parts:
-            if field is None:
-                continue
-            # Plain names only: str.format would follow "{org.__class__}" or "{org[0]}" into Python objects.
-            if spec or conversion or not re.fullmatch(r"[a-z]+", field):
-                raise ValueError(
-                    f"repo_template {self.repo_template!r}: {{{field}{'!' + conversion if conversion else ''}"
-                    f"{':' + spec if spec else ''}}} is not allowed; use {{org}}, {{model}}, {{format}}, {{name}}"
-                )
-            if field not in fields:
-                raise ValueError(
-                    f"repo_template {self.repo_template!r}: unknown field {field!r}; use {{org}}, {{model}}, "
-                    "{format}, {name}"
-                )
-        repo = self.repo_template.format(**fields)
-        if not HUB_REPO_RE.fullmatch(repo):
-            raise ValueError(f"repo_template {self.repo_template!r} does not make a Hub repo id 'org/name'")
-        if self.enabled and "{org}" in self.repo_template and not self.org:
-            raise ValueError("publish.org is needed by repo_template's {org}")
+        _repo_template("repo_template", self.repo_template, self.org)
+        if self.gguf_repo is not None:
+            _repo_template("gguf_repo", self.gguf_repo, self.org)
+        for name, template in (("repo_template", self.repo_template), ("gguf_repo", self.gguf_repo or "")):
+            if self.enabled and "{org}" in template and not self.org:
+                raise ValueError(f"publish.org is needed by {name}'s {{org}}")
         return self
+
+
+def _repo_template(name: str, template: str, org: str | None) -> None:
+    """A repo template names a Hub repo from plain fields only: {org}, {model}, {format}, {name}."""
+    fields = {"org": org or "ORG", "model": "m", "format": "f", "name": "n"}
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ValueError(f"{name} {template!r}: {e}") from None
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        # Plain names only: str.format would follow "{org.__class__}" or "{org[0]}" into Python objects.
+        if spec or conversion or not re.fullmatch(r"[a-z]+", field):
+            raise ValueError(
+                f"{name} {template!r}: {{{field}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} is not allowed; use {{org}}, {{model}}, {{format}}, {{name}}"
+            )
+        if field not in fields:
+            raise ValueError(
+                f"{name} {template!r}: unknown field {field!r}; use {{org}}, {{model}}, {{format}}, {{name}}"
+            )
+    repo = template.format(**fields)
+    if not HUB_REPO_RE.fullmatch(repo):
+        raise ValueError(f"{name} {template!r} does not make a Hub repo id 'org/name'")
 
 
 class LimitsSpec(Strict):

@@ -212,3 +212,96 @@ def ask_llamacpp_server(package: Path, script: str, served_name: str, tmp_path: 
         ]
         assert len([c for c in chunks if c]) > 3 and "Paris" in "".join(chunks), chunks
         return reply.choices[0].message.content
+
+
+# --- a local stand-in for the Hub's model file API, as the real huggingface_hub client asks it ---------
+
+
+@contextmanager
+def hub_stand_in(repo: str, sha: str, folder: Path) -> Iterator[tuple[str, dict[str, int]]]:
+    """Serve `folder` as model repo `repo` at commit `sha` on loopback, the Hub's way: repo info
+    (GET /api/models/{repo}/revision/{rev}), the file tree (GET /api/models/{repo}/tree/{rev}: weights as
+    LFS files, the rest as git blobs) and file resolution (HEAD/GET /{repo}/resolve/{rev}/{file}, ETag the
+    LFS sha256 or the git blob id). Yields the endpoint URL and a count of file bodies served, by name."""
+    import hashlib
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    served: dict[str, int] = {}
+
+    def lfs(name: str) -> bool:
+        return name.endswith((".safetensors", ".gguf", ".bin"))
+
+    def etag(name: str) -> str:
+        data = files[name].read_bytes()
+        if lfs(name):
+            return hashlib.sha256(data).hexdigest()
+        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+    def tree() -> list[dict]:
+        out = []
+        for name, path in files.items():
+            entry = {"type": "file", "path": name, "size": path.stat().st_size, "oid": etag(name)}
+            if lfs(name):
+                entry["lfs"] = {"oid": etag(name), "size": path.stat().st_size, "pointerSize": 134}
+            out.append(entry)
+        return out
+
+    class Hub(BaseHTTPRequestHandler):
+        def _file(self) -> tuple[str, Path] | None:
+            prefix = f"/{repo}/resolve/"
+            if not self.path.startswith(prefix):
+                return None
+            rev, _, name = self.path[len(prefix) :].split("?")[0].partition("/")
+            return (name, files[name]) if rev in (sha, "main") and name in files else None
+
+        def _headers(self, name: str) -> None:
+            self.send_header("Content-Length", str(files[name].stat().st_size))
+            self.send_header("ETag", f'"{etag(name)}"')
+            self.send_header("X-Repo-Commit", sha)
+            self.end_headers()
+
+        def do_HEAD(self):
+            found = self._file()
+            self.send_response(200 if found else 404)
+            if found:
+                self._headers(found[0])
+            else:
+                self.end_headers()
+
+        def do_GET(self):
+            if self.path.startswith(f"/api/models/{repo}"):
+                if self.path.startswith(f"/api/models/{repo}/tree/"):
+                    body = json.dumps(tree()).encode()
+                else:
+                    body = json.dumps({"id": repo, "sha": sha, "siblings": [{"rfilename": f} for f in files]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            found = self._file()
+            if not found:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            served[found[0]] = served.get(found[0], 0) + 1
+            self.send_response(200)
+            self._headers(found[0])
+            self.wfile.write(found[1].read_bytes())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", served
+    finally:
+        server.shutdown()
+        server.server_close()

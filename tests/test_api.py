@@ -15,7 +15,7 @@ def test_api_run_selected_formats_and_reuse(tiny_model, tmp_path):
     again = api.run(recipe, workdir=tmp_path / "runs")
     assert again.ok and set(again.artifacts) == {"fp8", "w8a16"}
     assert again.artifacts["w8a16"] == result.artifacts["w8a16"], "the finished artifact is reused"
-    with pytest.raises(RecipeError, match="only_formats names 'awq'"):
+    with pytest.raises(RecipeError, match="'awq' is not an artifact of this recipe"):
         api.run(recipe, workdir=tmp_path / "runs", only_formats=["awq"])
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "pipeline"
 LAYERS = [
-    ("pipeline.__main__", "pipeline.cli", "pipeline.api", "pipeline.integrations"),
+    ("pipeline.__main__", "pipeline.cli", "pipeline.api", "pipeline.starter", "pipeline.integrations"),
     ("pipeline.run", "pipeline.cost"),
     ("pipeline.graph", "pipeline.recipe_loader"),
     ("pipeline.stages",),

@@ -120,6 +120,18 @@ def model_config(src: ModelSource) -> tuple[dict[str, Any] | None, str | None]:
     return remembered(gguf_path(src), "gguf-config-2", _gguf_config), None
 
 
+def has_chat_template(src: ModelSource, config: dict[str, Any] | None) -> bool | None:
+    """Whether the model's tokenizer has a chat template (None: not known before the source is fetched)."""
+    if src.kind == "path":
+        tok = Path(src.path) / "tokenizer_config.json"
+        if (Path(src.path) / "chat_template.jinja").is_file():
+            return True
+        return bool(filecheck.read_json(tok, "model.path").get("chat_template")) if tok.is_file() else False
+    if src.kind == "gguf":
+        return isinstance(gguf_header.read(gguf_path(src)).fields.get("tokenizer.chat_template"), str)
+    return (config or {}).get("_tokenizer_has_chat_template")
+
+
 def _hub_config(src: ModelSource) -> tuple[dict[str, Any] | None, str | None]:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (

@@ -12,35 +12,69 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from pipeline.console import console, out, quiet_libraries  # noqa: F401  (out: re-exported to the command modules)
+from pipeline.console import console, out, quiet_libraries
 from pipeline.errors import RecipeError, exit_code_of, interrupted_exit_code, interruptible
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's own help and usage errors: flags without a `<bool>` type
     help="One YAML recipe: quantize a causal LM to many formats, evaluate, package and publish every artifact.",
 )
 STATE = {"verbose": False, "quiet": False}
 
-WorkdirOpt = typer.Option(Path("runs"), "--workdir", "-w", help="where runs live: <workdir>/<recipe name>/")
+WorkdirOpt = typer.Option(
+    Path("runs"), "--workdir", "-w", metavar="DIR", help="where runs live: <workdir>/<recipe name>/"
+)
+RecipeArg = typer.Argument(..., metavar="RECIPE", help="recipe YAML")
+FormatsOpt = typer.Option(
+    None, "--formats", metavar="NAMES", help="only these artifacts, comma-separated (e.g. awq,gguf-q4_k_m)"
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out.print(f"llm-quant-pipeline {version('llm-quant-pipeline')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            out.print("llm-quant-pipeline (not installed)")
+        raise typer.Exit()
 
 
 @app.callback()
 def _options(
     verbose: bool = typer.Option(False, "-v", "--verbose", help="library logs and tracebacks"),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display, library bars included"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
 ) -> None:
     STATE.update(verbose=verbose, quiet=quiet)
     quiet_libraries(verbose)
 
 
-def load_plan(recipe: Path, workdir: Path, with_calibration: bool = False, with_publish: bool | None = None):
+def load_plan(
+    recipe: Path,
+    workdir: Path,
+    with_calibration: bool = False,
+    with_publish: bool | None = None,
+    formats: str | None = None,
+):
+    from pipeline.api import select_formats
     from pipeline.cost import price
     from pipeline.graph.plan import build_plan
     from pipeline.recipe_loader import load_recipe
 
-    return price(build_plan(load_recipe(recipe), recipe, workdir, with_calibration, with_publish))
+    r = select_formats(load_recipe(recipe), format_names(formats))
+    return price(build_plan(r, recipe, workdir, with_calibration, with_publish))
+
+
+def format_names(formats: str | None) -> list[str] | None:
+    """`--formats awq,gguf:Q4_K_M` -> artifact names (`gguf:Q4_K_M` is spelled as plan prints it: gguf-q4_k_m)."""
+    if not formats:
+        return None
+    return [n.strip().replace(":", "-").lower() for n in formats.split(",") if n.strip()]
 
 
 def notes(p) -> None:
@@ -81,12 +115,10 @@ def _main() -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):  # click's form of KeyboardInterrupt
+        if _is_click(e, "ClickException"):  # usage errors: click's usage line and message, exit 2
+            e.show()  # type: ignore[attr-defined]
+            sys.exit(e.exit_code)  # type: ignore[attr-defined]
+        if _is_click(e, "Abort"):  # click's form of KeyboardInterrupt
             console.print(INTERRUPTED)
             sys.exit(exit_code_of(e))
         if STATE["verbose"]:
@@ -97,4 +129,10 @@ def _main() -> None:
         sys.exit(1)
 
 
-from pipeline.cli import runs, hub, orchestrate, tools  # noqa: E402,F401,I001  (command registration, in --help order)
+def _is_click(e: BaseException, name: str) -> bool:
+    """Whether `e` is click's `name` exception: typer >= 0.29 raises those of the click it bundles
+    (typer._click), older typers those of click itself, so the class is found by name in either."""
+    return any(c.__name__ == name and c.__module__.endswith("click.exceptions") for c in type(e).__mro__)
+
+
+from pipeline.cli import runs, recipes, hub, orchestrate, tools  # noqa: E402,F401,I001  (command registration, in --help order)

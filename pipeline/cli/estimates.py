@@ -40,3 +40,34 @@ def summary(plan) -> list[str]:
         f"disk {s.disk_write_gbps:g} GB/s; estimates are within about 2x on a quiet machine (README)[/]",
     ]
     return lines + [f"[yellow]cheaper:[/] {escape(a)}" for a in alternatives(plan, cost)]
+
+
+def plan_json(plan) -> dict:
+    """`plan --json`: what `plan` prints, for programs (CI gates on estimates, dashboards)."""
+    cost = plan.cost
+    figures = cost.stages if cost else {}
+    return {
+        "recipe": plan.recipe.name,
+        "run_dir": str(plan.run_dir),
+        "stages": [
+            {
+                "id": s.id,
+                "kind": str(s.kind),
+                "artifact": s.artifact,
+                "deps": list(s.deps),
+                "key": s.key,
+                "cached": plan.cached(s),
+                "estimate": figures[s.id].to_json() if s.id in figures else None,
+            }
+            for s in plan.stages
+        ],
+        "estimate": None
+        if cost is None or not cost.stages
+        else {
+            "seconds": round(cost.seconds, 1),
+            "peak_rss_mb": round(max(e.peak_rss_mb for e in cost.stages.values())),
+            "written_bytes": cost.written,
+        },
+        "serving": list(plan.serving),
+        "notes": list(plan.notes),
+    }

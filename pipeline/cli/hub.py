@@ -8,12 +8,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli import STATE, WorkdirOpt, app, console, exit_for, load_plan, out
+from pipeline.cli import STATE, RecipeArg, WorkdirOpt, app, console, exit_for, load_plan, out
 
 
 @app.command("publish")
 def publish_cmd(
-    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    recipe: Path = RecipeArg,
     workdir: Path = WorkdirOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="list the files, sizes and repos; upload nothing"),
 ) -> None:
@@ -43,9 +43,12 @@ def _print_dry_run(p) -> None:
 
     visibility = "private" if p.recipe.publish.private else "public"
     for s in p.stages:
-        if s.kind != "publish" or not p.cached(p.stage(s.deps[0])):
+        if s.kind != "publish" or not all(p.cached(p.stage(d)) for d in s.deps):
             continue
-        files = publish.listing(p.stage(s.deps[0]).path)
+        if "model" in s.config:  # the model's GGUF repo: every GGUF type, a file each, and one card
+            files = publish.gguf_listing(s.config["model"], [p.stage(d).path for d in s.deps])
+        else:
+            files = publish.listing(p.stage(s.deps[0]).path)
         size_mb = sum(n for _, n in files) / 1e6
         out.print(
             f"[bold]{escape(s.config['repo'])}[/] ({visibility}): {len(files)} files, {size_mb:.1f} MB", soft_wrap=True

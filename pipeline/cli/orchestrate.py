@@ -8,12 +8,12 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from pipeline.cli import WorkdirOpt, app, console, out
+from pipeline.cli import RecipeArg, WorkdirOpt, app, console, out
 
 
 @app.command("prefect")
 def prefect_cmd(
-    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    recipe: Path = RecipeArg,
     workdir: Path = WorkdirOpt,
     workers: int = typer.Option(2, "--workers", help="parallel task processes"),
 ) -> None:
@@ -29,7 +29,7 @@ def prefect_cmd(
 
 @app.command("dask")
 def dask_cmd(
-    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    recipe: Path = RecipeArg,
     workdir: Path = WorkdirOpt,
     scheduler: str = typer.Option("", "--scheduler", help="address of a running Dask scheduler (tcp://host:8786)"),
     workers: int = typer.Option(2, "--workers", help="local worker processes, without --scheduler"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -9,14 +10,35 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from pipeline.cli import STATE, WorkdirOpt, app, console, estimates, exit_for, load_plan, notes, out
+from pipeline.cli import (
+    STATE,
+    FormatsOpt,
+    RecipeArg,
+    WorkdirOpt,
+    app,
+    console,
+    estimates,
+    exit_for,
+    format_names,
+    load_plan,
+    notes,
+    out,
+)
 from pipeline.errors import RecipeError
 
 
 @app.command()
-def plan(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path = WorkdirOpt) -> None:
+def plan(
+    recipe: Path = RecipeArg,
+    workdir: Path = WorkdirOpt,
+    formats: str | None = FormatsOpt,
+    as_json: bool = typer.Option(False, "--json", help="the plan as JSON on stdout (stages, keys, estimates, notes)"),
+) -> None:
     """Validate the recipe, check feasibility, and print the stage graph and what is cached. Runs nothing."""
-    p = load_plan(recipe, workdir)
+    p = load_plan(recipe, workdir, formats=formats)
+    if as_json:
+        print(json.dumps(estimates.plan_json(p), indent=2))
+        return
     tree = Tree(f"[bold]{p.recipe.name}[/]  [dim]{recipe} → {p.run_dir}[/]")
     nodes = {}
     figures = p.cost.stages if p.cost else {}
@@ -36,18 +58,23 @@ def plan(recipe: Path = typer.Argument(..., help="recipe YAML"), workdir: Path =
 
 @app.command()
 def run(
-    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    recipe: Path = RecipeArg,
     workdir: Path = WorkdirOpt,
+    formats: str | None = FormatsOpt,
     force: list[str] | None = typer.Option(
-        None, "--force", "-f", help="rerun this stage (id, kind or artifact) and what follows"
+        None, "--force", "-f", metavar="STAGE", help="rerun this stage (id, kind or artifact) and what follows"
     ),
 ) -> None:
     """Run every stage of the recipe, reusing finished stages from earlier runs."""
+    from pipeline.api import manifest_name
     from pipeline.run.runner import execute
 
-    p = load_plan(recipe, workdir)
+    p = load_plan(recipe, workdir, formats=formats)
     notes(p)
-    manifest = execute(p, force=force or [], quiet=STATE["quiet"], verbose=STATE["verbose"])
+    only = format_names(formats)
+    manifest = execute(
+        p, force=force or [], quiet=STATE["quiet"], verbose=STATE["verbose"], manifest_name=manifest_name(only)
+    )
     table = Table(title=f"{p.recipe.name}: {manifest.status}", title_justify="left")
     for col in ("stage", "status", "seconds", "peak RSS MB", "output"):
         table.add_column(col)
@@ -61,7 +88,10 @@ def run(
             escape(r.error or r.path),
         )
     out.print(table)
-    _report(p.run_dir, f"{p.recipe.name}: evaluation (KLD and top-1 against the base model)")
+    if only:  # the report covers every format: a full run (or `report`) writes it
+        out.print(f"only {', '.join(only)}: the run's report is left as it was (`report {p.run_dir}` rewrites it)")
+    else:
+        _report(p.run_dir, f"{p.recipe.name}: evaluation (KLD and top-1 against the base model)")
     out.print(f"manifest: {manifest.path}")
     exit_for(manifest)
 
@@ -87,7 +117,7 @@ app.add_typer(calib, name="calib")
 
 @calib.command("show")
 def calib_show(
-    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    recipe: Path = RecipeArg,
     workdir: Path = WorkdirOpt,
     count: int = typer.Option(2, "--samples", "-n", help="decoded samples to print"),
 ) -> None:
@@ -122,7 +152,9 @@ def calib_show(
 
 
 @app.command("report")
-def report_cmd(run_dir: Path = typer.Argument(..., help="a run directory (holds manifest.json)")) -> None:
+def report_cmd(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="a run directory (holds manifest.json)"),
+) -> None:
     """Rebuild report.md/html and results.json/md/png of a run from its manifest, and print the table."""
     if not (run_dir / "manifest.json").is_file():
         raise RecipeError(f"{run_dir} holds no manifest.json (not a run directory)")
@@ -134,7 +166,7 @@ app.command("results", hidden=True, help="Same as `report`.")(report_cmd)
 
 @app.command("gc")
 def gc_cmd(
-    run_dir: Path = typer.Argument(..., help="a run directory (holds manifest.json)"),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="a run directory (holds manifest.json)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed; remove nothing"),
 ) -> None:
     """Remove stage outputs that no manifest or link of the run refers to any more (superseded by recipe changes)."""

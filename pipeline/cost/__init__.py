@@ -10,7 +10,7 @@ estimate beside measurement in the manifest."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.cost import feasibility, history
@@ -71,7 +71,7 @@ def inputs(plan, speed: MachineSpeed) -> CostInputs | None:
         shape=shape,
         speed=speed,
         compute_dtype=loading.compute_dtype_name(shape.params, src.dtype),
-        calibration_tokens=recipe.calibration.samples * recipe.calibration.seq_len,
+        calibration_tokens=recipe.calibration.wanted * recipe.calibration.seq_len,
         eval_tokens=recipe.evaluation.windows * recipe.evaluation.context,
         formats={o.artifact: o for o in recipe.formats},
         source_written=_source_written(plan, shape),
@@ -98,13 +98,10 @@ def estimate(plan, measure: bool = True, every_stage: bool = False, learned: boo
         return PlanCost(speed=speed, note="no estimates: the model's config.json is not available offline")
     past = history.corrections(speed.fingerprint)
     out = PlanCost(speed=speed, given=given)
-    gguf_card = given.source_kind == "gguf"
     for stage in plan.stages:
         if (plan.cached(stage) and not every_stage) or stage.kind not in COSTS:
             continue
         prior = COSTS[stage.kind](stage, given)
-        if stage.kind == "package" and gguf_card:  # the first card reads the GGUF source's metadata (remembered)
-            prior, gguf_card = replace(prior, seconds=prior.seconds + 2.5, peak_rss_mb=240.0), False
         out.priors[stage.id], out.groups[stage.id] = prior, history.group(stage, given)
         out.stages[stage.id] = (
             history.corrected(prior, out.groups[stage.id], past, given.shape.params) if learned else prior
@@ -125,17 +122,26 @@ def learn(cost: PlanCost | None, stage_id: str, seconds: float | None, peak_mb: 
 
 def _source_written(plan, shape: ModelShape) -> int:
     """A local checkpoint on the run's filesystem is hard-linked (free); elsewhere its weights are copied.
-    A GGUF source is dequantized into the recipe's dtype; a Hub source downloads into the HF cache."""
+    A GGUF source is dequantized into the recipe's dtype. A Hub source downloads into the HF cache (free
+    when every shard is there) and is hard-linked from it (copied when the cache is on another disk);
+    both bytes are counted against the run's disk, an over-count when the cache's disk is another one."""
     src = plan.recipe.model
     if src.kind == "gguf":
         return shape.bytes(16)
-    if src.kind == "hub":
-        return 0 if _hub_cached(src) else shape.bytes(16)
+    if src.kind == "hub":  # downloaded into the HF cache (unless there), then linked into the run
+        from huggingface_hub import constants
+
+        download = 0 if _hub_cached(src) else shape.bytes(16)
+        return download + (0 if _same_filesystem(Path(constants.HF_HUB_CACHE), plan.run_dir) else shape.bytes(16))
+    return 0 if _same_filesystem(Path(src.path), plan.run_dir) else shape.bytes(16)
+
+
+def _same_filesystem(a: Path, b: Path) -> bool:
+    """Hard links work between them (else the source's weights are copied)."""
     try:
-        same = os.stat(Path(src.path)).st_dev == os.stat(existing_ancestor(plan.run_dir)).st_dev
+        return os.stat(existing_ancestor(a)).st_dev == os.stat(existing_ancestor(b)).st_dev
     except OSError:
-        same = False
-    return 0 if same else shape.bytes(16)
+        return False
 
 
 def _hub_cached(src) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.cost.machine_speed import MachineSpeed
 from pipeline.cost.shapes import ModelShape
 
-VERSION = 2  # of the cost functions and constants: history learned against another version is not reused
+VERSION = 3  # of the cost functions and constants: history learned against another version is not reused
 GB = 1e9
 # Resident memory of a stage worker before it holds any model: it is forked from the run's zygote, which
 # imported torch and transformers (pipeline.run.zygote); a tool it runs (llama.cpp) is measured apart,

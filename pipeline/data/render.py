@@ -53,7 +53,7 @@ def build_samples(
     buffer: list[int] = []
     sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for record in shuffled:
-        if len(samples) >= spec.samples:
+        if len(samples) >= spec.wanted:
             break
         text = _render(record, src, tokenizer)
         if not text:
@@ -64,13 +64,13 @@ def build_samples(
             samples.append({"input_ids": ids[: spec.seq_len]})
             continue
         buffer += ids + sep
-        while len(buffer) >= spec.seq_len and len(samples) < spec.samples:
+        while len(buffer) >= spec.seq_len and len(samples) < spec.wanted:
             samples.append({"input_ids": buffer[: spec.seq_len]})
             buffer = buffer[spec.seq_len :]
-    if len(samples) < spec.samples:
+    if len(samples) < spec.required:
         unit = f"windows of {spec.seq_len} tokens" if packing else "usable records"
         raise RecipeError(
-            f"source {name!r} gives only {len(samples)} {unit}, fewer than samples: {spec.samples}; "
+            f"source {name!r} gives only {len(samples)} {unit}, fewer than samples: {spec.required}; "
             "lower samples or seq_len, or use a larger source",
             field=("calibration", "samples"),
         )

@@ -26,10 +26,10 @@ def generate(
     prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in src.prompts] or [[start]]
     torch.manual_seed(spec.seed)
     samples: list[dict] = []
-    while len(samples) < spec.samples:
+    while len(samples) < spec.wanted:
         prompt = prompts[len(samples) % len(prompts)][: spec.seq_len - 1]
-        n = min(BATCH, spec.samples - len(samples))
-        ctx.status(f"generating samples {len(samples) + 1}-{len(samples) + n} of {spec.samples}")
+        n = min(BATCH, spec.wanted - len(samples))
+        ctx.status(f"generating samples {len(samples) + 1}-{len(samples) + n} of {spec.wanted}")
         ids = torch.tensor([prompt] * n, device=dev)
         new = spec.seq_len - len(prompt)
         with torch.no_grad():
@@ -47,7 +47,7 @@ def generate(
         samples += [{"input_ids": row.tolist(), "text": tokenizer.decode(row)} for row in out.cpu()]
     stats = {
         "samples": len(samples),
-        "tokens": spec.samples * spec.seq_len,
+        "tokens": spec.wanted * spec.seq_len,
         "mean_len": float(spec.seq_len),
         "max_len": spec.seq_len,
         "min_len": spec.seq_len,

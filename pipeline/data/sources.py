@@ -19,9 +19,9 @@ from pipeline.errors import RecipeError, line_of
 from pipeline.files import write_json_atomic
 from pipeline.fingerprint import cache_root, file_sha256, stable_hash
 from pipeline.recipe import CalibrationSource, CalibrationSpec
+from pipeline.resources import data_file
 
-PROJECT = Path(__file__).resolve().parents[2]
-SOURCES_FILE = PROJECT / "calibration" / "datasets.yaml"
+SOURCES_FILE = data_file("calibration", "datasets.yaml")
 LOADERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
 FIELD = ("calibration", "source")
 

@@ -66,7 +66,8 @@ def check_supply(
     seq_len: int,
     packing: bool,
     where: tuple,
-) -> None:
+) -> int:
+    """Raise when the source cannot give `samples`; return how many it can give at most (by its size)."""
     sizes: list[int] = []
     fields: set[str] = set()
     for f in files:
@@ -97,9 +98,11 @@ def check_supply(
                 f"{samples * seq_len:,}; lower samples or seq_len, or use a larger source",
                 field=(where[0], "samples"),
             )
-    elif len(usable) < samples:
+        return most // seq_len
+    if len(usable) < samples:
         raise RecipeError(
             f"the source has {len(usable)} usable records, fewer than samples: {samples}; lower "
             "samples or use a larger source",
             field=(where[0], "samples"),
         )
+    return len(usable)

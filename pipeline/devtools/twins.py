@@ -25,6 +25,7 @@ from typing import Any
 from pipeline.checkpoints import gguf_tokenizer, moe
 from pipeline.devtools.twin_archs import ARCHS
 from pipeline.errors import RecipeError
+from pipeline.resources import data_file
 
 SENTENCEPIECE = {"mistral", "mixtral", "qwen2"}  # model types that get the SentencePiece tokenizer (see _tokenizer)
 QKV_BIAS = {"qwen2"}  # Qwen2 attention has biases on q/k/v (not o)
@@ -284,11 +285,10 @@ def _sentencepiece_tokenizer(out: Path) -> dict[str, int]:
     import sentencepiece as spm
     from transformers import LlamaTokenizer
 
-    root = Path(__file__).resolve().parents[2]
     lines = [
         json.loads(line)["text"]
-        for f in ("calibration/data/embedded.jsonl", "eval/data/heldout.jsonl")
-        for line in (root / f).read_text().splitlines()
+        for f in (data_file("calibration", "data", "embedded.jsonl"), data_file("eval", "data", "heldout.jsonl"))
+        for line in f.read_text().splitlines()
         if line.strip()
     ]
     model = io.BytesIO()

@@ -6,14 +6,14 @@ then the defaults for the format's family in eval/gates.yaml (when `evaluation.d
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pipeline.recipe import GatesSpec
+from pipeline.resources import data_file
 
-DEFAULTS_FILE = Path(__file__).resolve().parents[2] / "eval" / "gates.yaml"
+DEFAULTS_FILE = data_file("eval", "gates.yaml")
 
 
 def defaults(fmt: str, options: dict[str, Any]) -> GatesSpec:

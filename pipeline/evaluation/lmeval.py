@@ -15,8 +15,9 @@ import yaml
 
 from pipeline.errors import RecipeError
 from pipeline.fingerprint import file_sha256
+from pipeline.resources import data_file
 
-TASKS_DIR = Path(__file__).resolve().parents[2] / "eval" / "tasks"
+TASKS_DIR = data_file("eval", "tasks")
 
 
 def task_dirs(extra: list[Path] | None = None) -> list[Path]:

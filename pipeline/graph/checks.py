@@ -15,6 +15,7 @@ from pipeline.backends import FORMATS
 from pipeline.checkpoints import sources
 from pipeline.errors import RecipeError
 from pipeline.evaluation import lmeval
+from pipeline.graph.fitting import fit_calibration_source, fit_group_sizes
 from pipeline.recipe import FormatOptions, Recipe
 from pipeline.serving import argnames
 from pipeline.stages import calibration, eval_corpus
@@ -22,6 +23,7 @@ from pipeline.stages import calibration, eval_corpus
 
 @dataclass(frozen=True)
 class Found:
+    recipe: Recipe  # with the unset options that must fit the model chosen (pipeline.graph.fitting)
     model_config: dict[str, Any] | None  # the source's config.json, when it could be read
     calibrated: list[FormatOptions]  # the formats that need the calibration set
     notes: list[str]  # checks that could not run (e.g. offline), one line each
@@ -31,6 +33,12 @@ def check(recipe: Recipe, base: Path, with_calibration: bool) -> Found:
     """Cheap checks first, before any hashing of big files."""
     sources.check(recipe.model)
     config, note = sources.model_config(recipe.model)
+    recipe, notes = fit_group_sizes(recipe, config)
+    needs = [o for o in recipe.formats if FORMATS[o.format].backend.needs_calibration(o)]
+    if needs or with_calibration:
+        recipe, more = fit_calibration_source(recipe, config)
+        notes += more
+    notes += [note] if note else []
     for i, opts in enumerate(recipe.formats):
         backend = FORMATS[opts.format].backend
         missing = backend.missing()
@@ -44,10 +52,9 @@ def check(recipe: Recipe, base: Path, with_calibration: bool) -> Found:
     _check_serving(recipe)
     if recipe.evaluation.enabled:
         check_evaluation(recipe, base, config)
-    needs = [o for o in recipe.formats if FORMATS[o.format].backend.needs_calibration(o)]
     if needs or with_calibration:
-        calibration.check(recipe.calibration, base, config)
-    return Found(config, needs, [note] if note else [])
+        notes.append(calibration.check(recipe.calibration, base, config))
+    return Found(recipe, config, needs, [n for n in notes if n])
 
 
 def _check_serving(recipe: Recipe) -> None:

@@ -26,16 +26,33 @@ def repo_ids(recipe: Recipe) -> dict[str, str]:
     """Hub repo per artifact, whenever the recipe says enough to name one (publishing on or not, so a
     package's cache key does not change between `run` and `publish`)."""
     spec = recipe.publish
-    if "{org}" in spec.repo_template and not spec.org:
+    if "{org}" in spec.repo_template + (spec.gguf_repo or "") and not spec.org:
         return {}
-    return {o.artifact: publish.repo_id(spec, recipe.name, model_name(recipe), o.artifact) for o in recipe.formats}
+    model = model_name(recipe)
+    return {o.artifact: publish.repo_id(spec, recipe.name, model, o.artifact, is_gguf(o)) for o in recipe.formats}
+
+
+def is_gguf(opts: Any) -> bool:
+    return FORMATS[opts.format].backend.kind == "gguf"
+
+
+def gguf_repo(recipe: Recipe) -> str | None:
+    """The one repo every GGUF artifact goes to (publish.gguf_repo), when the recipe has GGUF artifacts."""
+    ggufs = [o for o in recipe.formats if is_gguf(o)]
+    if not ggufs or recipe.publish.gguf_repo is None:
+        return None
+    return repo_ids(recipe).get(ggufs[0].artifact)
 
 
 def repo_collision(recipe: Recipe) -> str | None:
     """The first repo that publish.repo_template gives to two artifacts (each upload would overwrite the
-    last one's weights and card), or None."""
+    last one's weights and card), or None. GGUF artifacts share publish.gguf_repo by design: a file each."""
     seen: dict[str, str] = {}
+    shared, kinds = gguf_repo(recipe), {o.artifact: is_gguf(o) for o in recipe.formats}
     for art, repo in repo_ids(recipe).items():
+        if repo == shared and kinds[art] and kinds[seen.get(repo, art)]:
+            seen.setdefault(repo, art)
+            continue
         if repo in seen:
             return (
                 f"repo_template {recipe.publish.repo_template!r} names one repo, {repo}, for {seen[repo]!r} and {art!r}"
@@ -104,7 +121,7 @@ def stages(recipe: Recipe, calibrated: list[Any], with_publish: bool, planned: l
                 inline=True,
             )
         )
-        if with_publish:
+        if with_publish and not (is_gguf(opts) and gguf_repo(recipe)):
             spec, repo = recipe.publish, repos[art]
             out.append(
                 Stage(
@@ -118,6 +135,20 @@ def stages(recipe: Recipe, calibrated: list[Any], with_publish: bool, planned: l
                     inline=True,
                 )
             )
+    shared = gguf_repo(recipe) if with_publish else None
+    if shared:
+        packages = [StageId(Kind.PACKAGE, o.artifact) for o in recipe.formats if is_gguf(o)]
+        out.append(
+            Stage(
+                id=StageId(Kind.PUBLISH, "gguf"),
+                kind=Kind.PUBLISH,
+                describe=f"push every GGUF type to the Hub, a file each: {shared}",
+                config=publish.gguf_config(recipe.publish, shared, model_name(recipe), packages),
+                deps=packages,
+                versions=versions(("huggingface_hub",)),
+                inline=True,
+            )
+        )
     return out
 
 

@@ -101,6 +101,7 @@ def _build(
 ) -> Plan:
     base = recipe_path.parent
     found = checks.check(recipe, base, with_calibration)
+    recipe = found.recipe
     stages = [
         Stage(
             id=SOURCE,
@@ -207,4 +208,4 @@ def _describe_source(recipe: Recipe) -> str:
 def _describe_calibration(recipe: Recipe) -> str:
     c = recipe.calibration
     name = c.source if isinstance(c.source, str) else f"inline {c.source.kind}"
-    return f"{name}: {c.samples} samples x {c.seq_len} tokens, seed {c.seed}"
+    return f"{name}: {c.samples or f'up to {c.wanted}'} samples x {c.seq_len} tokens, seed {c.seed}"

@@ -66,7 +66,7 @@ def finish(recipe: str | Path, workdir: str | Path, formats: list[str] | None = 
     """The run's manifest (and results table) as a CLI run would leave it: each stage as its latest task left it
     (done, cached, failed), a finished stage no task ran as cached, one that never ran as pending."""
     plan = api.plan(Path(recipe).resolve(), Path(workdir).resolve(), formats or None)
-    name = f"manifests/only-{'+'.join(sorted(formats))}.json" if formats else "manifest.json"
+    name = api.manifest_name(formats)
     (plan.run_dir / "manifests").mkdir(parents=True, exist_ok=True)
     manifest = Manifest(plan, name)
     for stage in plan.stages:

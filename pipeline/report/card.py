@@ -9,6 +9,7 @@ from typing import Any
 from pipeline import serving
 from pipeline.backends import FORMATS
 from pipeline.evaluation import results
+from pipeline.report import hub_usage
 from pipeline.serving import vllm
 from pipeline.serving.tgi import MAINTENANCE
 from pipeline.tools import vllm_server
@@ -190,6 +191,11 @@ def _usage(a: serving.Artifact, targets: list[str]) -> str:
     out = ["## Use it\n"]
     if a.kind in vllm.KINDS:
         out.append("vLLM is the recommended server. " + MAINTENANCE.split(";")[0] + ".\n")
+    if a.repo_id and a.kind == "gguf" and a.gguf_file:
+        tag = gguf_tag(a.gguf_file)
+        out.append("### From the Hub\n\n" + hub_usage.gguf(a.repo_id, tag, a.gguf_file, tag is not None))
+    elif a.repo_id:
+        out.append(hub_usage.transformers_and_vllm(a.repo_id, a.kind))
     for name in targets:
         t = serving.TARGETS[name]
         out.append(f"### {t.title}{' (experimental)' if t.experimental(a) else ''}\n\n{t.usage(a)}")
@@ -232,3 +238,10 @@ def _files(files: dict[str, dict[str, Any]]) -> str:
         "## Files\n\n`manifest.json` holds the full sha256 of every file.\n\n| file | MB "
         "| sha256 (first 16) |\n|---|---|---|\n" + rows + "\n"
     )
+
+
+def gguf_tag(file: str) -> str | None:
+    """The llama.cpp type a GGUF file name ends with (model-Q4_K_M.gguf -> Q4_K_M), None when the name is
+    not one type alone (a per-tensor `type: auto` mix: model-auto-Q4_K_M.gguf)."""
+    found = re.fullmatch(r"(?:.*?)-((?:I?Q\d\w*|F16|BF16|F32|TQ\d_\d))(?:-\d{5}-of-\d{5})?\.gguf", file)
+    return None if not found or "-auto-" in file.lower() else found.group(1)

@@ -37,6 +37,7 @@ class Manifest:
     def __init__(self, plan: Plan, name: str = "manifest.json"):
         self.plan = plan
         self.path = plan.run_dir / name
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # a partial run's: manifests/only-<formats>.json
         self.started = time.time()
         self.records: list[StageRecord] = []
         self.status = "running"

@@ -23,7 +23,9 @@ VERSION = 1
 
 def check(
     spec: CalibrationSpec, recipe_dir: Path, model_config: dict[str, Any] | None, catalog: Path = sources.SOURCES_FILE
-) -> None:
+) -> str | None:
+    """Raise on a source that cannot give the samples; a note when `samples` is unset and the source
+    holds fewer than the default (the set is then as large as the source gives)."""
     name, src, base = sources.resolve(spec, recipe_dir, catalog)
     sources.check(src, base)
     context = (model_config or {}).get("max_position_embeddings")
@@ -34,17 +36,24 @@ def check(
     if src.kind in ("local", "package"):
         files = sources.local_files(src, base) if src.kind == "local" else [package_file(src)]  # type: ignore[arg-type]
         chat = src.messages_field is not None
-        supply.check_supply(
+        most = supply.check_supply(
             files,
             src.text_field or src.messages_field or "",
             "text_field" if src.text_field else "messages_field",
             chat,
             src.records,
-            spec.samples,
+            spec.required,
             spec.seq_len,
             spec.packing if spec.packing is not None else not chat,
             ("calibration", "source"),
         )
+        if spec.samples is None and most < spec.wanted:
+            return (
+                f"calibration.samples is not set: source {name!r} holds at most {most} samples of "
+                f"{spec.seq_len} tokens (by its size), fewer than the default {spec.wanted}, so the set is as "
+                "large as it gives; set calibration.samples and a larger source (e.g. sharegpt) to choose"
+            )
+    return None
 
 
 def config(spec: CalibrationSpec, recipe_dir: Path, catalog: Path = sources.SOURCES_FILE) -> dict[str, Any]:
@@ -104,7 +113,7 @@ def build(
     else:
         ctx.status(f"loading {name}")
         records, notes = sources.load_records(src, base, pinned)
-        ctx.status(f"sampling {spec.samples} x {spec.seq_len} tokens from {len(records)} records")
+        ctx.status(f"sampling {spec.wanted} x {spec.seq_len} tokens from {len(records)} records")
         samples, stats = build_samples(records, src, spec, tokenizer, name)
     calibration_samples.write(out, samples)
     stats = {"source": name, "kind": src.kind, "seed": spec.seed, "seq_len": spec.seq_len, **stats, **notes}

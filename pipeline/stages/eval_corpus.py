@@ -11,10 +11,11 @@ from typing import Any
 from pipeline.data import samples as calibration_samples
 from pipeline.errors import RecipeError
 from pipeline.recipe import CalibrationSpec, EvaluationSpec
+from pipeline.resources import data_file
 from pipeline.stages import calibration
 
 VERSION = 1
-CORPORA = Path(__file__).resolve().parents[2] / "eval" / "corpora.yaml"
+CORPORA = data_file("eval", "corpora.yaml")
 FIELDS = {"source": "corpus", "samples": "windows", "seq_len": "context"}
 
 

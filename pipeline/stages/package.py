@@ -120,6 +120,7 @@ def build(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict
         "quantize_seconds": _json(inputs[job.quantize_id] / "stage_info.json").get("seconds"),
         "serving": targets,
         "serve_check": serve_check,
+        "evaluation": evaluation,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": files,
     }

@@ -1,25 +1,35 @@
-"""Publish stage, one per artifact: create the Hub repo (private unless the recipe says otherwise) and
-upload the package directory with huggingface_hub. The token is whatever huggingface_hub finds
-(HF_TOKEN or the stored login); it is never read into our logs, manifests or cards.
+"""Publish stage: create the Hub repo (private unless the recipe says otherwise) and upload with
+huggingface_hub's upload_large_folder (chunked, retried commits). One stage per artifact uploads its
+package; one stage for all GGUF artifacts uploads the model's GGUF repo, a file per type under
+`{model}-{TYPE}.gguf` with one card for them all (publish.gguf_repo). What goes up is staged in the
+stage's own output as hard links, so the upload's bookkeeping never lands in a package. The token is
+whatever huggingface_hub finds (HF_TOKEN or the stored login); it is never read into our logs,
+manifests or cards.
 
 A failed push changes nothing local: the package stays as it was and the stage can be rerun."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StageError
+from pipeline.files import link_or_copy
 from pipeline.fingerprint import ARGS
 from pipeline.recipe import PublishSpec
+from pipeline.report import gguf_card
 from pipeline.stages.package import publish_files
 
 VERSION = 1
 NO_TOKEN = "no Hugging Face token: set HF_TOKEN or run `hf auth login` (nothing was uploaded)"
 
 
-def repo_id(spec: PublishSpec, recipe_name: str, model: str, artifact: str) -> str:
-    return spec.repo_template.format(org=spec.org or "", model=model.split("/")[-1], format=artifact, name=recipe_name)
+def repo_id(spec: PublishSpec, recipe_name: str, model: str, artifact: str, gguf: bool = False) -> str:
+    """The artifact's Hub repo; a GGUF artifact's is the model's one GGUF repo unless gguf_repo is null."""
+    template = spec.gguf_repo if gguf and spec.gguf_repo else spec.repo_template
+    return template.format(org=spec.org or "", model=model.split("/")[-1], format=artifact, name=recipe_name)
 
 
 def listing(package: Path) -> list[tuple[str, int]]:
@@ -31,6 +41,56 @@ def has_token() -> bool:
     from huggingface_hub import get_token
 
     return bool(get_token())
+
+
+def gguf_config(spec: PublishSpec, repo: str, model: str, packages: list[Any]) -> dict[str, Any]:
+    """`packages`: the ids of the GGUF package stages whose weights go up, a file each."""
+    return {
+        "version": VERSION,
+        "repo": repo,
+        "private": spec.private,
+        "model": model,
+        ARGS: {"publish": spec.model_dump(mode="json"), "packages": [str(p) for p in packages]},
+    }
+
+
+def gguf_names(model: str, artifact: str, files: list[str]) -> list[str]:
+    """A GGUF artifact's weight files as the GGUF repo names them: {model}-{TYPE}.gguf (shards keep their
+    -00001-of-00003 suffix), the type being the artifact's name (gguf-q4_k_m -> Q4_K_M, gguf-auto-q2_k ->
+    AUTO-Q2_K), as llama.cpp and the Hub read a type from a file name."""
+    tag = artifact.removeprefix("gguf-").upper()
+    shard = re.compile(r"-(\d{5}-of-\d{5})\.gguf$")
+    return [f"{model}-{tag}" + (f"-{m.group(1)}" if (m := shard.search(f)) else "") + ".gguf" for f in files]
+
+
+def _gguf_weights(model: str, package: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """A GGUF package's manifest and its weights as (file in the package, name in the GGUF repo)."""
+    manifest = json.loads((package / "manifest.json").read_text())
+    weights = sorted(f for f in manifest["files"] if f.endswith(".gguf"))
+    return manifest, list(zip(weights, gguf_names(model, manifest["artifact"], weights), strict=True))
+
+
+def gguf_listing(model: str, packages: list[Path]) -> list[tuple[str, int]]:
+    """(path in the GGUF repo, size) of every weight file a push of the GGUF repo would upload."""
+    out = []
+    for package in packages:
+        manifest, weights = _gguf_weights(model, package)
+        out += [(name, manifest["files"][f]["size"]) for f, name in weights]
+    return out
+
+
+def stage_gguf_repo(model: str, repo: str, packages: list[Path], folder: Path) -> Path:
+    """The GGUF repo's files in `folder`: weights linked under their repo names, each package's manifest
+    under manifests/, and the one card."""
+    entries = []
+    for package in packages:
+        manifest, weights = _gguf_weights(model, package)
+        for f, name in weights:
+            link_or_copy(package / f, folder / name)
+        link_or_copy(package / "manifest.json", folder / "manifests" / f"{manifest['artifact']}.json")
+        entries.append((manifest, [name for _, name in weights]))
+    (folder / "README.md").write_text(gguf_card.render(repo, model, entries))
+    return folder
 
 
 def config(spec: PublishSpec, repo: str, package: str) -> dict[str, Any]:
@@ -45,7 +105,11 @@ def config(spec: PublishSpec, repo: str, package: str) -> dict[str, Any]:
 
 def run(config: dict[str, Any], inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
     a = config[ARGS]
-    return push(PublishSpec.model_validate(a["publish"]), config["repo"], inputs[a["package"]], out, ctx)
+    spec = PublishSpec.model_validate(a["publish"])
+    if "packages" in a:  # the model's GGUF repo
+        folder = stage_gguf_repo(config["model"], config["repo"], [inputs[p] for p in a["packages"]], out / "repo")
+        return push(spec, config["repo"], folder, out, ctx)
+    return push(spec, config["repo"], inputs[a["package"]], out, ctx)
 
 
 def push(spec: PublishSpec, repo: str, package: Path, out: Path, ctx: Any, api: Any = None) -> dict[str, Any]:
@@ -70,15 +134,15 @@ def push(spec: PublishSpec, repo: str, package: Path, out: Path, ctx: Any, api: 
             f"{repo} already exists and is {have}, the recipe says {want} (publish.private: {spec.private}); "
             f"nothing was uploaded: change the repo's visibility on the Hub or the recipe"
         )
+    staged = out / "upload"
+    for f, _ in files:  # upload_large_folder keeps its resume state in the folder: never in a package
+        link_or_copy(package / f, staged / f)
     try:
-        ctx.status(f"uploading {len(files)} files to {repo}")
-        commit = api.upload_folder(
-            repo_id=repo,
-            folder_path=package,
-            repo_type="model",
-            allow_patterns=[f for f, _ in files],
-            commit_message=f"Upload {package.name} (llm-quant-pipeline)",
+        ctx.status(f"uploading {len(files)} files ({sum(s for _, s in files) / 1e6:,.0f} MB) to {repo}")
+        api.upload_large_folder(
+            repo_id=repo, folder_path=staged, repo_type="model", private=spec.private, print_report=False
         )
+        commit = api.repo_info(repo, repo_type="model").sha
     except Exception as e:
         raise StageError(
             f"push to {repo} failed: {_reason(e)} (the local package is unchanged; rerun to retry)"
@@ -86,7 +150,7 @@ def push(spec: PublishSpec, repo: str, package: Path, out: Path, ctx: Any, api: 
     return {
         "repo": repo,
         "url": str(url),
-        "commit": getattr(commit, "oid", None),
+        "commit": commit,
         "private": private,  # as read back from the Hub
         "files": len(files),
         "bytes": sum(s for _, s in files),

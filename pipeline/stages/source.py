@@ -14,6 +14,7 @@ from pipeline.errors import StageError
 from pipeline.files import MARKER, link_or_copy
 from pipeline.fingerprint import ARGS, content_files, file_sha256, tree_digest
 from pipeline.recipe import ModelSource
+from pipeline.tools.hub_progress import status_bar
 
 # 2: byte-level BPE tokenizer repaired (gguf_tokenizer); 3: tokenizer eos from the GGUF. Bump when the output of this
 # stage changes for the same inputs; 4: a source's .py files only with trust_remote_code
@@ -80,7 +81,8 @@ def _copy_tree(src: Path, dst: Path, with_code: bool) -> None:
     """The user's checkpoint into the stage: weights hard-linked (never opened for writing by any
     stage), everything else copied, so that rewriting a config or tokenizer file here can never
     write through a link into the user's own files. Dot-directories (.git) are left out, and so are
-    Python files unless the recipe trusts the model's code: what is not there cannot be imported."""
+    Python files unless the recipe trusts the model's code: what is not there cannot be imported.
+    An HF cache snapshot holds symlinks to its blobs: os.link and copyfile follow them to the bytes."""
     for p in content_files(src):
         if p.suffix == ".py" and not with_code:
             continue
@@ -105,10 +107,14 @@ def _from_hub(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
     patterns = (
         list(KEEP) + (["*.bin", "*.pt"] if src.allow_pickle else []) + (["*.py"] if src.trust_remote_code else [])
     )
-    ctx.status(f"downloading {src.hub}@{src.revision[:12]}")
+    label = f"downloading {src.hub}@{src.revision[:12]}"
+    ctx.status(label)
     try:
-        # token=None: huggingface_hub reads HF_TOKEN or the stored login itself; we never touch it.
-        snapshot_download(src.hub, revision=src.revision, local_dir=out, allow_patterns=patterns)
+        # Into the HF cache, where every other tool finds it and a second run or recipe reuses it; token=None:
+        # huggingface_hub reads HF_TOKEN or the stored login itself; we never touch it.
+        snapshot = snapshot_download(
+            src.hub, revision=src.revision, allow_patterns=patterns, tqdm_class=status_bar(ctx.status, label)
+        )
     except (RepositoryNotFoundError, RevisionNotFoundError) as e:
         raise StageError(
             f"{src.hub}@{src.revision}: {type(e).__name__} (private or gated? log in or set HF_TOKEN)"
@@ -118,7 +124,8 @@ def _from_hub(src: ModelSource, out: Path, ctx: Any) -> dict[str, Any]:
             f"cannot download {src.hub} from the Hub ({type(e).__name__}); check the network, "
             "or use a local path source"
         ) from None
-    shutil.rmtree(out / ".cache", ignore_errors=True)
+    # weights hard-linked from the cache's blobs (copied across filesystems), the small files copied
+    _copy_tree(Path(snapshot), out, with_code=src.trust_remote_code)
     config = json.loads((out / "config.json").read_text())
     check_remote_code(config, src)
     check_weights([p.name for p in out.iterdir()], src, "model.hub")

@@ -55,3 +55,12 @@ def test_a_list_of_includes_is_keyed_and_prepared(tmp_path):
     assert lmeval.fingerprint(["both"], [tmp_path])["both"]["b.yaml"] != keyed["b.yaml"]
     prepared = lmeval.prepare(tmp_path / "out", [tmp_path])
     assert lmeval._yaml(prepared / "both.yaml")["include"] == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
+
+
+def test_the_shipped_task_is_keyed_by_relative_names():
+    """The shipped tasks are reached through pipeline/_data (a link in a source tree): their key names
+    files relative to the task, so it is the same wherever the project or the wheel lies."""
+    from pipeline.evaluation import lmeval
+
+    found = lmeval.fingerprint(["capitals"], lmeval.task_dirs([]))["capitals"]
+    assert set(found) == {"capitals.yaml", "capitals.jsonl"}, found

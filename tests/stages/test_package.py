@@ -194,20 +194,22 @@ def test_package_copies_small_files_and_publishes_no_local_path(packaged, tiny_m
 
 
 class FakeHub:
-    """The two Hub calls whose answers matter here: an existing repo keeps its visibility."""
+    """The Hub calls whose answers matter here: an existing repo keeps its visibility; what an upload
+    was handed (the folder's files, read at the call)."""
 
     def __init__(self, private: bool) -> None:
-        self.private, self.uploads = private, 0
+        self.private, self.uploads, self.files = private, 0, {}
 
     def create_repo(self, repo, private, exist_ok, repo_type):
         return f"https://huggingface.co/{repo}"
 
     def repo_info(self, repo, repo_type):
-        return type("Info", (), {"private": self.private})()
+        return type("Info", (), {"private": self.private, "sha": "c" * 40})()
 
-    def upload_folder(self, **kw):
+    def upload_large_folder(self, repo_id, folder_path, repo_type, private, print_report):
         self.uploads += 1
-        return type("Commit", (), {"oid": "abc"})()
+        root = Path(folder_path)
+        self.files = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("recipe_private, repo_private", [(True, False), (False, True)])

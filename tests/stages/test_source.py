@@ -168,3 +168,52 @@ def test_checkpoint_code_is_neither_copied_nor_run_unless_trusted(tiny_model, tm
     proc = cli("plan", str(recipe))
     assert proc.returncode == 2, proc.stderr
     assert "tokenizer_config.json auto_map: 'tokenization_x.XTokenizer'" in proc.stderr
+
+
+def test_hub_source_goes_through_the_hf_cache_once(tiny_model, tmp_path):
+    """A Hub model is downloaded once into the HF cache (by the real huggingface_hub client, from a local
+    stand-in) and hard-linked from there into every run: a second workdir downloads nothing and plan's disk
+    estimate counts the download only while the cache lacks it."""
+    import os
+
+    from tests.helpers import hub_stand_in
+
+    with hub_stand_in("org/tiny", PIN, tiny_model) as (url, served):
+        env = {"HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+        recipe = {"name": "tiny", "model": {"hub": "org/tiny", "revision": PIN}, "formats": [{"format": "w8a16"}]}
+        path = write_recipe(tmp_path / "r.yaml", recipe)
+
+        def plan_source(workdir: str) -> dict:
+            proc = cli("plan", str(path), "-w", str(tmp_path / workdir), "--json", env=env)
+            assert proc.returncode == 0, proc.stderr
+            return next(s for s in json.loads(proc.stdout)["stages"] if s["id"] == "source")
+
+        weights = (tiny_model / "model.safetensors").stat().st_size
+        # not in the cache yet: the download counts (the weights at 16 bits, the estimate's measure)
+        assert plan_source("runs-a")["estimate"]["written_bytes"] >= 0.9 * weights
+        for workdir in ("runs-a", "runs-b"):
+            proc = cli("-q", "run", str(path), "-w", str(tmp_path / workdir), env=env)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+        assert served["model.safetensors"] == 1, served  # the second run found it in the cache
+        assert plan_source("runs-c")["estimate"]["written_bytes"] == 0  # cached, same filesystem: links
+    blobs = list((tmp_path / "hf" / "hub" / "models--org--tiny" / "blobs").iterdir())
+    blob = next(b for b in blobs if b.stat().st_size == weights)
+    for workdir in ("runs-a", "runs-b"):
+        linked = tmp_path / workdir / "tiny" / "source" / "model.safetensors"
+        assert os.path.samefile(linked, blob) and not linked.is_symlink()
+    assert blob.stat().st_nlink == 3
+
+
+def test_hub_download_progress_is_the_stage_status(tiny_model, tmp_path):
+    from huggingface_hub import snapshot_download
+
+    from pipeline.tools.hub_progress import status_bar
+    from tests.helpers import hub_stand_in
+
+    messages: list[str] = []
+    with hub_stand_in("org/tiny", PIN, tiny_model) as (url, _):
+        snapshot_download(
+            "org/tiny", revision=PIN, cache_dir=tmp_path, endpoint=url, tqdm_class=status_bar(messages.append, "dl")
+        )
+    total = sum(p.stat().st_size for p in tiny_model.rglob("*") if p.is_file())
+    assert messages and messages[-1] == f"dl: {total / 1e6:,.0f}/{total / 1e6:,.0f} MB", messages

@@ -1,0 +1,56 @@
+"""Defaults that fit each other: a recipe of only `model` and `formats` plans and runs. Options the
+recipe leaves unset are chosen to fit the model, with a note; options it writes are never changed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from conftest import cli, tiny_recipe, write_recipe
+
+from pipeline import api
+
+
+def test_unset_group_size_is_fitted_and_said(tiny_model, tmp_path):
+    """The tiny model's layers are 64 and 128 wide: AWQ's default 128 does not divide 64."""
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "awq"}, {"format": "gptq"}]))
+    plan = api.plan(recipe, tmp_path / "runs")
+    assert [o.group_size for o in plan.recipe.formats] == [64, 64]
+    assert any(n.startswith("formats[0] awq: group_size 64, the largest that divides every layer") for n in plan.notes)
+    keyed = {s.id: s.config for s in plan.stages}["quantize[awq]"]
+    assert '"group_size": 64' in json.dumps(keyed), "the fitted value is what the stage is keyed and run with"
+
+    written = write_recipe(tmp_path / "w.yaml", tiny_recipe(tiny_model, [{"format": "awq", "group_size": 128}]))
+    proc = cli("plan", str(written), "-w", str(tmp_path / "runs"))
+    assert proc.returncode == 2 and "formats[0].group_size: 128 does not divide" in proc.stderr
+
+
+def test_a_chat_model_calibrates_on_chat_data(tiny_model, tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model, [{"format": "gptq", "group_size": 64}]))
+    plan = api.plan(recipe, tmp_path / "runs")
+    assert plan.recipe.calibration.source == "sharegpt"
+    assert any("calibration.source is not set: 'sharegpt'" in n for n in plan.notes)
+    explicit = tiny_recipe(tiny_model, [{"format": "gptq", "group_size": 64}], calibration={"source": "default"})
+    assert (
+        api.plan(write_recipe(tmp_path / "e.yaml", explicit), tmp_path / "runs").recipe.calibration.source == "default"
+    )
+
+
+def test_unset_samples_take_what_a_small_source_gives(tiny_model, tmp_path):
+    """A model without a chat template calibrates on the small embedded set: it holds fewer than the default
+    64 windows of 512 tokens, so plan says so and the set holds what the source gives."""
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(plain, [{"format": "gptq", "group_size": 64}]))
+    plan = api.plan(recipe, tmp_path / "runs")
+    assert plan.recipe.calibration.source == "default" and plan.recipe.calibration.samples is None
+    assert any("calibration.samples is not set: source 'default' holds at most" in n for n in plan.notes), plan.notes
+
+    proc = cli("-q", "calib", "show", str(recipe), "-w", str(tmp_path / "runs"), "-n", "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stats = json.loads(next((tmp_path / "runs" / "tiny").glob("calibration-*/stats.json")).read_text())
+    assert 8 <= stats["samples"] < 64, stats
