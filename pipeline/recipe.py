@@ -149,6 +149,11 @@ class CalibrationSource(Strict):
 
     kind: Literal["hub", "local", "package", "self"]
     description: str | None = None
+    hub_id: str | None = Field(
+        None,
+        pattern=r"^[\w.-]+/[\w.-]+$",
+        description="the dataset's Hub id, for model cards' `datasets:` (a hub source: its path when unset)",
+    )
     path: str | None = Field(None, description="hub: dataset id")
     name: str | None = Field(None, description="hub: dataset config name")
     split: str = "train"

@@ -223,6 +223,8 @@ def test_demo_packages_card_serving_manifest(demo, artifact):
     assert data["license"] == "apache-2.0"  # carried over from the source GGUF's metadata
     gguf = artifact.startswith("gguf")
     assert ("gguf" if gguf else "compressed-tensors" if artifact != "bnb-nf4" else "bitsandbytes") in data["tags"]
+    calibrated = gguf or artifact in ("awq", "gptq", "w8a8-int8")  # the Hub dataset the calibration file comes from
+    assert data.get("datasets") == (["anon8231489123/ShareGPT_Vicuna_unfiltered"] if calibrated else None), data
     served = check_serving(pkg / "serving")
     if gguf:
         assert (

@@ -81,7 +81,7 @@ def check(src: CalibrationSource, base: Path) -> None:
 def fingerprint(src: CalibrationSource, base: Path, pinned: str | None = None) -> dict[str, Any]:
     """What of the source shapes the samples: its options and local files' digests, or the Hub dataset's
     commit (`pinned`: the one the plan resolved, so that a stage's guard never asks the network again)."""
-    body = src.model_dump(mode="json", exclude={"description", "files"})
+    body = src.model_dump(mode="json", exclude={"description", "files", "hub_id"})  # hub_id: card metadata
     if src.kind == "local":
         body["content"] = stable_hash([file_sha256(f) for f in local_files(src, base)])
     elif src.kind == "package":

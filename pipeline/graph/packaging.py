@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from pipeline.backends import FORMATS
+from pipeline.data.sources import named_sources
 from pipeline.errors import RecipeError
 from pipeline.graph.stage import Stage
 from pipeline.recipe import Recipe
@@ -152,6 +153,16 @@ def stages(recipe: Recipe, calibrated: list[Any], with_publish: bool, planned: l
     return out
 
 
+def calibration_datasets(recipe: Recipe) -> list[str]:
+    """The calibration set's Hub dataset for the card's `datasets:`: a named source's `hub_id`, an inline
+    one's, or a hub source's path (none for local files or self-made text)."""
+    src = recipe.calibration.source
+    if isinstance(src, str):
+        src = named_sources().get(src)
+    hub = src and (src.hub_id or (src.path if src.kind == "hub" else None))
+    return [hub] if hub else []
+
+
 def _job(
     recipe: Recipe, opts: Any, calibrated: list[Any], repos: dict[str, str], planned: set[str]
 ) -> package.PackageJob:
@@ -176,6 +187,7 @@ def _job(
         evaluate_id=ev,
         bnb_quantize=getattr(backend, "tgi_quantize", lambda o: None)(opts),
         seeds=seeds,
+        datasets=calibration_datasets(recipe) if opts in calibrated else [],
         floor_id=floor,
         serve_check_id=check if check in planned else None,
     )

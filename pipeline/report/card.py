@@ -17,10 +17,11 @@ from pipeline.tools import vllm_server
 PROJECT = "llm-quant-pipeline"
 
 
-def metadata(job: Any, artifact: serving.Artifact, license_: str | None) -> Any:
+def metadata(job: Any, artifact: serving.Artifact, license_: str | None, data: list[str] | None = None) -> Any:
     from huggingface_hub import ModelCardData
 
     extra = {"quantized_by": job.spec.quantized_by} if job.spec.quantized_by else {}
+    extra |= {"datasets": data} if data else {}
     base = {"base_model": artifact.base_model, "base_model_relation": "quantized"} if artifact.base_model else {}
     tags = list(dict.fromkeys([*job.tags, "quantized", PROJECT, *job.spec.tags]))
     return ModelCardData(
@@ -45,7 +46,7 @@ def render(
     gguf_types: dict[str, Any] | None = None,
     weights: dict[str, Any] | None = None,
 ) -> str:
-    data = metadata(job, artifact, license_)
+    data = metadata(job, artifact, license_, job.datasets)
     base = (
         f"[{artifact.base_model}](https://huggingface.co/{artifact.base_model})"
         if artifact.base_model

@@ -17,8 +17,10 @@ def render(repo: str, model: str, entries: list[tuple[dict[str, Any], list[str]]
 
     first = entries[0][0]
     base = first.get("base_model")
+    used = list(dict.fromkeys(d for m, _ in entries for d in m.get("datasets") or []))
     data = ModelCardData(
         license=first.get("license"),
+        **({"datasets": used} if used else {}),
         library_name="gguf",
         pipeline_tag="text-generation",
         tags=["gguf", "quantized", PROJECT, "llama.cpp"],

@@ -23,7 +23,8 @@ from pipeline.report import card
 
 # bump when the package's files change for the same inputs (2: Kubernetes object names; 3: licenses, context default; 4:
 # vllm-cpu.yaml, serve check)
-VERSION = 6  # 5: only weights hard-linked; 6: unquantized tensors and MoE offload in the card, llama-server "$@"
+VERSION = 7  # 5: only weights hard-linked; 6: unquantized tensors and MoE offload in the card, llama-server "$@";
+# 7: Hub usage and `datasets:` in the card, evaluation and datasets in manifest.json (the GGUF repo card reads them)
 # Not linked from the artifact: bookkeeping, llmcompressor's recipe.yaml (it does not load back: the card holds ours),
 # and the
 # files this stage writes itself (a linked README.md would be written through, into the quantize output).
@@ -63,6 +64,7 @@ class PackageJob:
     serve_check_id: str | None = None  # the artifact's vLLM serve check, when there is one
     bnb_quantize: str | None = None
     seeds: dict[str, int] = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=list)  # the calibration set's Hub dataset (card metadata)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,7 @@ class PackageJob:
             "spec": self.spec.model_dump(mode="json", exclude={"enabled"}),
             "excerpt": self.recipe_excerpt,
             "repo": self.repo_id,
+            "datasets": self.datasets,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -121,6 +124,7 @@ def build(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict
         "serving": targets,
         "serve_check": serve_check,
         "evaluation": evaluation,
+        "datasets": job.datasets,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": files,
     }

@@ -22,7 +22,7 @@ from pipeline.recipe import PublishSpec
 from pipeline.report import gguf_card
 from pipeline.stages.package import publish_files
 
-VERSION = 1
+VERSION = 2  # 2: upload_large_folder from a staged folder; the GGUF repo
 NO_TOKEN = "no Hugging Face token: set HF_TOKEN or run `hf auth login` (nothing was uploaded)"
 
 
