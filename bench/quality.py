@@ -42,7 +42,7 @@ W4A16 = [  # (entry, reference artifact)
         "observer": "imatrix_mse",
         "name": "gptq-asym-imatrix-mse",
     },
-    {"format": "autoround", "group_size": 64, "name": "autoround"},  # symmetric (asymmetric is refused: README)
+    {"format": "autoround", "group_size": 64, "name": "autoround"},  # symmetric: asymmetric is refused (recipes.md)
 ]
 GGUF_TYPES = ("Q4_K_M", "Q3_K_M", "Q2_K")
 

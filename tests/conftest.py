@@ -210,3 +210,15 @@ def build_smol_model(out: Path, hidden: int = 64, layers: int = 2) -> Path:
 def tiny_smol_model(tmp_path_factory) -> Path:
     """Tiny random Llama with SmolLM2's real tokenizer; the layers are tiny and random."""
     return build_smol_model(tmp_path_factory.mktemp("tiny-smol") / "model")
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """The Hub stand-in, and the real client pointed at it (LFS transfers: the stand-in speaks no Xet)."""
+    import huggingface_hub.constants
+
+    from tests.hub_stand_in import HubStandIn, running
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    with running(HubStandIn()) as stand_in:
+        yield stand_in

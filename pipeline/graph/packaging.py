@@ -188,6 +188,7 @@ def _job(
         bnb_quantize=getattr(backend, "tgi_quantize", lambda o: None)(opts),
         seeds=seeds,
         datasets=calibration_datasets(recipe) if opts in calibrated else [],
+        gguf_repo_model=model_name(recipe) if is_gguf(opts) and gguf_repo(recipe) else None,
         floor_id=floor,
         serve_check_id=check if check in planned else None,
     )

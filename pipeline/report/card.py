@@ -192,9 +192,9 @@ def _usage(a: serving.Artifact, targets: list[str]) -> str:
     out = ["## Use it\n"]
     if a.kind in vllm.KINDS:
         out.append("vLLM is the recommended server. " + MAINTENANCE.split(";")[0] + ".\n")
-    if a.repo_id and a.kind == "gguf" and a.gguf_file:
-        tag = gguf_tag(a.gguf_file)
-        out.append("### From the Hub\n\n" + hub_usage.gguf(a.repo_id, tag, a.gguf_file, tag is not None))
+    if a.repo_id and a.kind == "gguf" and a.repo_file:
+        tag = gguf_tag(a.repo_file)
+        out.append("### From the Hub\n\n" + hub_usage.gguf(a.repo_id, tag, a.repo_file, tag is not None))
     elif a.repo_id:
         out.append(hub_usage.transformers_and_vllm(a.repo_id, a.kind))
     for name in targets:

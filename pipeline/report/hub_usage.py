@@ -3,6 +3,18 @@ id, llama.cpp by `-hf REPO:TAG` (or `--hf-file` where a tag would be ambiguous),
 
 from __future__ import annotations
 
+import re
+
+SHARD = re.compile(r"-(\d{5}-of-\d{5})\.gguf$")
+
+
+def gguf_repo_names(model: str, artifact: str, files: list[str]) -> list[str]:
+    """A GGUF artifact's weight files as the model's one GGUF repo names them: {model}-{TYPE}.gguf (shards keep
+    their -00001-of-00003 suffix), the type being the artifact's name (gguf-q4_k_m -> Q4_K_M, gguf-auto-q2_k ->
+    AUTO-Q2_K), as llama.cpp and the Hub read a type from a file name."""
+    tag = artifact.removeprefix("gguf-").upper()
+    return [f"{model}-{tag}" + (f"-{m.group(1)}" if (m := SHARD.search(f)) else "") + ".gguf" for f in files]
+
 
 def transformers_and_vllm(repo: str, kind: str) -> str:
     out = [

@@ -68,4 +68,5 @@ def _ref(prop: dict[str, Any]) -> str | None:
 
 
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    # a description's "<workdir>" would be read as an HTML tag by a Markdown renderer
+    return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")

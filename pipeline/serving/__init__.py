@@ -46,6 +46,7 @@ class Artifact:
     bnb_quantize: str | None = None  # TGI's --quantize value for a bitsandbytes scheme
     base_model: str | None = None  # Hub id of the unquantized model, when known
     repo_id: str | None = None  # Hub repo the package is published to, when publishing
+    repo_file: str | None = None  # the GGUF file's name in that repo (the model's GGUF repo renames it)
     chat_template: str | None = None  # Jinja chat template of the model
     special_tokens: dict[str, str] = field(default_factory=dict)  # bos_token / eos_token strings for the template
     options: dict[str, Any] = field(default_factory=dict)  # the recipe's package.serving section

@@ -19,12 +19,13 @@ from pipeline.checkpoints.sources import gguf_metadata
 from pipeline.files import MARKER, link_or_copy
 from pipeline.fingerprint import ARGS, file_sha256
 from pipeline.recipe import PackageSpec
-from pipeline.report import card
+from pipeline.report import card, hub_usage
 
 # bump when the package's files change for the same inputs (2: Kubernetes object names; 3: licenses, context default; 4:
 # vllm-cpu.yaml, serve check)
-VERSION = 7  # 5: only weights hard-linked; 6: unquantized tensors and MoE offload in the card, llama-server "$@";
-# 7: Hub usage and `datasets:` in the card, evaluation and datasets in manifest.json (the GGUF repo card reads them)
+VERSION = 8  # 5: only weights hard-linked; 6: unquantized tensors and MoE offload in the card, llama-server "$@";
+# 7: Hub usage and `datasets:` in the card, evaluation and datasets in manifest.json (the GGUF repo card reads them);
+# 8: a GGUF card pulls its file by the name the model's GGUF repo gives it
 # Not linked from the artifact: bookkeeping, llmcompressor's recipe.yaml (it does not load back: the card holds ours),
 # and the
 # files this stage writes itself (a linked README.md would be written through, into the quantize output).
@@ -65,6 +66,7 @@ class PackageJob:
     bnb_quantize: str | None = None
     seeds: dict[str, int] = field(default_factory=dict)
     datasets: list[str] = field(default_factory=list)  # the calibration set's Hub dataset (card metadata)
+    gguf_repo_model: str | None = None  # set when the artifact goes to the model's GGUF repo, which renames by it
 
     def config(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class PackageJob:
             "excerpt": self.recipe_excerpt,
             "repo": self.repo_id,
             "datasets": self.datasets,
+            "gguf_repo_model": self.gguf_repo_model,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -182,6 +185,7 @@ def assemble(
         bnb_quantize=job.bnb_quantize,
         base_model=base_model,
         repo_id=job.repo_id,
+        repo_file=_repo_file(job, (info.get("files") or [None])[0]),
         chat_template=facts.get("chat_template"),
         special_tokens=facts.get("special_tokens", {}),
         options=job.spec.serving.model_dump(mode="json"),
@@ -206,6 +210,17 @@ def _experts(config: dict[str, Any], params: int, stored: list[tensors.Tensor]) 
 def publish_files(package: Path) -> list[Path]:
     """The files a package consists of (what goes to the Hub): everything but the stage's bookkeeping."""
     return sorted(p for p in package.rglob("*") if p.is_file() and p.name not in (MARKER, "stage_info.json"))
+
+
+def _repo_file(job: PackageJob, gguf_file: str | None) -> str | None:
+    """Where a GGUF package's file lies in its repo: renamed in the model's GGUF repo, as is in its own."""
+    if job.kind != "gguf" or not gguf_file:
+        return None
+    return (
+        hub_usage.gguf_repo_names(job.gguf_repo_model, job.artifact, [gguf_file])[0]
+        if job.gguf_repo_model
+        else gguf_file
+    )
 
 
 def source_facts(source: Path) -> dict[str, Any]:

@@ -1,17 +1,17 @@
 """Publish stage: create the Hub repo (private unless the recipe says otherwise) and upload with
-huggingface_hub's upload_large_folder (chunked, retried commits). One stage per artifact uploads its
-package; one stage for all GGUF artifacts uploads the model's GGUF repo, a file per type under
-`{model}-{TYPE}.gguf` with one card for them all (publish.gguf_repo). What goes up is staged in the
-stage's own output as hard links, so the upload's bookkeeping never lands in a package. The token is
-whatever huggingface_hub finds (HF_TOKEN or the stored login); it is never read into our logs,
-manifests or cards.
+huggingface_hub's upload_folder: with hf_xet (the default) a streamed upload in as many commits as the
+folder needs, which a rerun resumes (committed files are skipped, uploaded data deduplicated). It replaces
+upload_large_folder, which huggingface_hub 1.33 deprecates. One stage per artifact uploads its package;
+one stage for all GGUF artifacts uploads the model's GGUF repo, a file per type under `{model}-{TYPE}.gguf`
+with one card for them all (publish.gguf_repo). What goes up is staged in the stage's own output as hard
+links. The token is whatever huggingface_hub finds (HF_TOKEN or the stored login); it is never read into
+our logs, manifests or cards.
 
 A failed push changes nothing local: the package stays as it was and the stage can be rerun."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,11 @@ from pipeline.errors import StageError
 from pipeline.files import link_or_copy
 from pipeline.fingerprint import ARGS
 from pipeline.recipe import PublishSpec
-from pipeline.report import gguf_card
+from pipeline.report import gguf_card, hub_usage
 from pipeline.stages.package import publish_files
+from pipeline.tools import hub_progress
 
-VERSION = 2  # 2: upload_large_folder from a staged folder; the GGUF repo
+VERSION = 3  # 2: upload_large_folder from a staged folder; the GGUF repo; 3: upload_folder
 NO_TOKEN = "no Hugging Face token: set HF_TOKEN or run `hf auth login` (nothing was uploaded)"
 
 
@@ -54,20 +55,11 @@ def gguf_config(spec: PublishSpec, repo: str, model: str, packages: list[Any]) -
     }
 
 
-def gguf_names(model: str, artifact: str, files: list[str]) -> list[str]:
-    """A GGUF artifact's weight files as the GGUF repo names them: {model}-{TYPE}.gguf (shards keep their
-    -00001-of-00003 suffix), the type being the artifact's name (gguf-q4_k_m -> Q4_K_M, gguf-auto-q2_k ->
-    AUTO-Q2_K), as llama.cpp and the Hub read a type from a file name."""
-    tag = artifact.removeprefix("gguf-").upper()
-    shard = re.compile(r"-(\d{5}-of-\d{5})\.gguf$")
-    return [f"{model}-{tag}" + (f"-{m.group(1)}" if (m := shard.search(f)) else "") + ".gguf" for f in files]
-
-
 def _gguf_weights(model: str, package: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """A GGUF package's manifest and its weights as (file in the package, name in the GGUF repo)."""
     manifest = json.loads((package / "manifest.json").read_text())
     weights = sorted(f for f in manifest["files"] if f.endswith(".gguf"))
-    return manifest, list(zip(weights, gguf_names(model, manifest["artifact"], weights), strict=True))
+    return manifest, list(zip(weights, hub_usage.gguf_repo_names(model, manifest["artifact"], weights), strict=True))
 
 
 def gguf_listing(model: str, packages: list[Path]) -> list[tuple[str, int]]:
@@ -135,17 +127,17 @@ def push(spec: PublishSpec, repo: str, package: Path, out: Path, ctx: Any, api: 
             f"nothing was uploaded: change the repo's visibility on the Hub or the recipe"
         )
     staged = out / "upload"
-    for f, _ in files:  # upload_large_folder keeps its resume state in the folder: never in a package
+    for f, _ in files:  # links: the package's own files, never written through
         link_or_copy(package / f, staged / f)
     try:
         ctx.status(f"uploading {len(files)} files ({sum(s for _, s in files) / 1e6:,.0f} MB) to {repo}")
-        api.upload_large_folder(
-            repo_id=repo, folder_path=staged, repo_type="model", private=spec.private, print_report=False
-        )
-        commit = api.repo_info(repo, repo_type="model").sha
+        with hub_progress.upload_status(ctx.status, f"uploading to {repo}"):
+            commit = api.upload_folder(
+                repo_id=repo, folder_path=staged, repo_type="model", commit_message=f"Upload {package.name}"
+            ).oid
     except Exception as e:
         raise StageError(
-            f"push to {repo} failed: {_reason(e)} (the local package is unchanged; rerun to retry)"
+            f"push to {repo} failed: {_reason(e)} (the local package is unchanged; rerun to resume)"
         ) from None
     return {
         "repo": repo,
@@ -158,6 +150,10 @@ def push(spec: PublishSpec, repo: str, package: Path, out: Path, ctx: Any, api: 
 
 
 def _reason(e: Exception) -> str:
-    """The first line of the error, without anything that could carry a token (headers are never in it)."""
+    """The first line of the error and the Hub's own message (huggingface_hub's HTTP errors put it on a later
+    line), without anything that could carry a token (headers are never in it)."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
+    server = " ".join(str(getattr(e, "server_message", "") or "").split())
+    if server and server not in text:
+        text = f"{text.rstrip(':')}: {server}" if text else server
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__

@@ -54,3 +54,29 @@ def test_unset_samples_take_what_a_small_source_gives(tiny_model, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     stats = json.loads(next((tmp_path / "runs" / "tiny").glob("calibration-*/stats.json")).read_text())
     assert 8 <= stats["samples"] < 64, stats
+
+
+def test_group_sizes_fit_the_experts_and_the_low_rank_attention_too():
+    """Every quantized Linear's input width counts: a mixture-of-experts model's experts are narrower than
+    its dense MLP, DeepSeek's MLA projections take their low ranks, and an attention output takes heads x
+    head_dim (configs from transformers' own classes)."""
+    from transformers import DeepseekV3Config, Qwen2MoeConfig, Qwen3Config
+
+    from pipeline.backends import group_size_problems, layer_widths
+    from pipeline.graph.fitting import fit_group_sizes
+    from pipeline.recipe import Recipe
+
+    moe = Qwen2MoeConfig(hidden_size=2048, intermediate_size=5632, moe_intermediate_size=1440).to_dict()
+    (field, message), *_ = group_size_problems(128, moe)
+    assert field == "group_size" and "experts' down_proj (input width 1440)" in message
+    assert "group sizes that fit every layer: 32" in message
+    recipe = Recipe.model_validate({"name": "m", "model": {"path": "."}, "formats": [{"format": "awq"}]})
+    fitted, notes = fit_group_sizes(recipe, moe)
+    assert fitted.formats[0].group_size == 32 and "experts' down_proj (1440)" in notes[0]
+
+    mla = layer_widths(DeepseekV3Config(q_lora_rank=1536, kv_lora_rank=512, num_attention_heads=128).to_dict())
+    assert mla["q_b_proj"] == 1536 and mla["kv_b_proj"] == 512 and mla["o_proj"] == 128 * 128
+    qwen3 = Qwen3Config(hidden_size=1000, intermediate_size=2048, num_attention_heads=8, head_dim=128).to_dict()
+    assert layer_widths(qwen3)["o_proj"] == 1024
+    (_, message), *_ = group_size_problems(128, qwen3)
+    assert "q_proj" in message and "o_proj" not in message  # o_proj takes 8 x 128, not the hidden 1000

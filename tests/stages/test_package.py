@@ -193,41 +193,30 @@ def test_package_copies_small_files_and_publishes_no_local_path(packaged, tiny_m
                     assert local not in text, f"{artifact}/{rel} names {local}"
 
 
-class FakeHub:
-    """The Hub calls whose answers matter here: an existing repo keeps its visibility; what an upload
-    was handed (the folder's files, read at the call)."""
-
-    def __init__(self, private: bool) -> None:
-        self.private, self.uploads, self.files = private, 0, {}
-
-    def create_repo(self, repo, private, exist_ok, repo_type):
-        return f"https://huggingface.co/{repo}"
-
-    def repo_info(self, repo, repo_type):
-        return type("Info", (), {"private": self.private, "sha": "c" * 40})()
-
-    def upload_large_folder(self, repo_id, folder_path, repo_type, private, print_report):
-        self.uploads += 1
-        root = Path(folder_path)
-        self.files = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
-
-
 @pytest.mark.parametrize("recipe_private, repo_private", [(True, False), (False, True)])
-def test_push_refuses_a_repo_whose_visibility_differs_from_the_recipe(packaged, tmp_path, recipe_private, repo_private):
+def test_push_refuses_a_repo_whose_visibility_differs_from_the_recipe(
+    packaged, hub, tmp_path, recipe_private, repo_private
+):
+    from huggingface_hub import HfApi
+
     from pipeline.errors import StageError
     from pipeline.recipe import PublishSpec
     from pipeline.stages import publish
     from tests.helpers import stage_ctx
+    from tests.hub_stand_in import Repo
 
-    hub = FakeHub(private=repo_private)
+    api = HfApi(endpoint=hub.url, token="hf_stand_in_token")
+    hub.repos["o/r"] = Repo(private=repo_private)  # made before, by hand: create_repo answers 409 and keeps it
     spec = PublishSpec(enabled=True, org="o", private=recipe_private)
+    package = packaged[1] / "packages" / "w8a16"
     with stage_ctx("publish") as ctx, pytest.raises(StageError, match="already exists and is"):
-        publish.push(spec, "o/r", packaged[1] / "packages" / "w8a16", tmp_path, ctx, api=hub)
-    assert hub.uploads == 0
-    hub.private = recipe_private
+        publish.push(spec, "o/r", package, tmp_path / "1", ctx, api=api)
+    assert hub.repos["o/r"].files == {} and hub.put_bytes == 0
+    hub.repos["o/r"].private = recipe_private
     with stage_ctx("publish") as ctx:
-        info = publish.push(spec, "o/r", packaged[1] / "packages" / "w8a16", tmp_path, ctx, api=hub)
-    assert hub.uploads == 1 and info["private"] is recipe_private
+        info = publish.push(spec, "o/r", package, tmp_path / "2", ctx, api=api)
+    assert info["private"] is recipe_private and info["commit"] == hub.repos["o/r"].sha
+    assert hub.repos["o/r"].files["model.safetensors"] == (package / "model.safetensors").read_bytes()
 
 
 def test_source_facts_read_license_and_base_model(tmp_path):

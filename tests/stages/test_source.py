@@ -176,7 +176,7 @@ def test_hub_source_goes_through_the_hf_cache_once(tiny_model, tmp_path):
     estimate counts the download only while the cache lacks it."""
     import os
 
-    from tests.helpers import hub_stand_in
+    from tests.hub_stand_in import serving as hub_stand_in
 
     with hub_stand_in("org/tiny", PIN, tiny_model) as (url, served):
         env = {"HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
@@ -208,7 +208,7 @@ def test_hub_download_progress_is_the_stage_status(tiny_model, tmp_path):
     from huggingface_hub import snapshot_download
 
     from pipeline.tools.hub_progress import status_bar
-    from tests.helpers import hub_stand_in
+    from tests.hub_stand_in import serving as hub_stand_in
 
     messages: list[str] = []
     with hub_stand_in("org/tiny", PIN, tiny_model) as (url, _):
