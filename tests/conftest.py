@@ -36,6 +36,7 @@ SLOW_FIRST = (
     "tests/backends/test_moe.py",  # ~800 s
     "tests/devtools/test_twins.py",  # ~290 s
     "tests/test_openvino_recipe.py",  # ~165 s
+    "tests/backends/test_moe_families.py",  # ~100 s
     "tests/evaluation/test_llama_perplexity_kld.py",  # ~95 s
     "tests/backends/test_gguf.py",  # ~90 s
     "tests/run/test_faults.py",  # ~65 s

@@ -199,7 +199,7 @@ class GgufBackend(Backend):
                     "architectures, not this one)",
                 )
             ]
-        return []
+        return _loader_problems(model_config or {})
 
     def shared_steps(self, opts: FormatOptions) -> list[SharedStep]:
         assert isinstance(opts, GgufOptions)
@@ -323,3 +323,20 @@ def metadata(path: Path) -> dict[str, Any]:
         "has_chat_template": bool(template),
         "tensors": len(reader.tensors),
     }
+
+
+def _loader_problems(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """What llama.cpp's converter writes but its loader then refuses. DeepSeek-V2 without a query LoRA
+    (q_lora_rank null, as V2-Lite has it): the converter omits the key, and llama.cpp tells "Lite" by its
+    layer count (26 or 27), so any other depth fails to load (key not found: deepseek2.attention.q_lora_rank)."""
+    lite_depth = config.get("num_hidden_layers") in (26, 27)
+    if config.get("model_type") == "deepseek_v2" and config.get("q_lora_rank") is None and not lite_depth:
+        layers = config.get("num_hidden_layers")
+        return [
+            (
+                "format",
+                f"llama.cpp loads a deepseek_v2 model without q_lora_rank only at DeepSeek-V2-Lite's depth (26 or 27 "
+                f"layers), not {layers}: the GGUF would not load",
+            )
+        ]
+    return []

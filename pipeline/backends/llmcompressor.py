@@ -21,6 +21,7 @@ from pipeline.backends import (
     llmcompressor_run,
     register,
 )
+from pipeline.checkpoints import moe, scale_check
 from pipeline.fingerprint import file_sha256
 from pipeline.stage_id import CALIBRATION, SOURCE
 
@@ -284,6 +285,17 @@ class LlmCompressorBackend(Backend):
         return {"recipe": file_sha256(opts.recipe)} if isinstance(opts, RecipeFileOptions) else {}
 
     def problems(self, opts: FormatOptions, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
+        if model_config and moe.is_moe(model_config) and not moe.per_expert_loadable(model_config):
+            family = moe.text_config(model_config).get("model_type") or model_config.get("model_type")
+            return [
+                (
+                    "format",
+                    f"{opts.format} cannot be made for this {family} mixture-of-experts model: llm-compressor "
+                    f"writes one tensor per expert, and transformers loads such checkpoints only for families "
+                    f"whose loader merges them ({family} keeps its experts fused), so the artifact would not "
+                    "load; gguf quantizes its experts (llama.cpp)",
+                )
+            ]
         if isinstance(opts, RecipeFileOptions):
             return _recipe_file_problems(opts.recipe)
         autoround = isinstance(opts, AutoRoundOptions) or (
@@ -306,14 +318,12 @@ class LlmCompressorBackend(Backend):
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
         if not isinstance(opts, RecipeFileOptions) and not self.needs_calibration(opts):
-            return {
-                "scheme": scheme(opts),
-                **llmcompressor_run.model_free(
-                    scheme(opts), list(getattr(opts, "ignore", [])), inputs[SOURCE], out, ctx
-                ),
-            }
-        recipe = str(opts.recipe) if isinstance(opts, RecipeFileOptions) else modifiers(opts)
-        info = llmcompressor_run.oneshot(recipe, inputs[SOURCE], inputs.get(CALIBRATION), out, ctx)
+            ignore = list(getattr(opts, "ignore", []))
+            info = llmcompressor_run.model_free(scheme(opts), ignore, inputs[SOURCE], out, ctx)
+        else:
+            recipe = str(opts.recipe) if isinstance(opts, RecipeFileOptions) else modifiers(opts)
+            info = llmcompressor_run.oneshot(recipe, inputs[SOURCE], inputs.get(CALIBRATION), out, ctx)
+        scale_check.finite_scales(out)
         return {"scheme": None if isinstance(opts, RecipeFileOptions) else scheme(opts), **info}
 
 

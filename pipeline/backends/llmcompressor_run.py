@@ -42,6 +42,8 @@ def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx:
             ctx.status(f"calibrating on {kwargs['num_calibration_samples']} samples (llmcompressor oneshot)")
         else:
             ctx.status("quantizing (llmcompressor oneshot, data-free)")
+        if moe.is_moe(model.config.to_dict()):
+            _split_awq_mappings(recipe, model)
         layers = moe.text_config(model.config.to_dict()).get("num_hidden_layers")
         _route_loguru(ctx, layers)  # after every import: llmcompressor and compressed-tensors add sinks when imported
         with expert_counts.counted(model) as experts:
@@ -67,6 +69,16 @@ def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx:
         "modifiers": [type(m).__name__ for m in recipe] if isinstance(recipe, list) else recipe,
         **({"experts": experts} if experts else {}),
     }
+
+
+def _split_awq_mappings(recipe: Any, model: Any) -> None:
+    """AWQ on a model mixing dense and MoE layers: the architecture's mappings split by layer kind
+    (pipeline.backends.awq_mappings); a mapping the recipe sets itself is the recipe's."""
+    from pipeline.backends import awq_mappings
+
+    for modifier in recipe if isinstance(recipe, list) else []:
+        if type(modifier).__name__ == "AWQModifier" and modifier.mappings is None:
+            modifier.mappings = awq_mappings.for_model(model)
 
 
 @contextmanager

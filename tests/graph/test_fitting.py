@@ -80,3 +80,21 @@ def test_group_sizes_fit_the_experts_and_the_low_rank_attention_too():
     assert layer_widths(qwen3)["o_proj"] == 1024
     (_, message), *_ = group_size_problems(128, qwen3)
     assert "q_proj" in message and "o_proj" not in message  # o_proj takes 8 x 128, not the hidden 1000
+
+
+def test_only_model_and_formats_fit_every_twin_architecture():
+    """What plan checks against the model's config for a recipe of only `model` and `formats`, on the
+    full-size config of every shape twin (real widths): each format's default either fits or is fitted."""
+    from pipeline.backends import FORMATS
+    from pipeline.devtools import twins
+    from pipeline.graph.fitting import fit_group_sizes
+    from pipeline.recipe import Recipe
+
+    formats = [{"format": f} for f in ("awq", "gptq", "autoround", "w8a16", "fp8", "openvino-int4")]
+    formats.append({"format": "gguf", "type": "Q4_K_M"})
+    for arch in twins.ARCHS:
+        cfg = twins.config(arch, twins.ARCHS[arch]["num_hidden_layers"])
+        recipe = Recipe.model_validate({"name": "m", "model": {"path": "."}, "formats": formats})
+        fitted, _ = fit_group_sizes(recipe, cfg)
+        for opts in fitted.formats:
+            assert FORMATS[opts.format].backend.problems(opts, cfg) == [], (arch, opts.format)
