@@ -16,6 +16,7 @@ from pipeline.backends import (
     FormatOptions,
     QuantizeCost,
     SharedStep,
+    always_active,
     gguf_auto,
     gguf_convert,
     gguf_cost,
@@ -24,6 +25,7 @@ from pipeline.backends import (
     gguf_sensitivity,
     register,
 )
+from pipeline.checkpoints import moe
 from pipeline.fingerprint import ARGS, file_sha256
 from pipeline.stage_id import CALIBRATION, SOURCE, Kind
 from pipeline.tools import cpus, llamacpp_toolchain
@@ -92,11 +94,17 @@ class GgufOptions(FormatOptions):
     split_max_size: str | None = Field(
         None, pattern=r"^[1-9][0-9]*[MG]$", description="shard size, e.g. 2G; null = one file"
     )
+    always_active: Literal[TYPES] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="mixture of experts: the type of the tensors every token uses (attention, shared experts, "
+        "dense layers), e.g. Q8_0, while the routed experts take `type`",
+    )
 
     @property
     def artifact(self) -> str:
         if self.name or self.type != "auto":
-            return self.name or f"gguf-{self.type.lower()}"
+            keep = f"-active-{self.always_active.lower()}" if self.always_active else ""
+            return self.name or f"gguf-{self.type.lower()}{keep}"
         return f"gguf-auto-{self.budget.replace(' ', '').lower()}"
 
     @property
@@ -113,6 +121,8 @@ class GgufOptions(FormatOptions):
             )
         if self.type != "auto" and given:
             raise ValueError(f"{given[0]} is a size budget for type: auto; type {self.type} has its own size")
+        if self.type == "auto" and self.always_active:
+            raise ValueError("always_active is for a fixed type: type: auto already chooses every tensor's type")
         return self
 
     @field_validator("imatrix", mode="before")
@@ -159,11 +169,14 @@ class GgufBackend(Backend):
             budget = f"the size of {opts.like}" if opts.like else opts.budget
             how = f"a type per tensor at {budget}, from measured sensitivity{im}"
             return f"gguf auto: {how} (from {opts.convert_dtype.upper()})"
-        return f"gguf {opts.type}{im} (from {opts.convert_dtype.upper()})"
+        keep = f", always-active tensors {opts.always_active}" if opts.always_active else ""
+        return f"gguf {opts.type}{im}{keep} (from {opts.convert_dtype.upper()})"
 
     def label(self, opts: FormatOptions) -> str:
         assert isinstance(opts, GgufOptions)
-        return f"gguf auto ~{opts.budget}" if opts.type == "auto" else f"gguf {opts.type}"
+        if opts.type == "auto":
+            return f"gguf auto ~{opts.budget}"
+        return f"gguf {opts.type}" + (f" + {opts.always_active} always-active" if opts.always_active else "")
 
     def tags(self, opts: FormatOptions) -> list[str]:
         assert isinstance(opts, GgufOptions)
@@ -199,6 +212,8 @@ class GgufBackend(Backend):
                     "architectures, not this one)",
                 )
             ]
+        if opts.always_active and model_config and not moe.is_moe(model_config):
+            return [("always_active", "a dense model: every tensor is always active; choose the type alone")]
         return _loader_problems(model_config or {})
 
     def shared_steps(self, opts: FormatOptions) -> list[SharedStep]:
@@ -253,6 +268,8 @@ class GgufBackend(Backend):
         if opts.type == "auto":
             facts = gguf_auto.choose_for(opts, chain, base, matrix, inputs[steps[Kind.GGUF_SENSITIVITY]], out, ctx)
             cmd += ["--pure", "--tensor-type-file", out / gguf_auto.TYPES_FILE]
+        for pattern in always_active.GGUF if opts.always_active else ():
+            cmd += ["--tensor-type", f"{pattern}={opts.always_active}"]
         cmd += [base, target, "Q8_0" if opts.type == "auto" else opts.type, str(cpus.count())]
         ctx.status(f"llama-quantize {opts.type}" + (" with importance matrix" if matrix else ""))
         run_logged(cmd, on_line=lambda line: _tensor_progress(line, ctx, opts.type), cwd=cwd)

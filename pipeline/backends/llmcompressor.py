@@ -16,6 +16,7 @@ from pipeline.backends import (
     Backend,
     FormatOptions,
     QuantizeCost,
+    always_active,
     group_size_problems,
     llmcompressor_cost,
     llmcompressor_run,
@@ -38,7 +39,19 @@ class _LcOptions(FormatOptions):
     ignore: list[str] = Field(default_factory=lambda: ["lm_head"], description="modules left unquantized")
 
 
-class AwqOptions(_LcOptions):
+class _FourBitOptions(_LcOptions):
+    always_active: Literal["w8a16", "bf16"] | None = Field(
+        None,
+        description="mixture of experts: the tensors every token uses (attention, shared experts, dense layers) "
+        "at INT8 weight-only or left bf16, while the routed experts take this format's 4 bits",
+    )
+
+    @property
+    def artifact(self) -> str:
+        return self.name or self.format + (f"-active-{self.always_active}" if self.always_active else "")
+
+
+class AwqOptions(_FourBitOptions):
     """AWQ W4A16: activation-aware scales searched on calibration data, then 4-bit weights."""
 
     format: Literal["awq"]
@@ -56,7 +69,7 @@ class AwqOptions(_LcOptions):
     iters: PositiveInt = Field(200, description="AutoRound tuning steps per decoder layer (rounding: autoround)")
 
 
-class GptqOptions(_LcOptions):
+class GptqOptions(_FourBitOptions):
     """GPTQ: weights rounded one column block at a time, correcting the error with second-order data."""
 
     format: Literal["gptq"]
@@ -69,7 +82,7 @@ class GptqOptions(_LcOptions):
     observer: Observer = "minmax"
 
 
-class AutoRoundOptions(_LcOptions):
+class AutoRoundOptions(_FourBitOptions):
     """AutoRound W4A16: rounding and clipping tuned by signed gradient descent, one decoder layer at a time."""
 
     format: Literal["autoround"]
@@ -175,6 +188,11 @@ def modifiers(opts: FormatOptions) -> list[Any]:
 
     groups = {"group_0": scheme(opts)}
     ignore = list(getattr(opts, "ignore", [])) + [llmcompressor_run.ROUTERS]
+    keep = getattr(opts, "always_active", None)
+    if keep == "bf16":
+        ignore += list(always_active.HF)
+    elif keep == "w8a16":  # a regex target outranks group_0's class target (compressed-tensors' precedence)
+        groups["group_1"] = {"targets": list(always_active.HF), "weights": _weights(8, "int", None, True)}
     if isinstance(opts, AwqOptions):
         # AWQ only searches scales; the quantization modifier after it does the rounding.
         rounding = {
@@ -243,7 +261,8 @@ class LlmCompressorBackend(Backend):
         g = f"g{w['group_size']}" if "group_size" in w else "per-channel"
         how = opts.format + (f"+{opts.rounding}" if isinstance(opts, AwqOptions) and opts.rounding != "rtn" else "")
         scales = f", {w['observer']} scales" if "observer" in w else ""
-        return f"{how}: {w['type'].upper()}{w['num_bits']} {g} / {a} (compressed-tensors){scales}"
+        keep = f", always-active tensors {opts.always_active}" if getattr(opts, "always_active", None) else ""
+        return f"{how}: {w['type'].upper()}{w['num_bits']} {g} / {a} (compressed-tensors){scales}{keep}"
 
     def scheme(self, opts: FormatOptions) -> dict[str, Any] | None:
         return None if isinstance(opts, RecipeFileOptions) else scheme(opts)
@@ -296,6 +315,11 @@ class LlmCompressorBackend(Backend):
                     "load; gguf quantizes its experts (llama.cpp)",
                 )
             ]
+        keep = getattr(opts, "always_active", None)
+        if keep and model_config and not moe.is_moe(model_config):
+            return [("always_active", "a dense model: every tensor is always active; choose the format alone")]
+        if keep and getattr(opts, "bits", 4) == 8:
+            return [("always_active", "bits: 8 quantizes every tensor to 8 bits already")]
         if isinstance(opts, RecipeFileOptions):
             return _recipe_file_problems(opts.recipe)
         autoround = isinstance(opts, AutoRoundOptions) or (

@@ -54,11 +54,12 @@ def write_dense(checkpoint: Path, out: Path, dtype: Any) -> Path:
 
     config = json.loads((checkpoint / "config.json").read_text())
     qc = config.pop("quantization_config")
-    groups = list((qc.get("config_groups") or {}).values())
-    if len(groups) != 1:
-        raise StageError(f"{checkpoint.name}: {len(groups)} quantization groups; a dense load handles one")
-    scheme = QuantizationScheme.model_validate(groups[0])
-    compressor = BaseCompressor.get_value_from_registry(groups[0].get("format") or qc["format"])
+    groups = [
+        (QuantizationScheme.model_validate(g), BaseCompressor.get_value_from_registry(g.get("format") or qc["format"]))
+        for g in (qc.get("config_groups") or {}).values()
+    ]
+    if not groups:
+        raise StageError(f"{checkpoint.name}: a compressed-tensors config without quantization groups")
     out.mkdir(parents=True, exist_ok=True)
     for f in checkpoint.iterdir():
         if f.is_file() and not f.name.endswith(".safetensors") and f.name != "config.json":
@@ -82,6 +83,7 @@ def write_dense(checkpoint: Path, out: Path, dtype: Any) -> Path:
                 continue  # activation parameters only: a dense load has no use for them
             if f"{prefix}.weight" in dense:  # int/float-quantized formats keep the quantized values in `weight`
                 state["weight"] = dense.pop(f"{prefix}.weight")
+            scheme, compressor = _group_of(prefix, groups, checkpoint)
             dense[f"{prefix}.weight"] = compressor.decompress(state, scheme)["weight"]
         dense = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in dense.items()}
         save_file(dense, str(out / shard.name), metadata={"format": "pt"})
@@ -89,3 +91,21 @@ def write_dense(checkpoint: Path, out: Path, dtype: Any) -> Path:
     if (checkpoint / "model.safetensors.index.json").is_file():
         (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
     return out
+
+
+def _group_of(module: str, groups: list[tuple[Any, Any]], checkpoint: Path) -> tuple[Any, Any]:
+    """The group that quantized `module`, by compressed-tensors' precedence: a target naming the module
+    exactly, then a regex target, then a class target ("Linear": every quantized module here is one)."""
+    import re
+
+    def rank(target: str) -> int | None:
+        if target == module:
+            return 0
+        if target.startswith("re:"):
+            return 1 if re.match(target[3:], module) else None
+        return 2 if "." not in target else None
+
+    ranked = [(r, i) for i, (scheme, _) in enumerate(groups) for t in scheme.targets if (r := rank(t)) is not None]
+    if not ranked:
+        raise StageError(f"{checkpoint.name}: no quantization group targets {module}")
+    return groups[min(ranked)[1]]

@@ -129,7 +129,34 @@ def _experts(a: serving.Artifact) -> str:
     return (
         f"## Mixture of experts\n\n{e.total_params / 1e9:,.2f} B parameters, {e.active_params / 1e9:,.2f} B active "
         f"per token: {e.count} routed experts per layer, {e.per_token} per token.{stored}\n"
+        + _expert_calibration(e.calibration)
     )
+
+
+def _expert_calibration(c: dict[str, Any] | None) -> str:
+    """How the calibration reached the experts (pipeline.backends.expert_counts): what each expert's
+    quantization statistics saw, and what the router sent it."""
+    if not c:
+        return ""
+    routed = [n for layer in (c.get("routed_tokens") or {}).values() for n in layer]
+    line = (
+        f"\nCalibration: every expert's projections saw at least {c['min_calibrated_rows']:,} token rows "
+        "(llm-compressor runs every expert on every calibration token)"
+    )
+    if routed:
+        ordered = sorted(routed)
+        line += (
+            f"; the router sent each expert {ordered[0]:,} to {ordered[-1]:,} tokens "
+            f"(median {ordered[len(ordered) // 2]:,})"
+        )
+        never = c.get("experts_never_routed") or 0
+        line += (
+            f"; {never} of {len(routed)} experts were never routed a calibration token: their scales come "
+            "from every token all the same, but their share of the output was not exercised"
+            if never
+            else "; every expert was routed tokens"
+        )
+    return line + ".\n"
 
 
 def _unquantized(weights: dict[str, Any] | None) -> str:

@@ -25,6 +25,7 @@ class Experts:
     per_token: int  # top-k
     bytes_per_layer: dict[int, int]  # the routed experts' bytes in this artifact, by layer index
     other_bytes: int  # every other tensor of the artifact: what stays on a GPU when the experts go to RAM
+    calibration: dict[str, Any] | None = None  # tokens per expert while calibrating (pipeline.backends.expert_counts)
 
     @property
     def bytes(self) -> int:

@@ -25,7 +25,7 @@ from pipeline.report import card, hub_usage
 # vllm-cpu.yaml, serve check)
 VERSION = 8  # 5: only weights hard-linked; 6: unquantized tensors and MoE offload in the card, llama-server "$@";
 # 7: Hub usage and `datasets:` in the card, evaluation and datasets in manifest.json (the GGUF repo card reads them);
-# 8: a GGUF card pulls its file by the name the model's GGUF repo gives it
+# 8: a GGUF card pulls its file by the name the model's GGUF repo gives it; how calibration reached the experts
 # Not linked from the artifact: bookkeeping, llmcompressor's recipe.yaml (it does not load back: the card holds ours),
 # and the
 # files this stage writes itself (a linked README.md would be written through, into the quantize output).
@@ -189,13 +189,15 @@ def assemble(
         chat_template=facts.get("chat_template"),
         special_tokens=facts.get("special_tokens", {}),
         options=job.spec.serving.model_dump(mode="json"),
-        experts=_experts(config, params, stored) if moe.is_moe(config) else None,
+        experts=_experts(config, params, stored, info.get("experts")) if moe.is_moe(config) else None,
     )
     ctx.status("writing serving configs")
     return artifact, serving.write(artifact, out, job.spec.serving.targets if targets is None else targets), facts
 
 
-def _experts(config: dict[str, Any], params: int, stored: list[tensors.Tensor]) -> serving.Experts:
+def _experts(
+    config: dict[str, Any], params: int, stored: list[tensors.Tensor], calibration: dict[str, Any] | None
+) -> serving.Experts:
     per_layer = tensors.expert_bytes_per_layer(stored)
     return serving.Experts(
         total_params=params,
@@ -204,6 +206,7 @@ def _experts(config: dict[str, Any], params: int, stored: list[tensors.Tensor]) 
         per_token=moe.per_token(config),
         bytes_per_layer=per_layer,
         other_bytes=sum(t.nbytes for t in stored) - sum(per_layer.values()),
+        calibration=calibration,
     )
 
 

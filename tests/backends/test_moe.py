@@ -38,6 +38,7 @@ FORMATS = [
     {"format": "fp8"},
     {"format": "gguf", "type": "Q4_K_M"},
     {"format": "gguf", "type": "auto", "like": "Q4_K_M"},
+    {"format": "gguf", "type": "Q4_K_M", "always_active": "Q8_0"},  # attention at 8 bits, the experts as above
 ]
 LAYOUT = {  # artifact -> (suffix of a quantized expert projection, its safetensors dtype)
     "awq": ("weight_packed", "I32"),
@@ -47,7 +48,7 @@ LAYOUT = {  # artifact -> (suffix of a quantized expert projection, its safetens
     "fp8": ("weight", "F8_E4M3"),
 }
 CALIBRATED = ("awq", "gptq", "w8a8-int8")
-GGUF = ("gguf-q4_k_m", "gguf-auto-q4_k_m")
+GGUF = ("gguf-q4_k_m", "gguf-auto-q4_k_m", "gguf-q4_k_m-active-q8_0")
 K_QUANTS = {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "IQ4_XS", "IQ3_S", "IQ2_S"}
 EVALUATION = {
     "enabled": True,
@@ -140,6 +141,33 @@ def test_gguf_experts_are_k_quants_and_the_router_is_not(moe_run):
         assert types["blk.0.ffn_gate_inp.weight"] in {"F32", "F16", "BF16"}  # llama.cpp keeps the router unquantized
 
 
+def test_always_active_tensors_at_q8_0_beside_the_uniform_mix(moe_run):
+    """`always_active: Q8_0`: every tensor a token always computes with (here the attention; shared experts
+    and dense layers where a family has them) at Q8_0, every routed expert exactly as in plain Q4_K_M. Its
+    size and KLD beside the uniform mix are printed (random weights: the mechanics, not the quality)."""
+    from pipeline.backends.always_active import GGUF as ALWAYS
+    from pipeline.checkpoints import gguf_header
+
+    _, _, run = moe_run
+
+    def types(art):
+        path = next((run / "artifacts" / art).glob("*.gguf"))
+        return {t.name: t.type_name for t in gguf_header.read(path).tensors}, path.stat().st_size
+
+    (uniform, uniform_size), (kept, kept_size) = types("gguf-q4_k_m"), types("gguf-q4_k_m-active-q8_0")
+    active = [n for n in kept if any(re.search(p, n) for p in ALWAYS) and uniform[n] not in {"F32", "F16"}]
+    assert active and all(kept[n] == "Q8_0" for n in active), kept
+    experts = [n for n in kept if "_exps" in n]
+    assert experts and all(kept[n] == uniform[n] for n in experts)  # the experts are untouched
+    assert kept_size > uniform_size
+    metrics = {r["id"]: r["info"] for r in _stages(run).values() if r["id"].startswith("evaluate[gguf-q4_k_m")}
+    print(
+        f"\nuniform Q4_K_M {uniform_size / 1e6:.1f} MB, KLD {metrics['evaluate[gguf-q4_k_m]']['kld']:.5f}; "
+        f"always-active Q8_0 {kept_size / 1e6:.1f} MB, "
+        f"KLD {metrics['evaluate[gguf-q4_k_m-active-q8_0]']['kld']:.5f}"
+    )
+
+
 def test_sensitivity_weighs_each_expert_by_its_own_importance(moe_run):
     """`type: auto`'s error of a stacked expert tensor uses each expert's own row of the importance matrix
     (the crash of issue 29: every expert was normalised by one count); swapping experts' rows changes it."""
@@ -216,6 +244,10 @@ def test_card_gives_parameters_and_lists_what_stayed_unquantized(moe_run):
         routers = [r for r in rows if "| router |" in r]
         assert len(routers) == 1 and re.search(r"\| (BF16|F32|F16) \| 1 \|", routers[0]), (art, section)
         assert not [r for r in rows if "experts" in r or "_exps" in r], (art, section)  # every expert is quantized
+        if art in CALIBRATED:  # how the calibration reached the experts, from the quantize stage's counts
+            experts = _stages(run)[f"quantize[{art}]"]["info"]["experts"]
+            assert f"saw at least {experts['min_calibrated_rows']:,} token rows" in card, art
+            assert "every expert was routed tokens" in card, art  # the twins' routers reach every expert
 
 
 def test_moe_gguf_package_starts_llama_server_with_experts_in_ram(moe_run, tmp_path):
