@@ -42,8 +42,10 @@ def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx:
             ctx.status(f"calibrating on {kwargs['num_calibration_samples']} samples (llmcompressor oneshot)")
         else:
             ctx.status("quantizing (llmcompressor oneshot, data-free)")
+        found_routers: list[str] = []
         if moe.is_moe(model.config.to_dict()):
             _split_awq_mappings(recipe, model)
+            found_routers = _ignore_routers(recipe, model)
         layers = moe.text_config(model.config.to_dict()).get("num_hidden_layers")
         _route_loguru(ctx, layers)  # after every import: llmcompressor and compressed-tensors add sinks when imported
         with expert_counts.counted(model) as experts:
@@ -68,7 +70,20 @@ def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx:
         "entrypoint": "oneshot",
         "modifiers": [type(m).__name__ for m in recipe] if isinstance(recipe, list) else recipe,
         **({"experts": experts} if experts else {}),
+        **({"routers": found_routers} if found_routers else {}),
     }
+
+
+def _ignore_routers(recipe: Any, model: Any) -> list[str]:
+    """Every router found from the model's structure (pipeline.backends.moe_modules) left unquantized by each
+    quantizing modifier, whatever its name (ROUTERS names the usual ones for the data-free path)."""
+    from pipeline.backends import moe_modules
+
+    found = moe_modules.routers(model, moe.experts(model.config.to_dict()))
+    for modifier in recipe if isinstance(recipe, list) else []:
+        if found and isinstance(getattr(modifier, "ignore", None), list):
+            modifier.ignore = [*modifier.ignore, *(r for r in found if r not in modifier.ignore)]
+    return found
 
 
 def _split_awq_mappings(recipe: Any, model: Any) -> None:
