@@ -23,24 +23,15 @@ from pipeline.errors import RecipeError
 
 FORMATS = [{"format": "w8a16"}, {"format": "awq", "n_grid": 4}, {"format": "gguf", "type": "Q4_K_M", "imatrix": "off"}]
 GGUF_SHARED = ("gguf-convert[f16]", "floor[llama.cpp]")
-EVALUATION = {
-    "enabled": True,
-    "vllm": False,
-    "default_gates": False,  # random weights: quality gates mean nothing here
-    "corpus": "embedded",
-    "windows": 1,
-    "context": 64,
-    "speed": {"enabled": False},
-}
 
 
 def recipe(family: str, model: Path, formats: list[dict]) -> dict:
     return {
         "name": family,
         "model": {"path": str(model)},
-        "calibration": {"source": "default", "samples": 4, "seq_len": 64},
+        "calibration": moe_families.CALIBRATION,
         "formats": formats,
-        "evaluation": EVALUATION,
+        "evaluation": moe_families.EVALUATION,
     }
 
 

@@ -11,6 +11,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# The evaluation section for tiny random models: one short window in transformers or llama.cpp, no vLLM, no
+# speed run, no quality gates (random weights: whether an artifact loads and is measured, not its quality)
+EVALUATION = {
+    "enabled": True,
+    "vllm": False,
+    "default_gates": False,
+    "corpus": "embedded",
+    "windows": 1,
+    "context": 64,
+    "speed": {"enabled": False},
+}
+CALIBRATION = {"source": "default", "samples": 4, "seq_len": 64}
+
 
 def configs(vocab: int, bos: int | None = None, eos: int | None = None) -> dict[str, Callable[[], Any]]:
     import transformers as t

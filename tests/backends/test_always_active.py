@@ -65,18 +65,7 @@ def test_compressed_tensors_always_active_loads_and_keeps_attention_at_int8(tmp_
 
     model = moe_families.build("qwen2_moe", tmp_path / "model", tokenizer_cache=tmp_path / "tok")
     body = tiny_recipe(model, [{"format": "gptq", "group_size": 32, "always_active": "w8a16"}], name="aa")
-    body |= {"calibration": {"source": "default", "samples": 4, "seq_len": 64}}
-    body |= {
-        "evaluation": {
-            "enabled": True,
-            "vllm": False,
-            "default_gates": False,
-            "corpus": "embedded",
-            "windows": 1,
-            "context": 64,
-            "speed": {"enabled": False},
-        }
-    }
+    body |= {"calibration": moe_families.CALIBRATION, "evaluation": moe_families.EVALUATION}
     result = api.run(write_recipe(tmp_path / "r.yaml", body), tmp_path / "runs")
     assert result.status == "ok", result.failures
     config = json.loads((result.artifacts["gptq-active-w8a16"] / "config.json").read_text())["quantization_config"]

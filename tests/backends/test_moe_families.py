@@ -26,15 +26,6 @@ REFUSED = {
     "deepseek_v2": {"gguf": "q_lora_rank"},  # V2-Lite's layout at a depth llama.cpp does not take for Lite
 }
 FORMATS = {"w8a16": {"format": "w8a16"}, "awq": {"format": "awq", "n_grid": 4}, "gguf": {"format": "gguf"}}
-EVALUATION = {
-    "enabled": True,
-    "vllm": False,
-    "default_gates": False,
-    "corpus": "embedded",
-    "windows": 1,
-    "context": 64,
-    "speed": {"enabled": False},
-}
 
 
 class Models(dict):
@@ -58,9 +49,9 @@ def _recipe(tmp_path, family, model, formats):
     body = {
         "name": family,
         "model": {"path": str(model)},
-        "calibration": {"source": "default", "samples": 4, "seq_len": 64},
+        "calibration": moe_families.CALIBRATION,
         "formats": formats,
-        "evaluation": EVALUATION,
+        "evaluation": moe_families.EVALUATION,
     }
     return write_recipe(tmp_path / f"{family}.yaml", body)
 
