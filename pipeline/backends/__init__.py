@@ -137,19 +137,18 @@ def layer_widths(model_config: dict[str, Any]) -> dict[str, int]:
     head_dim where that is not the hidden size, and DeepSeek's low-rank (MLA) projections."""
     c = {**model_config, **(model_config.get("text_config") or {})}  # multimodal configs nest the text model
     hidden, heads = c.get("hidden_size"), c.get("num_attention_heads")
+    attention_out = heads * (c.get("v_head_dim") or c.get("head_dim") or 0) if heads else 0
+    apart = bool(attention_out) and attention_out != hidden  # o_proj named on its own only where it differs
     named = {
-        "q_proj/k_proj/v_proj/gate_proj/up_proj": hidden,
+        "q_proj/k_proj/v_proj/gate_proj/up_proj" if apart else "q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj": hidden,
         "down_proj": c.get("intermediate_size"),
         "experts' down_proj": c.get("moe_intermediate_size"),
         "shared expert's down_proj": c.get("shared_expert_intermediate_size"),
-        "o_proj": heads * (c.get("v_head_dim") or c.get("head_dim") or 0) if heads else None,
+        "o_proj": attention_out if apart else None,
         "q_b_proj": c.get("q_lora_rank"),
         "kv_b_proj": c.get("kv_lora_rank"),
     }
-    widths = {name: w for name, w in named.items() if isinstance(w, int) and w > 0}
-    if "o_proj" not in widths and hidden:
-        widths["o_proj"] = hidden
-    return widths
+    return {name: w for name, w in named.items() if isinstance(w, int) and w > 0}
 
 
 def group_size_problems(group: int | None, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
