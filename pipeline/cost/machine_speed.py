@@ -21,11 +21,11 @@ from pathlib import Path
 
 from pipeline.files import write_json_atomic
 from pipeline.fingerprint import cache_root
+from pipeline.tools import cpus
 from pipeline.tools.processes import dies_with_parent
 
 VERSION = 2
 BUSY = 0.5  # load average per core above which the figures are taken as disturbed
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,7 @@ def identity() -> dict:
     """What makes two machines (for our purposes) the same one: read from /proc, no imports."""
     info = _read("/proc/cpuinfo")
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags_line = next((line for line in info.splitlines() if line.startswith("flags")), "")
-    flags = tuple(f for f in FLAGS if f" {f}" in flags_line)
+    flags = cpus.flags()
     mem = next((line for line in _read("/proc/meminfo").splitlines() if line.startswith("MemTotal:")), "0 0")
     from pipeline.versions import versions
 

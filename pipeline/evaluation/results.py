@@ -99,6 +99,7 @@ def row(name: str, fmt: str, info: dict[str, Any], gates: str) -> dict[str, Any]
         "gates": gates,
         "kld_method": info.get("kld_method"),
         "score": info.get("score"),
+        "caveat": info.get("caveat"),  # what this load does not measure, or measures differently
     }
 
 
@@ -201,6 +202,7 @@ def notes(table: list[dict[str, Any]]) -> list[str]:
             f"batch t/s: tokens generated per second by {batch} concurrent requests (vLLM, over HTTP: TTFT and decode "
             "include the server's request overhead)."
         )
+    out += [f"{r['artifact']}: {r['caveat']}." for r in table if r.get("caveat")]
     if any(r.get("roofline_note") for r in table):
         out.append(
             "tg % roofline `probe?`: decode ran faster than the measured memory bandwidth allows, "

@@ -166,6 +166,7 @@ def _build(
         s.path = stage_dir(run_dir, s.label, s.key)
         keys[s.id] = s.key
     serving = [n for o in recipe.formats for n in FORMATS[o.format].backend.serving_notes(o)]
+    serving += served.refusals(recipe, machine)
     labels = {o.artifact: FORMATS[o.format].backend.label(o) for o in recipe.formats}
     return Plan(
         recipe,

@@ -5,6 +5,8 @@ measurement as in its own engine, through vLLM (evaluate[ARTIFACT@vllm], and flo
 
 from __future__ import annotations
 
+from pipeline.backends import FORMATS
+from pipeline.engines import ENGINES
 from pipeline.fingerprint import ARGS
 from pipeline.graph.evaluation import EVAL_PACKAGES
 from pipeline.graph.machine import Machine
@@ -95,3 +97,16 @@ def stages(recipe: Recipe, jobs: list[package.PackageJob], machine: Machine) -> 
             )
         )
     return checks + evals, notes
+
+
+def refusals(recipe: Recipe, machine: Machine) -> list[str]:
+    """What vLLM's CPU build on this machine will not serve, and why (its engine declares it: FP4, block FP8
+    without AMX, 8-bit weight-only, ...), said at plan time whether or not the run evaluates in vLLM."""
+    if environments.accelerator() != "cpu":
+        return []
+    found = []
+    for o in recipe.formats:
+        why = ENGINES[ENGINE].refuses(FORMATS[o.format].backend.scheme(o), machine.cpu_flags)
+        if why and FORMATS[o.format].backend.kind in vllm_target.KINDS:
+            found.append(f"{o.artifact}: this machine cannot serve it in vLLM: {why}; its vllm.yaml is for a GPU")
+    return found

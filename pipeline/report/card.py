@@ -90,7 +90,8 @@ def _evaluation(evaluation: dict[str, Any] | None, name: str) -> str:
 
 
 def _types(choice: dict[str, Any] | None) -> str:
-    """What `type: auto` chose (backends/gguf_auto.py), read from the file the package carries."""
+    """What `type: auto` chose (backends/gguf_auto.py, backends/ct_auto.py), read from the file the package
+    carries (`file`: which of the two)."""
     if not choice:
         return ""
     mib = 1024 * 1024
@@ -98,20 +99,37 @@ def _types(choice: dict[str, Any] | None) -> str:
     rows = "\n".join(
         f"| {kind} | {', '.join(f'{t} x{n}' for t, n in types.items())} |" for kind, types in choice["by_kind"].items()
     )
+    gguf = choice.get("file") != "ct-schemes.json"
+    what = (
+        ("Tensor types", "One llama.cpp type per tensor", "tensors", "per-tensor", "llama-perplexity")
+        if gguf
+        else (
+            "Weight schemes",
+            "One compressed-tensors scheme per group of Linears (q/k/v and gate/up, which vLLM fuses, share one)",
+            "weights",
+            "per-group",
+            "transformers",
+        )
+    )
+    how = (
+        "importance-weighted error, scaled by llama-perplexity KLD probes per tensor kind and layer band"
+        if gguf
+        else "importance-weighted round-to-nearest error, scaled by a KLD probe per kind of Linear"
+    )
+    holds = (
+        "`tensor-types.txt` holds every tensor's type as `llama-quantize --tensor-type-file` reads it."
+        if gguf
+        else "`ct-schemes.json` holds every group's scheme; config.json's `quantization_config` names the W8A16 "
+        "Linears (a second config group) and the bf16 ones (`ignore`)."
+    )
     return (
-        "## Tensor types\n\nOne llama.cpp type per tensor, chosen by `type: auto` to minimise "
-        "the expected KLD at the size budget "
-        f"({choice['budget_bytes'] / mib:,.2f} MiB of tensors; used {choice['weights_bytes'] / mib:,.2f} MiB, "
-        f"{choice['bpw']:.2f} bits per quantized weight). Expected KLD {choice['expected_kld']:.4f}: "
-        "the sum of per-tensor costs "
-        "measured on calibration text (importance-weighted error, scaled by llama-perplexity "
-        "KLD probes per tensor kind and layer band); "
-        f"with every tensor at {add.get('probe')} at once, llama-perplexity measured "
-        f"{add.get('measured', float('nan')):.4f} "
-        f"where the costs summed to {add.get('predicted', float('nan')):.4f}. "
-        "The measured KLD is under Evaluation. `tensor-types.txt` holds every tensor's type "
-        "as `llama-quantize --tensor-type-file` "
-        "reads it.\n\n| tensor | types (count) |\n|---|---|\n" + rows + "\n"
+        f"## {what[0]}\n\n{what[1]}, chosen by `type: auto` to minimise the expected KLD at the size budget "
+        f"({choice['budget_bytes'] / mib:,.2f} MiB of {what[2]}; used {choice['weights_bytes'] / mib:,.2f} MiB, "
+        f"{choice['bpw']:.2f} bits per quantized weight). Expected KLD {choice['expected_kld']:.4f}: the sum of "
+        f"{what[3]} costs measured on calibration text ({how}); with every one at {add.get('probe')} at once, "
+        f"{what[4]} measured {add.get('measured', float('nan')):.4f} where the costs summed to "
+        f"{add.get('predicted', float('nan')):.4f}. The measured KLD is under Evaluation. {holds}\n\n"
+        "| kind | chosen (count) |\n|---|---|\n" + rows + "\n"
     )
 
 

@@ -52,6 +52,7 @@ class Artifact:
     special_tokens: dict[str, str] = field(default_factory=dict)  # bos_token / eos_token strings for the template
     options: dict[str, Any] = field(default_factory=dict)  # the recipe's package.serving section
     experts: Experts | None = None  # set for mixture-of-experts models
+    kv_cache_dtype: str | None = None  # "fp8": the checkpoint holds calibrated KV-cache scales
 
 
 class ServingTarget:

@@ -42,6 +42,8 @@ def options(a: Artifact, model: str, host: str, cpu: bool = False) -> dict[str, 
         if a.experts and o["tensor_parallel_size"] > 1:
             # Each GPU holds whole experts instead of a slice of every expert: vLLM's recommended MoE layout.
             cfg["enable-expert-parallel"] = True
+    if a.kv_cache_dtype:  # vLLM reads the checkpoint's k_scale/v_scale, but stores the cache in FP8 only when told
+        cfg["kv-cache-dtype"] = a.kv_cache_dtype
     cfg.update(o["vllm_args"])
     argnames.require("vllm", list(cfg))
     return cfg

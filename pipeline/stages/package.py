@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import serving
-from pipeline.backends.gguf_auto import CHOICE_FILE
+from pipeline.backends import ct_auto, gguf_auto
 from pipeline.checkpoints import moe, tensors
 from pipeline.checkpoints.sources import gguf_metadata
 from pipeline.files import MARKER, link_or_copy
@@ -106,10 +106,12 @@ def build(job: PackageJob, inputs: dict[str, Path], out: Path, ctx: Any) -> dict
     serve_check = _json(inputs[job.serve_check_id] / SERVE_CHECK) if job.serve_check_id in inputs else None
     files = _hash_files(out, ctx)  # the weights and serving files; the card and this manifest come after
     license_ = job.spec.license or facts.get("license")
-    gguf_types = _json(out / CHOICE_FILE) if (out / CHOICE_FILE).is_file() else None
+    # what type: auto chose, from the file the package carries (GGUF: types per tensor; compressed-tensors: schemes)
+    chosen = next((out / f for f in (gguf_auto.CHOICE_FILE, ct_auto.CHOICE_FILE) if (out / f).is_file()), None)
+    auto = {**_json(chosen), "file": chosen.name} if chosen else None
     (out / "README.md").write_text(
         card.render(
-            job, artifact, targets, files, evaluation, calibration, license_, serve_check, gguf_types, facts["weights"]
+            job, artifact, targets, files, evaluation, calibration, license_, serve_check, auto, facts["weights"]
         )
     )
     files["README.md"] = {"size": (out / "README.md").stat().st_size, "sha256": file_sha256(out / "README.md")}
@@ -190,9 +192,16 @@ def assemble(
         special_tokens=facts.get("special_tokens", {}),
         options=job.spec.serving.model_dump(mode="json"),
         experts=_experts(config, params, stored, info.get("experts")) if moe.is_moe(config) else None,
+        kv_cache_dtype=_kv_cache_dtype(_json(art / "config.json")) if job.kind == "compressed-tensors" else None,
     )
     ctx.status("writing serving configs")
     return artifact, serving.write(artifact, out, job.spec.serving.targets if targets is None else targets), facts
+
+
+def _kv_cache_dtype(config: dict[str, Any]) -> str | None:
+    """ "fp8" when the checkpoint holds calibrated FP8 KV-cache scales (compressed-tensors' kv_cache_scheme)."""
+    kv = (config.get("quantization_config") or {}).get("kv_cache_scheme") or {}
+    return "fp8" if kv.get("type") == "float" and kv.get("num_bits") == 8 else None
 
 
 def _experts(

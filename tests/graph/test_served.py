@@ -45,3 +45,21 @@ def test_checks_only_what_vllm_loads_and_the_option_turns_them_off(tiny_model, t
     top_k = _plan(tmp_path, tiny_model, kld="top-k")  # vLLM's top-k needs the base's full log-probs to compare with
     assert top_k.returncode == 0 and "serve-check[w8a16]" in top_k.stdout and "@vllm]" not in top_k.stdout
     assert "vLLM evaluation skipped: it needs the base's full log-probs" in top_k.stdout + top_k.stderr
+
+
+def test_plan_says_what_this_machines_vllm_cannot_serve(tiny_model, monkeypatch):
+    """Declared by the vLLM engine from what its CPU build was seen refusing, for the CPU the plan read; a GPU
+    machine says nothing."""
+    from pipeline.graph import served
+    from pipeline.graph.machine import Machine
+    from pipeline.recipe import Recipe
+
+    entries = [{"format": "nvfp4a16"}, {"format": "fp8-block"}, {"format": "fp8", "kv_cache": "fp8"}]
+    recipe = Recipe.model_validate(tiny_recipe(tiny_model, entries))
+    said = served.refusals(recipe, Machine(cpu_flags=("avx2", "avx512f")))
+    assert [line.split(":")[0] for line in said] == ["nvfp4a16", "fp8-block"]  # fp8 with an FP8 KV cache is served
+    assert "FP4" in said[0] and "AMX" in said[1]
+    amx = Machine(cpu_flags=("avx2", "avx512f", "amx_tile"))
+    assert [line.split(":")[0] for line in served.refusals(recipe, amx)] == ["nvfp4a16"]
+    monkeypatch.setattr(environments, "accelerator", lambda: "cuda")
+    assert served.refusals(recipe, amx) == []

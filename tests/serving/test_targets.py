@@ -268,3 +268,12 @@ def test_vllm_turns_on_expert_parallel_for_moe_across_gpus(tmp_path, tp, moe, ex
     assert "enable-expert-parallel" not in parsed["vllm-cpu.yaml"]  # one CPU: nothing to spread experts over
     k8s = yaml.safe_dump(next(v for k, v in parsed.items() if k.startswith("k8s-")))
     assert ("enable-expert-parallel" in k8s) is expert_parallel
+
+
+def test_a_checkpoint_with_fp8_kv_scales_is_served_with_an_fp8_kv_cache(tmp_path):
+    """vLLM loads the checkpoint's k_scale/v_scale but keeps a bf16 cache unless told kv-cache-dtype fp8."""
+    serving.write(artifact("compressed-tensors", kv_cache_dtype="fp8"), tmp_path / "kv")
+    serving.write(artifact("compressed-tensors"), tmp_path / "plain")
+    kv, plain = check_serving(tmp_path / "kv" / "serving"), check_serving(tmp_path / "plain" / "serving")
+    assert kv["vllm.yaml"]["kv-cache-dtype"] == kv["vllm-cpu.yaml"]["kv-cache-dtype"] == "fp8"
+    assert "kv-cache-dtype" not in plain["vllm.yaml"]

@@ -29,3 +29,12 @@ def test_a_process_pinned_to_one_cpu_gives_every_engine_one_thread():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1", str(one), "1"]
+
+
+def test_flags_are_whole_cpuinfo_words():
+    """Every machine this runs on (CI's and ours: AVX2 or AVX-512) has AVX2; a flag is a whole word of
+    /proc/cpuinfo's flags line (avx512f, never a prefix of avx512fp16)."""
+    text = open("/proc/cpuinfo").read()
+    line = next(x for x in text.splitlines() if x.startswith("flags")).split()
+    assert "avx2" in cpus.flags() and set(cpus.flags()) <= set(cpus.FLAGS)
+    assert all(f in line for f in cpus.flags())
