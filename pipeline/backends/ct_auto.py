@@ -58,7 +58,7 @@ def targets(modules: list[str]) -> list[str]:
 def sensitivity_step(opts: Any, versions: dict[str, str]) -> SharedStep:
     """The sensitivity stage an auto format needs: one per distinct 4-bit scheme (group size, symmetry), shared
     by every auto format of the run with that scheme."""
-    w4 = scheme_weights(opts)
+    w4 = scheme(opts)["weights"]
     options = ct_sensitivity.candidates(w4.get("group_size"), w4["symmetric"])
     return SharedStep(
         Kind.CT_SENSITIVITY,
@@ -73,10 +73,6 @@ def sensitivity_step(opts: Any, versions: dict[str, str]) -> SharedStep:
         needs=(SOURCE, CALIBRATION),
         versions=versions,
     )
-
-
-def scheme_weights(opts: Any) -> dict[str, Any]:
-    return scheme(opts)["weights"]
 
 
 def describe(opts: Any) -> str:

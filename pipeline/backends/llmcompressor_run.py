@@ -44,8 +44,9 @@ def oneshot(recipe: Any, source: Path, calibration: Path | None, out: Path, ctx:
             ctx.status("quantizing (llmcompressor oneshot, data-free)")
         found_routers: list[str] = []
         moe_model = moe.is_moe(model.config.to_dict())
-        if moe_model or _unquantized_decoder_linears(recipe):
-            _split_awq_mappings(recipe, model)
+        unquantized = _unquantized_decoder_linears(recipe)
+        if moe_model or unquantized:
+            _split_awq_mappings(recipe, model, unquantized)
         if moe_model:
             found_routers = _ignore_routers(recipe, model)
         layers = moe.text_config(model.config.to_dict()).get("num_hidden_layers")
@@ -88,7 +89,7 @@ def _ignore_routers(recipe: Any, model: Any) -> list[str]:
     return found
 
 
-def _split_awq_mappings(recipe: Any, model: Any) -> None:
+def _split_awq_mappings(recipe: Any, model: Any, unquantized: frozenset[str]) -> None:
     """AWQ on a model mixing dense and MoE layers, or leaving decoder Linears unquantized: the architecture's
     mappings split by layer kind, without the layers with nothing to balance (pipeline.backends.awq_mappings);
     a mapping the recipe sets itself is the recipe's."""
@@ -96,7 +97,7 @@ def _split_awq_mappings(recipe: Any, model: Any) -> None:
 
     for modifier in recipe if isinstance(recipe, list) else []:
         if type(modifier).__name__ == "AWQModifier" and modifier.mappings is None:
-            modifier.mappings = awq_mappings.for_model(model, _unquantized_decoder_linears(recipe))
+            modifier.mappings = awq_mappings.for_model(model, unquantized)
 
 
 def _unquantized_decoder_linears(recipe: Any) -> frozenset[str]:
