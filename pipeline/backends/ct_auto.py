@@ -50,6 +50,60 @@ def choose_for(opts: Any, sensitivity_dir: Path, out: Path, ctx: Any) -> dict[st
     return {"auto": summary, "modules": modules}
 
 
+def stored_schemes(checkpoint: Path) -> dict[str, str]:
+    """Decoder Linear -> the scheme its tensors are stored in, read from the safetensors themselves (not from the
+    config that says what they should be): bf16 where `weight` is a float tensor, w8a16 where it is int8, else
+    w4a16 or w8a16 from the packed width over the original (`weight_shape`), grouped or per channel from the
+    scale's width."""
+    from safetensors import safe_open
+
+    out: dict[str, str] = {}
+    for shard in sorted(checkpoint.glob("*.safetensors")):
+        with safe_open(str(shard), "np") as f:
+            for name in f.keys():
+                module, _, leaf = name.rpartition(".")
+                if ct_sensitivity.group_of(module) is None:
+                    continue
+                if leaf == "weight":  # unpacked: bf16, or 8-bit integers ("int-quantized")
+                    out[module] = "w8a16" if f.get_slice(name).get_dtype() == "I8" else "bf16"
+                elif leaf == "weight_packed":
+                    rows, cols = (int(v) for v in f.get_tensor(f"{module}.weight_shape"))
+                    bits = f.get_slice(name).get_shape()[1] * 32 // cols
+                    grouped = f.get_slice(f"{module}.weight_scale").get_shape()[1] > 1
+                    out[module] = {(4, True): "w4a16", (8, False): "w8a16"}.get((bits, grouped), f"{bits}-bit")
+    return out
+
+
+def check_stored(checkpoint: Path) -> dict[str, Any]:
+    """After llm-compressor wrote it: every Linear of every group is stored in the scheme chosen for the group (a
+    regex target that matched nothing, or matched more, would leave the checkpoint off the choice and a fused
+    vLLM layer mixed), and its tensors take the bytes the choice counted (within 0.5 %). A StageError if not."""
+    choice = json.loads((checkpoint / CHOICE_FILE).read_text())
+    stored = stored_schemes(checkpoint)
+    wrong = sorted(m for m, s in stored.items() if s != choice["types"][ct_sensitivity.group_of(m)[0]])
+    if wrong or not stored:
+        got = stored.get(wrong[0]) if wrong else "nothing"
+        raise StageError(
+            f"the checkpoint does not store the chosen schemes: {len(wrong)} Linears off, e.g. "
+            f"{wrong[0] if wrong else 'every one'} stored as {got}"
+        )
+    on_disk = tensor_bytes(checkpoint)
+    if abs(on_disk / choice["weights_bytes"] - 1) > 0.005:
+        raise StageError(
+            f"the checkpoint's tensors take {on_disk} bytes where the choice counted {choice['weights_bytes']}"
+        )
+    return {"linears_checked": len(stored), "tensor_bytes": on_disk}
+
+
+def tensor_bytes(checkpoint: Path) -> int:
+    """Bytes of the tensors in a checkpoint's safetensors (each file less its JSON header)."""
+    total = 0
+    for f in checkpoint.glob("*.safetensors"):
+        with f.open("rb") as fh:
+            total += f.stat().st_size - 8 - int.from_bytes(fh.read(8), "little")
+    return total
+
+
 def targets(modules: list[str]) -> list[str]:
     """compressed-tensors targets naming exactly these modules."""
     return [f"re:^{re.escape(m)}$" for m in modules]

@@ -261,6 +261,8 @@ class LlmCompressorBackend(Backend):
             recipe = str(opts.recipe) if isinstance(opts, RecipeFileOptions) else modifiers(opts, facts.get("modules"))
             info = llmcompressor_run.oneshot(recipe, inputs[SOURCE], inputs.get(CALIBRATION), out, ctx)
         scale_check.finite_scales(out)
+        if facts:
+            facts["auto"]["stored"] = ct_auto.check_stored(out)
         scheme_ = None if isinstance(opts, RecipeFileOptions) else scheme(opts)
         return {"scheme": scheme_, **info, **({"auto": facts["auto"]} if facts else {})}
 

@@ -7,13 +7,13 @@ build serves the bf16-upgrade variant where its W4A16 kernel runs (AVX-512)."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.backends import ct_auto, ct_sensitivity
+from pipeline.errors import StageError
 from tests.helpers import smollm2_run
 
 pytest.importorskip("llmcompressor")
@@ -30,20 +30,11 @@ def _rows(run_dir: Path) -> dict[str, dict]:
     return {r["artifact"]: r for r in json.loads((run_dir / "results.json").read_text())}
 
 
-def _weights_bytes(package: Path) -> int:
-    """Bytes of the tensors in the package's safetensors (the file less its JSON header)."""
-    total = 0
-    for f in package.glob("*.safetensors"):
-        with f.open("rb") as fh:
-            total += f.stat().st_size - 8 - int.from_bytes(fh.read(8), "little")
-    return total
-
-
 def test_auto_beats_uniform_gptq_at_ten_percent_more_bytes(auto_run):
     rows = _rows(auto_run)
     uniform, auto = rows["gptq"], rows["gptq-auto-w4a16-10pct"]
     assert auto["kld"] < 0.9 * uniform["kld"], (auto["kld"], uniform["kld"])
-    sizes = {n: _weights_bytes(auto_run / "packages" / n) for n in ("gptq", "gptq-auto-w4a16-10pct")}
+    sizes = {n: ct_auto.tensor_bytes(auto_run / "packages" / n) for n in ("gptq", "gptq-auto-w4a16-10pct")}
     assert sizes["gptq-auto-w4a16-10pct"] <= 1.10 * sizes["gptq"] * 1.005, sizes  # the budget held on disk
 
 
@@ -51,26 +42,37 @@ def test_the_choice_is_what_the_checkpoint_stores(auto_run):
     package = auto_run / "packages" / "gptq-auto-w4a16-10pct"
     choice = json.loads((package / ct_auto.CHOICE_FILE).read_text())
     # the choice's byte count (stored_bytes per Linear, the rest at bf16) is the checkpoint's, within 0.5 %
-    assert abs(_weights_bytes(package) / choice["weights_bytes"] - 1) < 0.005, (_weights_bytes(package), choice)
+    on_disk = ct_auto.tensor_bytes(package)
+    assert abs(on_disk / choice["weights_bytes"] - 1) < 0.005, (on_disk, choice)
     assert choice["weights_bytes"] <= choice["budget_bytes"]
     assert set(choice["histogram"]) - {"w4a16"}, choice["histogram"]  # something was upgraded
     card = (package / "README.md").read_text()
     assert "## Weight schemes" in card and f"Expected KLD {choice['expected_kld']:.4f}" in card
-    qc = json.loads((package / "config.json").read_text())["quantization_config"]
-    w8 = [t for grp in qc["config_groups"].values() if grp["weights"]["num_bits"] == 8 for t in grp["targets"]]
+    # read from the tensors themselves: every Linear of a fused group (q/k/v, gate/up) in its group's scheme
+    stored = ct_auto.stored_schemes(package)
+    assert len(stored) == 30 * 7, len(stored)
+    for module, scheme in stored.items():
+        assert scheme == choice["types"][ct_sensitivity.group_of(module)[0]], module
+    assert set(stored.values()) == set(choice["histogram"]), (set(stored.values()), choice["histogram"])
+    run_info = json.loads((auto_run / "manifest.json").read_text())
+    quantize = next(s for s in run_info["stages"] if s["id"] == "quantize[gptq-auto-w4a16-10pct]")
+    assert quantize["info"]["auto"]["stored"]["linears_checked"] == 30 * 7  # the stage checked it too
 
-    def stored_as(module: str) -> str:
-        if module in qc["ignore"]:
-            return "bf16"
-        return "w8a16" if any(re.fullmatch(t.removeprefix("re:"), module) for t in w8) else "w4a16"
 
-    fused = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
-    for layer in range(30):
-        for block, names in fused.items():
-            for name in names:
-                module = f"model.layers.{layer}.{block}.{name}"
-                group, _ = ct_sensitivity.group_of(module)
-                assert stored_as(module) == choice["types"][group], module  # q/k/v, gate/up: one scheme each
+def test_a_checkpoint_off_its_choice_fails_the_check(auto_run, tmp_path):
+    """The stage's own check (ct_auto.check_stored) catches a checkpoint that does not store what was chosen."""
+    package = auto_run / "packages" / "gptq-auto-w4a16-10pct"
+    ct_auto.check_stored(package)  # the real one passes
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in package.glob("*.safetensors"):
+        (copy / f.name).symlink_to(f)  # read only: the check never writes
+    choice = json.loads((package / ct_auto.CHOICE_FILE).read_text())
+    group = next(g for g, t in choice["types"].items() if t == "w4a16")
+    choice["types"][group] = "bf16"  # what a regex target that matched nothing would leave
+    (copy / ct_auto.CHOICE_FILE).write_text(json.dumps(choice))
+    with pytest.raises(StageError, match="does not store the chosen schemes"):
+        ct_auto.check_stored(copy)
 
 
 def test_vllm_cpu_serves_the_bf16_upgrade_variant(auto_run):
