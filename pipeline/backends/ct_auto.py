@@ -81,11 +81,12 @@ def check_stored(checkpoint: Path) -> dict[str, Any]:
     choice = json.loads((checkpoint / CHOICE_FILE).read_text())
     stored = stored_schemes(checkpoint)
     wrong = sorted(m for m, s in stored.items() if s != choice["types"][ct_sensitivity.group_of(m)[0]])
-    if wrong or not stored:
-        got = stored.get(wrong[0]) if wrong else "nothing"
+    if not stored:
+        raise StageError("the checkpoint does not store the chosen schemes: it has no decoder Linear at all")
+    if wrong:
         raise StageError(
-            f"the checkpoint does not store the chosen schemes: {len(wrong)} Linears off, e.g. "
-            f"{wrong[0] if wrong else 'every one'} stored as {got}"
+            f"the checkpoint does not store the chosen schemes: {len(wrong)} Linears off, e.g. {wrong[0]} stored "
+            f"as {stored[wrong[0]]}"
         )
     on_disk = tensor_bytes(checkpoint)
     if abs(on_disk / choice["weights_bytes"] - 1) > 0.005:

@@ -70,6 +70,52 @@ def test_stored_bytes_counts_packed_weights_scales_and_zero_points():
     assert ct_sensitivity.stored_bytes((576, 1536), w8) == 576 * 1536 + 2 * 576
 
 
+def test_the_stored_check_reads_schemes_from_the_tensors(tmp_path):
+    """ct_auto.check_stored judges the tensors, in the layouts compressed-tensors writes: a float `weight` is bf16,
+    an int8 `weight` W8A16, a `weight_packed` 4 or 8 bits by its width over `weight_shape`."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from pipeline.errors import StageError
+
+    rows, cols = 64, 256
+    layer = "model.layers.0"
+
+    def packed(bits: int, groups: int) -> dict[str, torch.Tensor]:
+        return {
+            "weight_packed": torch.zeros(rows, cols * bits // 32, dtype=torch.int32),
+            "weight_shape": torch.tensor([rows, cols]),
+            "weight_scale": torch.ones(rows, groups, dtype=torch.bfloat16),
+        }
+
+    modules = {
+        f"{layer}.self_attn.q_proj": {"weight": torch.zeros(rows, cols, dtype=torch.bfloat16)},
+        f"{layer}.self_attn.o_proj": packed(8, 1),
+        f"{layer}.mlp.gate_proj": packed(4, cols // 128),
+        f"{layer}.mlp.down_proj": {
+            "weight": torch.zeros(rows, cols, dtype=torch.int8),
+            "weight_scale": torch.ones(rows, 1),
+        },
+    }
+    save_file({f"{m}.{k}": t for m, ts in modules.items() for k, t in ts.items()}, tmp_path / "model.safetensors")
+    assert ct_auto.stored_schemes(tmp_path) == dict(zip(modules, ("bf16", "w8a16", "w4a16", "w8a16"), strict=True))
+    types = {f"{layer}.qkv": "bf16", f"{layer}.o": "w8a16", f"{layer}.gate_up": "w4a16", f"{layer}.down": "w8a16"}
+    choice = {"types": types, "weights_bytes": ct_auto.tensor_bytes(tmp_path)}
+    (tmp_path / ct_auto.CHOICE_FILE).write_text(json.dumps(choice))
+    assert ct_auto.check_stored(tmp_path)["linears_checked"] == 4
+    (tmp_path / ct_auto.CHOICE_FILE).write_text(json.dumps({**choice, "weights_bytes": choice["weights_bytes"] * 2}))
+    with pytest.raises(StageError, match="bytes where the choice counted"):
+        ct_auto.check_stored(tmp_path)
+    (tmp_path / ct_auto.CHOICE_FILE).write_text(json.dumps({**choice, "types": {**types, f"{layer}.o": "w4a16"}}))
+    with pytest.raises(StageError, match="o_proj stored as w8a16"):
+        ct_auto.check_stored(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(StageError, match="no decoder Linear"):
+        ct_auto.check_stored(tmp_path)
+
+
 def test_targets_name_exactly_the_chosen_linears():
     (pattern,) = ct_auto.targets(["model.layers.1.self_attn.q_proj"])
     assert pattern.startswith("re:")
